@@ -1,0 +1,1 @@
+"""daskie: neural-network solvers for integral equations, trained as Dask task graphs."""

@@ -1,0 +1,357 @@
+"""The integral-equation specification (DESIGN.md section 1).
+
+    alpha(X) mu(X) = f(X) + sum_i lam_i * Int_{a_i}^{b_i(X)} K_i(X, T) M_i(mu(T)) dT,  X in Omega
+
+Data callables (``f``, ``alpha``, ``exact`` and the kernels) take numpy arrays whose last axis
+is the coordinate axis and broadcast over the leading axes; they are evaluated at fixed points
+(collocation points, quadrature nodes), never differentiated, so plain numpy code is enough.
+The nonlinearities ``M_i`` act on the network's output and are evaluated on torch tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import numpy as np
+
+from daskie.errors import SpecError
+from daskie.problems.domain import Domain
+
+__all__ = ["Nonlinearity", "IntegralTerm", "Noise", "Problem", "VOLTERRA"]
+
+#: Marker for a Volterra upper limit: ``upper=("x", 1.0)`` integrates t_1 up to x_1.
+VOLTERRA = "x"
+
+Limit = Union[float, str]
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+@dataclass(frozen=True, eq=False)
+class Nonlinearity:
+    """The map ``M`` applied to ``mu`` under an integral, with its derivative.
+
+    Parameters
+    ----------
+    fn : callable
+        Elementwise map written with torch operations (``lambda u: u**2``,
+        ``torch.sin``); numpy input is converted for you.
+    derivative : callable, optional
+        ``M'``; by default obtained from ``fn`` by automatic differentiation.
+    name : str
+        Short label used in plans, stores and reports.
+    linear : bool
+        True only for the identity; linear terms let the reference solver skip Newton.
+    """
+
+    fn: Callable
+    derivative: Callable | None = None
+    name: str = "M"
+    linear: bool = False
+
+    def __call__(self, u):
+        torch = _torch()
+        if isinstance(u, torch.Tensor):
+            return self.fn(u)
+        return self.fn(torch.as_tensor(np.asarray(u, dtype=float))).numpy()
+
+    def grad(self, u):
+        """``M'(u)`` elementwise, for torch tensors or numpy arrays."""
+        torch = _torch()
+        is_np = not isinstance(u, torch.Tensor)
+        t = torch.as_tensor(np.asarray(u, dtype=float)) if is_np else u
+        if self.derivative is not None:
+            out = self.derivative(t)
+        else:
+            with torch.enable_grad():
+                v = t.detach().requires_grad_(True)
+                (out,) = torch.autograd.grad(self.fn(v).sum(), v)
+        return out.detach().numpy() if is_np else out
+
+    @classmethod
+    def identity(cls) -> "Nonlinearity":
+        """``M(u) = u``."""
+        return cls(lambda u: u, lambda u: u * 0 + 1, name="identity", linear=True)
+
+    @classmethod
+    def power(cls, p: int) -> "Nonlinearity":
+        """``M(u) = u**p``."""
+        if p == 1:
+            return cls.identity()
+        return cls(lambda u: u**p, lambda u: p * u ** (p - 1), name=f"u^{p}")
+
+    @classmethod
+    def sin(cls) -> "Nonlinearity":
+        """``M(u) = sin(u)``."""
+        torch = _torch()
+        return cls(torch.sin, torch.cos, name="sin")
+
+    @classmethod
+    def exp(cls) -> "Nonlinearity":
+        """``M(u) = exp(u)``."""
+        torch = _torch()
+        return cls(torch.exp, torch.exp, name="exp")
+
+
+@dataclass(frozen=True, eq=False)
+class IntegralTerm:
+    """One term ``lam * Int_{lower}^{upper(X)} K(X, T) M(mu(T)) dT``.
+
+    Parameters
+    ----------
+    kernel : callable
+        ``K(x, t)`` on numpy arrays ``x``, ``t`` of shape ``(..., d)`` (broadcasting),
+        returning shape ``(...)``. With ``singularity=a > 0`` this is the smooth factor
+        ``g`` of ``K(x, t) = g(x, t) |x - t|^(-a)``.
+    lam : float
+        The coefficient lambda.
+    lower : sequence of float, optional
+        Lower limits per coordinate (default: the domain's lower corner).
+    upper : sequence of float or ``"x"``, optional
+        Upper limits per coordinate: a number (Fredholm direction) or ``"x"`` for the
+        matching coordinate of X (Volterra direction). Default: the domain's upper corner.
+    nonlinearity : Nonlinearity
+        ``M``; the identity by default.
+    singularity : float
+        Exponent ``a`` in [0, 1) of a weak singularity ``|x - t|^(-a)`` (1-D terms).
+    """
+
+    kernel: Callable
+    lam: float = 1.0
+    lower: tuple[float, ...] | None = None
+    upper: tuple[Limit, ...] | None = None
+    nonlinearity: Nonlinearity = field(default_factory=Nonlinearity.identity)
+    singularity: float = 0.0
+
+    @property
+    def volterra_axes(self) -> tuple[int, ...]:
+        """Coordinates whose upper limit is the matching coordinate of X."""
+        return tuple(j for j, u in enumerate(self.upper) if u == VOLTERRA)
+
+    @property
+    def is_fredholm(self) -> bool:
+        """True when every upper limit is a constant."""
+        return not self.volterra_axes
+
+    def upper_limits(self, x: np.ndarray) -> np.ndarray:
+        """Upper limits b(X) at points ``x`` of shape ``(n, d)``; returns ``(n, d)``."""
+        b = np.empty_like(x, dtype=float)
+        for j, u in enumerate(self.upper):
+            b[:, j] = x[:, j] if u == VOLTERRA else float(u)
+        return b
+
+    def describe(self) -> dict:
+        """Plain-data summary for plans, stores and reports."""
+        return {"lam": self.lam, "lower": list(self.lower), "upper": list(self.upper),
+                "nonlinearity": self.nonlinearity.name, "singularity": self.singularity,
+                "kind": "fredholm" if self.is_fredholm else
+                ("volterra" if len(self.volterra_axes) == len(self.upper) else "mixed")}
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Perturbations of the data for robustness experiments (seed 000, section 5.5).
+
+    Parameters
+    ----------
+    f_sigma : float
+        Standard deviation of Gaussian noise added to ``f``, relative to ``max |f|``.
+    lam_spread : float
+        Each ``lam_i`` is multiplied by a draw from ``U(1 - lam_spread, 1 + lam_spread)``.
+    seed : int
+        Seed of the draw.
+    fresh : bool
+        Draw new noise every optimizer step (the training averages it out) instead of
+        one fixed draw.
+    """
+
+    f_sigma: float = 0.05
+    lam_spread: float = 0.1
+    seed: int = 0
+    fresh: bool = False
+
+    def __post_init__(self):
+        if not (self.f_sigma >= 0 and math.isfinite(self.f_sigma)):
+            raise SpecError(f"noise.f_sigma must be a finite number >= 0, got {self.f_sigma}")
+        if not (0 <= self.lam_spread < 1):
+            raise SpecError(f"noise.lam_spread must be in [0, 1), got {self.lam_spread}")
+
+    def draw(self, f_values: np.ndarray, n_terms: int, rng: np.random.Generator):
+        """Return ``(f + noise, lambda factors)`` for one draw."""
+        scale = self.f_sigma * float(np.max(np.abs(f_values)))
+        f_noisy = f_values + rng.normal(0.0, scale, size=f_values.shape)
+        factors = rng.uniform(1 - self.lam_spread, 1 + self.lam_spread, size=n_terms)
+        return f_noisy, factors
+
+
+def _check_values(values, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    if arr.shape == ():
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise SpecError(
+            f"{what} must return one value per point: expected shape ({n},), got {arr.shape} "
+            "(callables take arrays of shape (..., d) and return shape (...))"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise SpecError(f"{what} is not finite on the domain (NaN or inf at some points)")
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """An integral equation ``alpha mu = f + sum_i lam_i Int K_i M_i(mu)``.
+
+    Parameters
+    ----------
+    domain : Domain
+        Where the equation holds (and where Fredholm directions integrate).
+    f : callable
+        Right-hand side on numpy arrays of shape ``(..., d)``.
+    terms : sequence of IntegralTerm
+        The integral terms (at least one).
+    alpha : float or callable
+        Coefficient of ``mu``; ``0`` gives a first-kind equation.
+    exact : callable, optional
+        The exact solution, for error metrics.
+    noise : Noise, optional
+        Data perturbations (errors are still measured against ``exact``).
+    name, description : str
+        Labels.
+
+    Raises
+    ------
+    SpecError
+        At construction, with a message naming the field, for wrong shapes, non-finite
+        data on the domain, limits naming coordinates that do not exist, and the like.
+    """
+
+    domain: Domain
+    f: Callable
+    terms: tuple[IntegralTerm, ...]
+    alpha: float | Callable = 1.0
+    exact: Callable | None = None
+    noise: Noise | None = None
+    name: str = "custom"
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.domain, Domain):
+            raise SpecError(f"domain must be a daskie Domain, got {type(self.domain).__name__}")
+        if not callable(self.f):
+            raise SpecError("f must be callable: f(x) with x of shape (..., d)")
+        terms = tuple(self.terms) if isinstance(self.terms, (list, tuple)) else (self.terms,)
+        if not terms:
+            raise SpecError("terms must hold at least one IntegralTerm")
+        d = self.domain.dim
+        fixed = []
+        for i, term in enumerate(terms):
+            fixed.append(self._check_term(i, term, d))
+        object.__setattr__(self, "terms", tuple(fixed))
+        if not (callable(self.alpha) or math.isfinite(float(self.alpha))):
+            raise SpecError(f"alpha must be a finite number or a callable, got {self.alpha!r}")
+        if self.exact is not None and not callable(self.exact):
+            raise SpecError("exact must be callable or None")
+        if self.noise is not None and not isinstance(self.noise, Noise):
+            raise SpecError(f"noise must be a daskie Noise, got {type(self.noise).__name__}")
+        self._check_data()
+
+    def _check_term(self, i: int, term, d: int) -> IntegralTerm:
+        where = f"terms[{i}]"
+        if not isinstance(term, IntegralTerm):
+            raise SpecError(f"{where} must be an IntegralTerm, got {type(term).__name__}")
+        if not callable(term.kernel):
+            raise SpecError(f"{where}.kernel must be callable: K(x, t)")
+        try:
+            lam = float(term.lam)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{where}.lam must be one number per term, got {term.lam!r}") from exc
+        if not math.isfinite(lam):
+            raise SpecError(f"{where}.lam must be finite, got {lam}")
+        lower = self.domain.lower if term.lower is None else tuple(term.lower)
+        upper = self.domain.upper if term.upper is None else tuple(term.upper)
+        if len(lower) != d:
+            raise SpecError(f"{where}.lower has {len(lower)} limits but the domain has {d} coordinates")
+        if len(upper) != d:
+            raise SpecError(f"{where}.upper has {len(upper)} limits but the domain has {d} coordinates")
+        lower = tuple(float(a) for a in lower)
+        checked = []
+        for j, (a, b) in enumerate(zip(lower, upper)):
+            if isinstance(b, str):
+                if b != VOLTERRA:
+                    raise SpecError(
+                        f"{where}.upper[{j}] = {b!r} names no coordinate: use a number or "
+                        f"{VOLTERRA!r} (the matching coordinate x_{j + 1})"
+                    )
+                if a > self.domain.lower[j] + 1e-15:
+                    raise SpecError(
+                        f"{where}.lower[{j}] = {a} lies above the domain's lower bound "
+                        f"{self.domain.lower[j]}: a Volterra limit x_{j + 1} would fall below it"
+                    )
+                checked.append(VOLTERRA)
+                continue
+            b = float(b)
+            if not b > a:
+                raise SpecError(f"{where}: lower[{j}] = {a} must be below upper[{j}] = {b}")
+            checked.append(b)
+        for j, a in enumerate(lower):
+            hi = checked[j] if checked[j] != VOLTERRA else self.domain.upper[j]
+            if a < self.domain.lower[j] - 1e-12 or hi > self.domain.upper[j] + 1e-12:
+                raise SpecError(
+                    f"{where} integrates coordinate {j} over [{a}, {hi}], outside the domain "
+                    f"[{self.domain.lower[j]}, {self.domain.upper[j]}] where mu is defined"
+                )
+        if VOLTERRA in checked and not self.domain.is_box:
+            raise SpecError(f"{where}: Volterra limits on a domain with holes are not supported")
+        if not isinstance(term.nonlinearity, Nonlinearity):
+            raise SpecError(f"{where}.nonlinearity must be a Nonlinearity, got {term.nonlinearity!r}")
+        a = float(term.singularity)
+        if not 0 <= a < 1:
+            raise SpecError(f"{where}.singularity must be in [0, 1) (weak singularity), got {a}")
+        if a > 0 and d != 1:
+            raise SpecError(f"{where}.singularity is supported for 1-D terms only (d = {d})")
+        return IntegralTerm(term.kernel, lam, lower, tuple(checked), term.nonlinearity, a)
+
+    def _check_data(self):
+        x = self.domain.sample(16, seed=12345)
+        n = len(x)
+        _check_values(self.f(x), n, "f")
+        if callable(self.alpha):
+            _check_values(self.alpha(x), n, "alpha")
+        if self.exact is not None:
+            _check_values(self.exact(x), n, "exact")
+        t = self.domain.sample(17, seed=54321)[1:]
+        for i, term in enumerate(self.terms):
+            _check_values(term.kernel(x, t), n, f"terms[{i}].kernel")
+
+    # --- derived data -------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Number of coordinates d."""
+        return self.domain.dim
+
+    @property
+    def is_linear(self) -> bool:
+        """True when every term's nonlinearity is the identity."""
+        return all(t.nonlinearity.linear for t in self.terms)
+
+    def alpha_at(self, x: np.ndarray) -> np.ndarray:
+        """``alpha`` at points ``x`` (shape ``(n, d)``) as an array of shape ``(n,)``."""
+        if callable(self.alpha):
+            return np.asarray(self.alpha(x), dtype=float)
+        return np.full(len(x), float(self.alpha))
+
+    def describe(self) -> dict:
+        """Plain-data summary (JSON-serialisable) stored with every run."""
+        return {"name": self.name, "description": self.description, "dim": self.dim,
+                "domain": self.domain.to_dict(), "linear": self.is_linear,
+                "alpha": None if callable(self.alpha) else float(self.alpha),
+                "terms": [t.describe() for t in self.terms],
+                "has_exact": self.exact is not None,
+                "noise": None if self.noise is None else vars(self.noise)}
