@@ -1,0 +1,151 @@
+"""What every formulation produces: sub-models, the evaluations they need, residual blocks.
+
+A :class:`Discretization` is the contract between formulations and everything that trains:
+
+* ``submodels`` — the networks (mu, and for order reduction the auxiliary F_{i,m});
+* ``evaluations`` — each a sub-model (or one of its input derivatives) at a fixed point set;
+* ``residual_blocks(values)`` — the residuals as differentiable functions of those values.
+
+Because the residuals depend on the parameters only through the evaluations, the Jacobian
+of the residuals is ``dR/dE @ dE/dtheta``: per-point parameter gradients of each network
+(cheap, ``vmap(grad)``) pushed forward through ``R`` (``jvp``). The same split lets the
+distributed runtime evaluate each network on its own worker and exchange only the values
+``E`` and the gradients ``dL/dE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from daskie.nn.mlp import MLP
+
+__all__ = ["SubModel", "Evaluation", "Discretization", "Formulation"]
+
+
+@dataclass(frozen=True)
+class SubModel:
+    """One network of a formulation.
+
+    Parameters
+    ----------
+    name : str
+        ``"mu"`` for the solution, ``"F{i}.{m}"`` for order-reduction auxiliaries.
+    in_dim : int
+        Number of inputs.
+    net : MLP
+        Architecture.
+    zero_axis : int, optional
+        When set, the output is ``(z[zero_axis] - zero_value) * net(z)``: the zero
+        constraint (seed 000 Eq 4.5) holds exactly by construction.
+    zero_value : float
+        See ``zero_axis``.
+    role : str
+        ``"solution"`` or ``"auxiliary"``.
+    term, order : int, optional
+        For auxiliaries: the integral term i and the chain position m.
+    """
+
+    name: str
+    in_dim: int
+    net: MLP
+    zero_axis: int | None = None
+    zero_value: float = 0.0
+    role: str = "solution"
+    term: int | None = None
+    order: int | None = None
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters."""
+        return self.net.n_params(self.in_dim)
+
+    def init_params(self, generator):
+        """Fresh flat parameter vector."""
+        return self.net.init_params(self.in_dim, generator)
+
+    def apply(self, theta, z):
+        """Sub-model output at ``z`` (shape ``(n, in_dim)`` or ``(in_dim,)``)."""
+        out = self.net.apply(theta, z)
+        if self.zero_axis is not None:
+            out = (z[..., self.zero_axis] - self.zero_value) * out
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """A sub-model, or its derivative along input ``derivative``, at fixed ``points``."""
+
+    submodel: str
+    points: object  # torch.Tensor (n, in_dim), float64
+    derivative: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of points."""
+        return int(self.points.shape[0])
+
+
+@dataclass(eq=False)
+class Discretization:
+    """A formulation applied to one problem: everything training needs, as tensors.
+
+    Attributes
+    ----------
+    problem : Problem
+    submodels : dict of SubModel
+    evaluations : dict of Evaluation
+    residual_fn : callable
+        ``residual_fn(values) -> dict[str, Tensor]`` mapping evaluation values to the
+        residual blocks; the loss is ``sum_b weight_b * mean(r_b**2)``.
+    weights : dict of float
+        Block weights (1 by default).
+    solution : str
+        Name of the sub-model that approximates mu.
+    test_points, test_exact : numpy arrays
+        Held-back points (never used in training) and the exact solution there (or None).
+    couplings : dict
+        For each residual block, the sub-models it involves (planner and windows use it).
+    info : dict
+        Plain-data description (point counts, rules) for stores and reports.
+    """
+
+    problem: object
+    submodels: dict[str, SubModel]
+    evaluations: dict[str, Evaluation]
+    residual_fn: Callable
+    solution: str
+    test_points: np.ndarray
+    test_exact: np.ndarray | None
+    block_evaluations: dict[str, tuple[str, ...]]
+    weights: dict[str, float] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def couplings(self) -> dict[str, tuple[str, ...]]:
+        """Sub-models involved in each residual block."""
+        return {b: tuple(sorted({self.evaluations[e].submodel for e in evs}))
+                for b, evs in self.block_evaluations.items()}
+
+    def residual_blocks(self, values: dict) -> dict:
+        """Residual blocks from evaluation values."""
+        return self.residual_fn(values)
+
+
+class Formulation:
+    """Base class: a formulation turns a :class:`Problem` into a :class:`Discretization`.
+
+    Subclasses are frozen dataclasses with typed, validated options and implement
+    :meth:`discretize`.
+    """
+
+    def discretize(self, problem, seed: int = 0) -> Discretization:  # pragma: no cover
+        """Build the discretization of ``problem`` (points drawn with ``seed``)."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        """Short name used in records and stores."""
+        return type(self).__name__

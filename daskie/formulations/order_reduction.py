@@ -1,0 +1,169 @@
+"""Order reduction (seed 000 Eq 4.4, the R-AIM transform): integrals become derivative chains.
+
+For each term i and coordinates m = 1..d, an auxiliary network F_{i,m}(X, t_m, ..., t_d) with
+
+    dF_{i,1}/dt_1 = K_i(X, T) M_i(mu(T)),
+    dF_{i,m}/dt_m = F_{i,m-1}(X, b_{i,1}(X), ..., b_{i,m-1}(X), t_m, ..., t_d),   m = 2..d,
+    F_{i,m} = 0 at t_m = a_{i,m}                                                 (Eq 4.5),
+
+so that ``Int K M(mu) dT = F_{i,d}(X, b_{i,d}(X))`` and the equation reads
+``alpha mu(X) = f(X) + sum_i lam_i F_{i,d}(X, b_{i,d}(X))``. The zero constraints hold
+exactly by construction (``F = (t_m - a_m) N(...)``) unless ``constraints="loss"``.
+Every residual is linear in the networks' outputs and input derivatives, which the
+objective exploits for cheap exact Jacobians; each F_{i,m} is a sub-model CEPTF can place
+on its own worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from daskie.errors import SpecError
+from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
+from daskie.formulations.quadrature import _positive_int, rhs_values, test_set
+from daskie.nn.mlp import MLP
+
+__all__ = ["OrderReduction"]
+
+
+def _sobol(dim, n, seed):
+    engine = torch.quasirandom.SobolEngine(dim, scramble=True, seed=int(seed))
+    return engine.draw(int(n), dtype=torch.float64).numpy()
+
+
+@dataclass(frozen=True)
+class OrderReduction(Formulation):
+    """Order reduction of the IE into coupled sub-networks mu and F_{i,m}.
+
+    Parameters
+    ----------
+    net : MLP
+        Network for mu.
+    aux_net : MLP, optional
+        Network for every F_{i,m} (default: ``net``).
+    points : int
+        Collocation points of the equation residual (for mu).
+    aux_points : int
+        Points of the last chain residual F_{i,d}; F_{i,m} gets ``aux_points * 2**(d-m)``
+        (its input has more coordinates).
+    constraints : str
+        ``"exact"`` (default): F_{i,m} vanishes at t_m = a_m by construction;
+        ``"loss"``: as a residual block on ``bc_points`` points, as in the paper.
+    bc_points : int
+        Points per boundary block when ``constraints="loss"``.
+    test_points : int
+        Held-back Sobol points for the MSE.
+    """
+
+    net: MLP = field(default_factory=MLP)
+    aux_net: MLP | None = None
+    points: int = 512
+    aux_points: int = 2048
+    constraints: str = "exact"
+    bc_points: int = 512
+    test_points: int = 1000
+
+    def __post_init__(self):
+        for name in ("net", "aux_net"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, MLP):
+                raise SpecError(f"{name} must be a daskie MLP, got {type(v).__name__}")
+        for name in ("points", "aux_points", "bc_points", "test_points"):
+            _positive_int(getattr(self, name), name)
+        if self.constraints not in ("exact", "loss"):
+            raise SpecError(f"constraints must be 'exact' or 'loss', got {self.constraints!r}")
+
+    @property
+    def label(self) -> str:
+        return "order_reduction"
+
+    def discretize(self, problem, seed: int = 0) -> Discretization:
+        """Sub-models mu and F_{i,m}, their point sets and the residual map."""
+        d = problem.dim
+        if not problem.domain.is_box:
+            raise SpecError("order reduction needs a box domain (the derivative chain integrates "
+                            "over boxes); use QuadratureCollocation for domains with holes")
+        for i, term in enumerate(problem.terms):
+            if term.singularity > 0:
+                raise SpecError(f"terms[{i}] has a weakly singular kernel, which order reduction cannot "
+                                "differentiate through; use QuadratureCollocation (product integration)")
+        T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        aux = self.aux_net or self.net
+        lo, hi = np.asarray(problem.domain.lower), np.asarray(problem.domain.upper)
+
+        submodels = {"mu": SubModel("mu", d, self.net)}
+        evaluations, blocks, data = {}, {}, {}
+        x = lo + (hi - lo) * _sobol(d, self.points, seed)
+        f, lam_factor = rhs_values(problem, x, seed)
+        data["alpha"], data["f"] = T(problem.alpha_at(x)), T(f)
+        evaluations["mu@x"] = Evaluation("mu", T(x))
+        blocks["equation"] = ["mu@x"]
+        lams = []
+        for i, term in enumerate(problem.terms):
+            a = np.asarray(term.lower)
+            lams.append(term.lam * lam_factor[i])
+            for m in range(1, d + 1):
+                name = f"F{i}.{m}"
+                n_in = d + (d - m + 1)
+                submodels[name] = SubModel(name, n_in, aux, role="auxiliary", term=i, order=m,
+                                           zero_axis=d if self.constraints == "exact" else None,
+                                           zero_value=float(a[m - 1]))
+                # Points (X, t_m..t_d) with t_j in [a_j, b_j(X)].
+                n_pts = self.aux_points * 2 ** (d - m)
+                u = _sobol(n_in, n_pts, seed + 101 * (i + 1) + m)
+                xs = lo + (hi - lo) * u[:, :d]
+                b = term.upper_limits(xs)
+                ts = a[m - 1:] + (b[:, m - 1:] - a[m - 1:]) * u[:, d:]
+                z = np.concatenate([xs, ts], axis=1)
+                evaluations[f"d{name}"] = Evaluation(name, T(z), derivative=d)
+                if m == 1:
+                    evaluations[f"mu@{name}"] = Evaluation("mu", T(ts))
+                    data[f"K{i}"] = T(term.kernel(xs, ts))
+                    blocks[name] = [f"d{name}", f"mu@{name}"]
+                else:
+                    prev = np.concatenate([xs, b[:, m - 2:m - 1], ts], axis=1)
+                    evaluations[f"{name}<"] = Evaluation(f"F{i}.{m - 1}", T(prev))
+                    blocks[name] = [f"d{name}", f"{name}<"]
+                if self.constraints == "loss":
+                    ub = _sobol(n_in, self.bc_points, seed + 7919 * (i + 1) + m)
+                    xb = lo + (hi - lo) * ub[:, :d]
+                    bb = term.upper_limits(xb)
+                    tb = a[m - 1:] + (bb[:, m - 1:] - a[m - 1:]) * ub[:, d:]
+                    tb[:, 0] = a[m - 1]
+                    evaluations[f"bc{name}"] = Evaluation(name, T(np.concatenate([xb, tb], axis=1)))
+                    blocks[f"bc{name}"] = [f"bc{name}"]
+            # F_{i,d} at (X, b_d(X)) closes the equation.
+            end = np.concatenate([x, term.upper_limits(x)[:, d - 1:d]], axis=1)
+            evaluations[f"F{i}.{d}@x"] = Evaluation(f"F{i}.{d}", T(end))
+            blocks["equation"].append(f"F{i}.{d}@x")
+
+        nonlins = [t.nonlinearity for t in problem.terms]
+
+        def residual_fn(values):
+            r = data["alpha"] * values["mu@x"] - data["f"]
+            for i, lam in enumerate(lams):
+                r = r - lam * values[f"F{i}.{d}@x"]
+            out = {"equation": r}
+            for i in range(len(lams)):
+                name = f"F{i}.1"
+                out[name] = values[f"d{name}"] - data[f"K{i}"] * nonlins[i](values[f"mu@{name}"])
+                for m in range(2, d + 1):
+                    name = f"F{i}.{m}"
+                    out[name] = values[f"d{name}"] - values[f"{name}<"]
+                if self.constraints == "loss":
+                    for m in range(1, d + 1):
+                        out[f"bcF{i}.{m}"] = values[f"bcF{i}.{m}"]
+            return out
+
+        test_pts, test_exact = test_set(problem, self.test_points, seed)
+        return Discretization(
+            problem=problem, submodels=submodels, evaluations=evaluations,
+            residual_fn=residual_fn, solution="mu", test_points=test_pts, test_exact=test_exact,
+            block_evaluations={b: tuple(v) for b, v in blocks.items()},
+            info={"formulation": self.label, "points": self.points, "aux_points": self.aux_points,
+                  "constraints": self.constraints,
+                  "n_params": sum(s.n_params for s in submodels.values())},
+        )

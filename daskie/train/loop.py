@@ -1,0 +1,144 @@
+"""The training loop: advance a :class:`TrainState` by a number of optimizer steps.
+
+``advance`` is the unit every strategy runs: the monolithic strategy calls it once for the
+whole budget, the CEPTF windows call it for W steps at a time. It is a pure function of
+its inputs (objective, optimizer, state, step count), which is what makes windows
+checkpointable, resumable and safe for Dask to recompute.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from daskie.errors import TrainingDiverged
+
+__all__ = ["TrainState", "advance", "train"]
+
+
+@dataclass
+class TrainState:
+    """Where training stands: parameters, optimizer state and counters.
+
+    Attributes
+    ----------
+    theta : torch.Tensor
+        Flat parameters of the objective's trainable sub-models.
+    epoch : int
+        Optimizer steps taken so far (all stages).
+    stage, stage_epoch : int
+        Current stage of a :class:`~daskie.train.optimizers.Chain` and steps taken in it.
+    opt_state : dict or None
+        The current stage's optimizer state (None: not initialised yet).
+    done : str or None
+        Why training ended: ``"target"`` (loss below target), ``"budget"`` or ``"stalled"``.
+    loss : float
+        Last reported loss.
+    wall_s : float
+        Training wall time accumulated so far (seconds).
+    """
+
+    theta: torch.Tensor
+    epoch: int = 0
+    stage: int = 0
+    stage_epoch: int = 0
+    opt_state: dict | None = None
+    done: str | None = None
+    loss: float = math.inf
+    wall_s: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_loss: float = 0.0,
+            eval_every: int = 0, callback=None, record_extra=None):
+    """Take up to ``n_steps`` optimizer steps from ``state``.
+
+    Parameters
+    ----------
+    objective : Objective
+        What to minimise.
+    optimizer : Optimizer
+        A single optimizer or a :class:`~daskie.train.optimizers.Chain`.
+    state : TrainState
+        Start; not modified (a new state is returned).
+    n_steps : int
+        Steps to take at most (fewer when the target is met or the budget ends).
+    target_loss : float
+        Stop as soon as the loss falls below this.
+    eval_every : int
+        Also record the test MSE every this many steps (0: only at the end of the call).
+    callback : callable, optional
+        ``callback(record)`` after each step (progress bars, live dashboards).
+    record_extra : dict, optional
+        Fields added to every record (window index, sub-model, worker).
+
+    Returns
+    -------
+    (TrainState, list of dict)
+        The new state and one record per step: epoch, loss, optimizer, wall_s and, where
+        evaluated, mse.
+
+    Raises
+    ------
+    TrainingDiverged
+        When the loss turns NaN or infinite; ``exc.state`` is the last good state.
+    """
+    stages = optimizer.stages()
+    state = replace(state)
+    records = []
+    extra = dict(record_extra or {})
+    for _ in range(int(n_steps)):
+        if state.done is not None:
+            break
+        while state.stage < len(stages) and state.stage_epoch >= stages[state.stage].steps:
+            state.stage, state.stage_epoch, state.opt_state = state.stage + 1, 0, None
+        if state.stage >= len(stages):
+            state.done = "budget"
+            break
+        opt = stages[state.stage]
+        if state.opt_state is None:
+            state.opt_state = opt.init_state(objective, state.theta)
+        t0 = time.perf_counter()
+        theta, opt_state, info = opt.step(objective, state.theta, state.opt_state, state.epoch)
+        dt = time.perf_counter() - t0
+        loss = float(info["loss"])
+        if not math.isfinite(loss) or not bool(torch.isfinite(theta).all()):
+            exc = TrainingDiverged(
+                f"loss became {loss} at epoch {state.epoch + 1} ({opt.label}); "
+                f"the last good state (epoch {state.epoch}, loss {state.loss:.3e}) is kept")
+            exc.state = state
+            raise exc
+        state = replace(state, theta=theta, opt_state=opt_state, epoch=state.epoch + 1,
+                        stage_epoch=state.stage_epoch + 1, loss=loss, wall_s=state.wall_s + dt)
+        rec = {"epoch": state.epoch, "loss": loss, "optimizer": opt.label, "step_s": dt,
+               "wall_s": state.wall_s, **{k: v for k, v in info.items() if k != "loss"}, **extra}
+        if info.get("stalled"):
+            # The damping hit its ceiling: this stage can do no more; go on with the next.
+            state.stage, state.stage_epoch, state.opt_state = state.stage + 1, 0, None
+            if state.stage >= len(stages):
+                state.done = "stalled"
+        if loss < target_loss:
+            state.done = "target"
+        if eval_every and state.epoch % eval_every == 0:
+            rec["mse"] = objective.mse(state.theta)
+        records.append(rec)
+        if callback is not None:
+            callback(rec)
+    if records and "mse" not in records[-1]:
+        records[-1]["mse"] = objective.mse(state.theta)
+    return state, records
+
+
+def train(objective, optimizer, *, seed: int = 0, target_loss: float = 0.0, eval_every: int = 0,
+          callback=None, state: TrainState | None = None):
+    """Train ``objective`` with ``optimizer`` to the end of its budget or the loss target.
+
+    A convenience over :func:`advance` for single-process use; returns ``(state, records)``.
+    """
+    if state is None:
+        state = TrainState(theta=objective.init_params(seed))
+    return advance(objective, optimizer, state, optimizer.steps + 1, target_loss=target_loss,
+                   eval_every=eval_every, callback=callback)

@@ -1,0 +1,199 @@
+"""A formulation's least-squares objective over one flat parameter vector.
+
+:class:`Objective` is what every optimizer sees: ``residuals(theta)`` with
+``loss = residuals @ residuals``, ``loss(theta)``, ``jacobian(theta)`` and ``mse(theta)`` on the
+held-back test points. ``theta`` concatenates the parameters of the trainable sub-models;
+:meth:`Objective.restrict` freezes the others (block-coordinate windows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import grad, jvp, vmap
+
+__all__ = ["Layout", "Objective"]
+
+#: Points per chunk when forming per-point parameter gradients (bounds memory).
+JAC_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each sub-model's parameters live in the flat vector."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        """Total number of parameters."""
+        return sum(self.sizes)
+
+    @property
+    def offsets(self) -> dict[str, tuple[int, int]]:
+        """``name -> (start, stop)``."""
+        out, start = {}, 0
+        for n, s in zip(self.names, self.sizes):
+            out[n] = (start, start + s)
+            start += s
+        return out
+
+    def split(self, theta) -> dict:
+        """Views of ``theta`` per sub-model."""
+        return {n: theta[a:b] for n, (a, b) in self.offsets.items()}
+
+    def join(self, parts: dict):
+        """Concatenate per-sub-model vectors in layout order."""
+        return torch.cat([parts[n] for n in self.names])
+
+
+def evaluate_one(sub, ev, theta):
+    """Value of evaluation ``ev`` (a sub-model or one input derivative) with parameters ``theta``."""
+    if ev.derivative is None:
+        return sub.apply(theta, ev.points)
+    tangent = torch.zeros_like(ev.points)
+    tangent[:, ev.derivative] = 1.0
+    return jvp(lambda z: sub.apply(theta, z), (ev.points,), (tangent,))[1]
+
+
+def point_jacobian(sub, ev, theta) -> torch.Tensor:
+    """Per-point parameter gradients of ``ev``: shape ``(n_points, n_params)``."""
+    k = ev.derivative
+
+    def single(th, z):
+        if k is None:
+            return sub.apply(th, z)
+        e = torch.zeros_like(z)
+        e[k] = 1.0
+        return jvp(lambda zz: sub.apply(th, zz), (z,), (e,))[1]
+
+    per_point = vmap(grad(single), in_dims=(None, 0))
+    pts = ev.points
+    return torch.cat([per_point(theta, pts[s:s + JAC_CHUNK]) for s in range(0, len(pts), JAC_CHUNK)])
+
+
+class Objective:
+    """Least-squares objective of a :class:`~daskie.formulations.base.Discretization`.
+
+    Parameters
+    ----------
+    disc : Discretization
+    trainable : sequence of str, optional
+        Sub-models whose parameters form ``theta`` (default: all).
+    frozen : dict, optional
+        Parameter vectors of the other sub-models (required when ``trainable`` is a subset).
+    """
+
+    def __init__(self, disc, trainable=None, frozen=None):
+        self.disc = disc
+        names = tuple(disc.submodels) if trainable is None else tuple(trainable)
+        self.layout = Layout(names, tuple(disc.submodels[n].n_params for n in names))
+        self.frozen = {k: v.detach() for k, v in (frozen or {}).items() if k not in names}
+        missing = set(disc.submodels) - set(names) - set(self.frozen)
+        if missing:
+            raise ValueError(f"frozen parameters missing for sub-models {sorted(missing)}")
+        # Only the residual blocks that involve a trainable sub-model matter to it.
+        self.blocks = tuple(b for b, subs in disc.couplings.items() if set(subs) & set(names))
+        self.eval_keys = tuple(sorted({e for b in self.blocks for e in disc.block_evaluations[b]}))
+
+    # --- parameters ----------------------------------------------------------------------
+    def init_params(self, seed: int) -> torch.Tensor:
+        """Initial flat parameters; each sub-model draws from its own seeded stream, so a
+        sub-model's start does not depend on which others are trained with it."""
+        parts = {}
+        for i, name in enumerate(self.disc.submodels):
+            g = torch.Generator().manual_seed(int(seed) * 1000 + i)
+            parts[name] = self.disc.submodels[name].init_params(g)
+        return self.layout.join(parts)
+
+    def _all_params(self, theta) -> dict:
+        return {**self.frozen, **self.layout.split(theta)}
+
+    # --- values --------------------------------------------------------------------------
+    def values(self, theta, keys=None) -> dict:
+        """Evaluation values ``{key: tensor}`` at ``theta``."""
+        params = self._all_params(theta)
+        d = self.disc
+        return {k: evaluate_one(d.submodels[d.evaluations[k].submodel], d.evaluations[k],
+                                params[d.evaluations[k].submodel])
+                for k in (self.eval_keys if keys is None else keys)}
+
+    def _stack(self, blocks: dict):
+        w = self.disc.weights
+        return torch.cat([(w.get(b, 1.0) / blocks[b].numel()) ** 0.5 * blocks[b].reshape(-1)
+                          for b in self.blocks])
+
+    def residuals_from_values(self, values: dict):
+        """Scaled residual vector from evaluation values (``loss = r @ r``)."""
+        return self._stack(self.disc.residual_blocks(values))
+
+    def residuals(self, theta):
+        """Scaled residual vector ``r(theta)`` with ``loss = r @ r``."""
+        return self.residuals_from_values(self.values(theta))
+
+    def loss(self, theta):
+        """Weighted sum of the blocks' mean squared residuals."""
+        r = self.residuals(theta)
+        return r @ r
+
+    def block_losses(self, theta) -> dict[str, float]:
+        """Mean squared residual of each block (for histories)."""
+        with torch.no_grad():
+            blocks = self.disc.residual_blocks(self.values(theta))
+        return {b: float(torch.mean(blocks[b] ** 2)) for b in self.blocks}
+
+    def jacobian(self, theta):
+        """``(r, J)``: residuals and their Jacobian ``dr/dtheta`` of shape ``(n_r, n_params)``.
+
+        Built from per-point parameter gradients of each evaluation, pushed forward through
+        the residual map with ``jvp`` (never ``jacrev`` over the batched residual).
+        """
+        with torch.no_grad():
+            values = self.values(theta)
+        keys = self.eval_keys
+        primals = tuple(values[k] for k in keys)
+
+        def resid(*vals):
+            return self.residuals_from_values(dict(zip(keys, vals)))
+
+        r = resid(*primals).detach()
+        cols = []
+        params = self.layout.split(theta.detach())
+        d = self.disc
+        for name in self.layout.names:
+            sub = d.submodels[name]
+            mine = [k for k in keys if d.evaluations[k].submodel == name]
+            jac = {k: point_jacobian(sub, d.evaluations[k], params[name]) for k in mine}
+            p = self.layout.sizes[self.layout.names.index(name)]
+
+            def push(*tangent_cols):
+                it = iter(tangent_cols)
+                tangents = tuple(next(it) if k in jac else torch.zeros_like(values[k]) for k in keys)
+                return jvp(resid, primals, tangents)[1]
+
+            cols.append(vmap(push, in_dims=1, out_dims=1)(*(jac[k] for k in mine))
+                        if mine else torch.zeros(len(r), p, dtype=r.dtype))
+        return r, torch.cat(cols, dim=1)
+
+    # --- accuracy ------------------------------------------------------------------------
+    def solution(self, theta, points) -> np.ndarray:
+        """mu at ``points`` (numpy ``(n, d)``) from the solution sub-model."""
+        params = self._all_params(theta)
+        sub = self.disc.submodels[self.disc.solution]
+        with torch.no_grad():
+            z = torch.as_tensor(np.asarray(points, dtype=float))
+            return sub.apply(params[sub.name].detach(), z).numpy()
+
+    def mse(self, theta) -> float:
+        """Mean squared error against the exact solution on the held-back test points."""
+        if self.disc.test_exact is None:
+            return float("nan")
+        err = self.solution(theta, self.disc.test_points) - self.disc.test_exact
+        return float(np.mean(err**2))
+
+    def restrict(self, trainable, theta) -> "Objective":
+        """The objective over ``trainable`` sub-models with the rest frozen at ``theta``'s values."""
+        return Objective(self.disc, trainable, frozen={**self.frozen, **self.layout.split(theta)})
