@@ -178,7 +178,7 @@ class LevenbergMarquardt(Optimizer):
     """
 
     damping: float = 1e-3
-    scaling: str = "levenberg"
+    scaling: str = "marquardt"
     max_damping: float = 1e10
     max_tries: int = 12
     steps: int = 300
