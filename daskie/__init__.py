@@ -1,1 +1,35 @@
-"""daskie: neural-network solvers for integral equations, trained as Dask task graphs."""
+"""daskie: neural-network solvers for integral equations, trained as Dask task graphs.
+
+Importing daskie starts nothing and reads no files; the names below load on first use.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "solve": "daskie.api",
+    "Problem": "daskie.problems", "IntegralTerm": "daskie.problems", "Domain": "daskie.problems",
+    "Nonlinearity": "daskie.problems", "Noise": "daskie.problems", "VOLTERRA": "daskie.problems",
+    "catalog": "daskie.problems",
+    "QuadratureCollocation": "daskie.formulations", "OrderReduction": "daskie.formulations",
+    "MLP": "daskie.nn",
+    "Adam": "daskie.train", "LBFGS": "daskie.train", "LevenbergMarquardt": "daskie.train",
+    "Chain": "daskie.train",
+    "Monolithic": "daskie.strategies", "CEPTF": "daskie.strategies",
+    "Nystrom": "daskie.reference",
+    "make_plan": "daskie.plan",
+    "RunStore": "daskie.store",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'daskie' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

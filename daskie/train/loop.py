@@ -53,7 +53,7 @@ class TrainState:
 
 
 def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_loss: float = 0.0,
-            eval_every: int = 0, callback=None, record_extra=None):
+            eval_every: int = 0, callback=None, record_extra=None, final_mse: bool = True):
     """Take up to ``n_steps`` optimizer steps from ``state``.
 
     Parameters
@@ -74,6 +74,8 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
         ``callback(record)`` after each step (progress bars, live dashboards).
     record_extra : dict, optional
         Fields added to every record (window index, sub-model, worker).
+    final_mse : bool
+        Record the test MSE after the last step.
 
     Returns
     -------
@@ -127,7 +129,7 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
         records.append(rec)
         if callback is not None:
             callback(rec)
-    if records and "mse" not in records[-1]:
+    if final_mse and records and "mse" not in records[-1]:
         records[-1]["mse"] = objective.mse(state.theta)
     return state, records
 

@@ -92,12 +92,16 @@ class Objective:
         names = tuple(disc.submodels) if trainable is None else tuple(trainable)
         self.layout = Layout(names, tuple(disc.submodels[n].n_params for n in names))
         self.frozen = {k: v.detach() for k, v in (frozen or {}).items() if k not in names}
-        missing = set(disc.submodels) - set(names) - set(self.frozen)
-        if missing:
-            raise ValueError(f"frozen parameters missing for sub-models {sorted(missing)}")
         # Only the residual blocks that involve a trainable sub-model matter to it.
         self.blocks = tuple(b for b, subs in disc.couplings.items() if set(subs) & set(names))
-        self.eval_keys = tuple(sorted({e for b in self.blocks for e in disc.block_evaluations[b]}))
+        # The residual map reads every evaluation; those of frozen sub-models are constants,
+        # computed once.
+        self.eval_keys = tuple(disc.evaluations)
+        self.trainable_keys = tuple(k for k in self.eval_keys if disc.evaluations[k].submodel in names)
+        missing = {disc.evaluations[k].submodel for k in self.eval_keys} - set(names) - set(self.frozen)
+        if missing:
+            raise ValueError(f"frozen parameters missing for sub-models {sorted(missing)}")
+        self._constants = None
 
     # --- parameters ----------------------------------------------------------------------
     def init_params(self, seed: int) -> torch.Tensor:
@@ -115,10 +119,17 @@ class Objective:
     # --- values --------------------------------------------------------------------------
     def values(self, theta, keys=None) -> dict:
         """Evaluation values ``{key: tensor}`` at ``theta``."""
-        params = self._all_params(theta)
         d = self.disc
-        return {k: evaluate_one(d.submodels[d.evaluations[k].submodel], d.evaluations[k],
-                                params[d.evaluations[k].submodel])
+        params = self._all_params(theta)
+
+        def one(k):
+            ev = d.evaluations[k]
+            return evaluate_one(d.submodels[ev.submodel], ev, params[ev.submodel])
+
+        if self._constants is None:
+            with torch.no_grad():
+                self._constants = {k: one(k) for k in self.eval_keys if k not in self.trainable_keys}
+        return {k: (self._constants[k] if k in self._constants else one(k))
                 for k in (self.eval_keys if keys is None else keys)}
 
     def _stack(self, blocks: dict):

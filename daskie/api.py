@@ -1,0 +1,255 @@
+"""``daskie.solve``: problem -> formulation -> plan -> Dask graph -> store -> xarray Dataset."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+
+from daskie.errors import SpecError, TrainingDiverged
+
+__all__ = ["solve", "default_formulation", "default_optimizer", "solution_dataset", "local_cluster"]
+
+
+def default_formulation():
+    """Quadrature collocation with a 3 x 20 tanh network (DESIGN.md section 6: the most
+    accurate per second on the 2-D catalog)."""
+    from daskie.formulations.quadrature import QuadratureCollocation
+
+    return QuadratureCollocation()
+
+
+def default_optimizer():
+    """Levenberg-Marquardt, 300 steps."""
+    from daskie.train.optimizers import LevenbergMarquardt
+
+    return LevenbergMarquardt(steps=300)
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0):
+    """An embedded LocalCluster on 127.0.0.1 with CPU (and GPU) resource tags, and its Client."""
+    from distributed import Client, LocalCluster
+
+    resources = {"CPU": threads_per_worker}
+    if gpus:
+        resources["GPU"] = 1
+    with LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      resources=resources) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _grid_points(domain, n=None):
+    d = domain.dim
+    n = n or {1: 201, 2: 65, 3: 17}.get(d, 5)
+    axes = [np.linspace(lo, hi, n) for lo, hi in zip(domain.lower, domain.upper)]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    return axes, mesh
+
+
+def solution_dataset(objective, theta, problem, grid: int | None = None):
+    """The solution on a regular grid (NaN outside a masked domain), with the exact solution
+    and the error where known, as an ``xarray.Dataset``."""
+    import xarray as xr
+
+    axes, mesh = _grid_points(problem.domain, grid)
+    flat = mesh.reshape(-1, problem.dim)
+    inside = problem.domain.contains(flat)
+    mu = np.full(len(flat), np.nan)
+    mu[inside] = objective.solution(theta, flat[inside])
+    dims = tuple(f"x{j}" for j in range(problem.dim))
+    shape = mesh.shape[:-1]
+    data = {"mu": (dims, mu.reshape(shape), {"long_name": "neural solution"})}
+    if problem.exact is not None:
+        ex = np.full(len(flat), np.nan)
+        ex[inside] = problem.exact(flat[inside])
+        data["exact"] = (dims, ex.reshape(shape), {"long_name": "exact solution"})
+        data["error"] = (dims, (mu - ex).reshape(shape), {"long_name": "mu - exact"})
+    return xr.Dataset(data, coords={d: a for d, a in zip(dims, axes)})
+
+
+def _accuracy(objective, theta):
+    d = objective.disc
+    if d.test_exact is None:
+        return {"mse": float("nan"), "rel_l2": float("nan"), "max_abs_error": float("nan")}
+    err = objective.solution(theta, d.test_points) - d.test_exact
+    return {"mse": float(np.mean(err**2)),
+            "rel_l2": float(np.linalg.norm(err) / np.linalg.norm(d.test_exact)),
+            "max_abs_error": float(np.max(np.abs(err)))}
+
+
+def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=None, store=None,
+          seed: int = 0, target_loss: float = 1e-14, resume: bool = False, overwrite: bool = False,
+          workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
+          progress=None, on_window=None, grid: int | None = None):
+    """Solve an integral equation with a neural network, training as a Dask graph.
+
+    Parameters
+    ----------
+    problem : Problem or str
+        A :class:`~daskie.problems.Problem` or a catalog name (``daskie.problems.catalog.names()``).
+    formulation : Formulation, optional
+        Default :func:`default_formulation` (quadrature collocation).
+    strategy : Strategy, optional
+        :class:`~daskie.strategies.Monolithic` (default) or :class:`~daskie.strategies.CEPTF`.
+    optimizer : Optimizer, optional
+        Default :func:`default_optimizer` (Levenberg-Marquardt).
+    client : distributed.Client or "sync", optional
+        Where the graph runs. ``None`` starts an embedded ``LocalCluster`` of ``workers``
+        single-threaded workers on 127.0.0.1 for the duration of the call; ``"sync"`` runs
+        the same graph in this process with Dask's synchronous scheduler.
+    store : str or path, optional
+        Directory of the run's zarr store (checkpoints per window, history, solution).
+    seed : int
+        Seed of the collocation points and the initial parameters.
+    target_loss : float
+        Training stops when the loss falls below this.
+    resume : bool
+        Continue the run in ``store`` from its last checkpoint.
+    overwrite : bool
+        Replace an existing store (otherwise an existing store is an error).
+    workers, gpus : int
+        Cluster size for the plan (and for the embedded cluster).
+    threads : int or None
+        torch threads inside each task (None: torch's default, all cores).
+    eval_every : int
+        Record the test MSE every this many steps.
+    progress : callable, optional
+        ``progress(record)`` for every training record as windows complete.
+    on_window : callable, optional
+        ``on_window(k, summary)`` after each window (after its checkpoint is written).
+    grid : int, optional
+        Points per coordinate of the returned solution grid.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``mu``, ``exact`` and ``error`` on a grid; ``attrs`` hold the summary
+        (problem, formulation, strategy, mse, rel_l2, epochs, wall_s, store, ...).
+        MSE and relative L2 are measured on held-back Sobol test points.
+    """
+    from daskie.graph import builder
+    from daskie.graph.tasks import RunContext, objective_for
+    from daskie.problems import Problem, catalog
+    from daskie.strategies import CEPTF, Monolithic, Strategy
+    from daskie.train.optimizers import Optimizer
+
+    if isinstance(problem, str):
+        problem = catalog.get(problem)
+    if not isinstance(problem, Problem):
+        raise SpecError(f"problem must be a Problem or a catalog name, got {type(problem).__name__}")
+    formulation = default_formulation() if formulation is None else formulation
+    strategy = Monolithic() if strategy is None else strategy
+    optimizer = default_optimizer() if optimizer is None else optimizer
+    if not isinstance(strategy, Strategy):
+        raise SpecError(f"strategy must be a daskie Strategy (Monolithic(), CEPTF(...)), got {strategy!r}")
+    if not isinstance(optimizer, Optimizer):
+        raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
+    if not (isinstance(target_loss, (int, float)) and target_loss >= 0):
+        raise SpecError(f"target_loss must be a number >= 0, got {target_loss!r}")
+    if resume and overwrite:
+        raise SpecError("resume and overwrite exclude each other")
+    if resume and store is None:
+        raise SpecError("resume=True needs the store of the run to continue")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"workers must be a positive int, got {workers!r}")
+
+    run_store = None
+    if store is not None:
+        from daskie.store import RunStore
+
+        run_store = RunStore(store, mode="a" if resume else ("w" if overwrite else "w-"))
+
+    disc = formulation.discretize(problem, seed=seed)
+    plan = None
+    if isinstance(strategy, CEPTF):
+        from daskie.plan import make_plan
+
+        plan = make_plan(disc, workers=workers, gpus=gpus)
+    groups = strategy.groups(disc, plan)
+    token = builder.run_token(problem.describe(), formulation, optimizer, strategy, seed,
+                              target_loss, plan.to_json() if plan else None, threads)
+    ctx = RunContext(problem, formulation, optimizer, int(seed), float(target_loss), threads, token,
+                     eval_every)
+    objective = objective_for(ctx)  # the client's copy: same numbers, used for the summary
+
+    meta = {"problem": problem.describe(), "formulation": formulation.label,
+            "formulation_options": repr(formulation), "optimizer": optimizer.label,
+            "optimizer_options": repr(optimizer), "strategy": strategy.label,
+            "strategy_options": repr(strategy), "seed": int(seed), "target_loss": float(target_loss),
+            "plan": plan.to_dict() if plan else None, "groups": [list(g) for g in groups],
+            "discretization": disc.info}
+    resume_point, history = None, []
+    if run_store is not None:
+        if resume:
+            ckpt = run_store.latest_checkpoint()
+            if ckpt is not None:
+                resume_point = builder.load_outputs(ckpt[2])
+                history = run_store.history()
+        else:
+            run_store.write_meta(meta)
+
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(local_cluster(workers, 1, gpus))
+        available = set() if client == "sync" else builder.check_resources(plan, client)
+        graph = builder.build(strategy, ctx, groups, plan, total_steps=optimizer.steps,
+                              available=available, resume=resume_point)
+
+        def window_done(k, outputs):
+            params = {}
+            recs = []
+            for out in outputs:
+                params.update(out.params)
+                recs.extend(out.records)
+            theta = objective.layout.join(params)
+            summary = {"window": k, "epoch": max(o.state.epoch for o in outputs),
+                       "loss": float(objective.loss(theta).detach()), **_accuracy(objective, theta)}
+            recs.append({**summary, "group": -2, "submodels": "joint", "optimizer": "window"})
+            history.extend(recs)
+            if run_store is not None:
+                run_store.write_checkpoint(k, {n: v.numpy() for n, v in params.items()},
+                                           builder.dump_outputs(k, outputs), recs)
+            if progress is not None:
+                for r in recs:
+                    progress(r)
+            if on_window is not None:
+                on_window(k, summary)
+
+        t0 = time.perf_counter()
+        try:
+            final, _ = builder.run(graph, client, on_window=window_done)
+        except TrainingDiverged as exc:
+            where = f" in {run_store.path}" if run_store is not None else ""
+            raise TrainingDiverged(f"{exc}; training stopped, the last completed window's "
+                                   f"checkpoint{where} is kept") from exc
+        wall = time.perf_counter() - t0
+
+    if final is None:  # resumed a run whose windows had all completed
+        final = resume_point[1]
+    params = {}
+    for out in final:
+        params.update(out.params)
+    theta = objective.layout.join(params)
+    prior_wall = max([r.get("wall_s_total", 0.0) for r in history if r.get("group") == -3] + [0.0])
+    summary = {
+        "problem": problem.name, "formulation": formulation.label, "strategy": strategy.label,
+        "optimizer": optimizer.label, **_accuracy(objective, theta),
+        "loss": float(objective.loss(theta).detach()),
+        "epochs": int(max(o.state.epoch for o in final)),
+        "wall_s": float(wall + prior_wall), "n_params": int(objective.layout.total),
+        "done": next((o.state.done for o in final if o.state.done), "budget"),
+        "store": None if run_store is None else str(run_store.path),
+        "seed": int(seed), "workers": int(workers) if client != "sync" else 1,
+    }
+    ds = solution_dataset(objective, theta, problem, grid)
+    ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})
+    if run_store is not None:
+        history.append({"group": -3, "wall_s_total": summary["wall_s"], "epoch": summary["epochs"],
+                        "submodels": "run", "optimizer": "run"})
+        run_store.write_result(ds, history, summary)
+    ds.attrs["history"] = history
+    return ds

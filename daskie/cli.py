@@ -1,0 +1,170 @@
+"""The ``daskie`` command: ``list``, ``plan NAME``, ``solve NAME``.
+
+Bad input prints one line (``daskie: error: ...``) and exits with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"daskie: error: {message}\n")
+
+
+def _formulation(name: str, args):
+    from daskie.formulations import OrderReduction, QuadratureCollocation
+    from daskie.nn import MLP
+
+    net = MLP(hidden=tuple(args.hidden)) if args.hidden else MLP()
+    if name == "quadrature":
+        return QuadratureCollocation(net=net, **({"points": args.points} if args.points else {}))
+    if name == "order-reduction":
+        return OrderReduction(net=net, **({"points": args.points} if args.points else {}))
+    raise ValueError(name)
+
+
+def _optimizer(name: str, steps: int | None):
+    from daskie.train import LBFGS, Adam, LevenbergMarquardt
+
+    if name == "lm":
+        return LevenbergMarquardt(steps=300 if steps is None else steps)
+    if name == "adam":
+        return Adam(steps=2000 if steps is None else steps)
+    if name == "adam+lbfgs":
+        n = 2500 if steps is None else steps
+        return Adam(steps=4 * n // 5) >> LBFGS(steps=n - 4 * n // 5)
+    raise ValueError(name)
+
+
+def _strategy(name: str, window: int | None):
+    from daskie.strategies import CEPTF, Monolithic
+
+    if name == "monolithic":
+        return Monolithic(window=window)
+    return CEPTF(**({"window": window} if window else {}))
+
+
+def _cmd_list(args) -> int:
+    from daskie.problems import catalog
+
+    rows = catalog.summaries()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(map(len, rows))
+    for name, text in rows.items():
+        print(f"{name:<{width}}  {text}")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    from daskie.plan import make_plan
+    from daskie.problems import catalog
+
+    problem = catalog.get(args.name)
+    disc = _formulation(args.formulation, args).discretize(problem, seed=args.seed)
+    plan = make_plan(disc, workers=args.workers, gpus=args.gpus)
+    print(plan.to_json() if args.json else plan.describe())
+    return 0
+
+
+def _progress_printer(stream):
+    def show(rec):
+        if rec.get("group") == -2:  # one line per completed window
+            stream.write(f"window {rec['window']:>4}  epoch {rec['epoch']:>5}  loss {rec['loss']:.3e}  "
+                         f"mse {rec['mse']:.3e}\n")
+            stream.flush()
+    return show
+
+
+def _cmd_solve(args) -> int:
+    from daskie.api import solve
+
+    quiet = args.json or args.quiet
+    if not quiet:
+        print(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, {args.optimizer}) "
+              f"on {args.workers} worker(s)", file=sys.stderr, flush=True)
+    ds = solve(args.name, formulation=_formulation(args.formulation, args),
+               strategy=_strategy(args.strategy, args.window),
+               optimizer=_optimizer(args.optimizer, args.steps), store=args.store, seed=args.seed,
+               resume=args.resume, overwrite=args.overwrite, workers=args.workers,
+               target_loss=args.target_loss, progress=None if quiet else _progress_printer(sys.stderr))
+    keys = ("problem", "formulation", "strategy", "optimizer", "mse", "rel_l2", "max_abs_error",
+            "loss", "epochs", "wall_s", "n_params", "done", "store", "seed", "workers")
+    summary = {k: ds.attrs.get(k) for k in keys}
+    summary["store"] = summary["store"] or None
+    summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['problem']}: MSE {summary['mse']:.3e}  relative L2 {summary['rel_l2']:.3e}  "
+              f"epochs {summary['epochs']}  wall {summary['wall_s']:.1f} s  ({summary['done']})"
+              + (f"  store {summary['store']}" if summary["store"] else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``daskie`` command."""
+    p = _Parser(prog="daskie", description="Neural-network solvers for integral equations on Dask.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ls = sub.add_parser("list", help="list the catalog problems")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_cmd_list)
+
+    def common(sp):
+        sp.add_argument("name", help="catalog problem (see `daskie list`)")
+        sp.add_argument("--formulation", choices=["quadrature", "order-reduction"], default="quadrature")
+        sp.add_argument("--workers", type=int, default=2)
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths (default 20 20 20)")
+        sp.add_argument("--points", type=int, help="collocation points")
+        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    pl = sub.add_parser("plan", help="print the CEPTF plan (Algorithm 1) of a problem")
+    common(pl)
+    pl.add_argument("--gpus", type=int, default=0)
+    pl.set_defaults(func=_cmd_plan, formulation="order-reduction")
+
+    so = sub.add_parser("solve", help="train a neural solver on an embedded LocalCluster")
+    common(so)
+    so.add_argument("--strategy", choices=["monolithic", "ceptf"], default="monolithic")
+    so.add_argument("--optimizer", choices=["lm", "adam", "adam+lbfgs"], default="lm")
+    so.add_argument("--steps", type=int, help="optimizer steps (default: 300 for lm)")
+    so.add_argument("--window", type=int, help="steps per window task")
+    so.add_argument("--target-loss", type=float, default=1e-14)
+    so.add_argument("--store", help="zarr store directory for this run")
+    so.add_argument("--resume", action="store_true", help="continue the run in --store")
+    so.add_argument("--overwrite", action="store_true", help="replace an existing --store")
+    so.add_argument("--quiet", action="store_true", help="no progress output")
+    so.set_defaults(func=_cmd_solve)
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``daskie`` console script."""
+    from daskie.errors import DaskieError, TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TrainingDiverged as exc:
+        print(f"daskie: training diverged: {exc}", file=sys.stderr)
+        return 1
+    except DaskieError as exc:
+        print(f"daskie: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("daskie: interrupted; completed windows are kept in the store", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""From a strategy and a Plan to a Dask graph of training windows."""

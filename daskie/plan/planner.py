@@ -1,0 +1,261 @@
+"""The planner: seed 000's Algorithm 1 (adaptive model partitioning) as pure data code.
+
+Algorithm 1 names its steps but leaves the weight function ``f(linearity, kappa_i, n_i)``,
+the memory model and ``ClusterTerms`` unspecified. daskie reads them as follows.
+
+1. **Term weights.** ``omega_i = (1 + 0.5 [M_i nonlinear]) * kappa_i`` with the kernel
+   complexity ``kappa_i = 1`` for a smooth Fredholm kernel, ``1.25`` for Volterra or mixed
+   limits (the integration box depends on the point) and ``1.5`` for a weak singularity
+   (``term.singularity > 0``, which takes precedence). ``n_i`` is the problem's dimension d.
+2. **Effective complexity.** ``C_eff = sum_i omega_i n_i``.
+3. **Resource constraint.** ``N_max = min(workers, floor(workers * memory_per_worker /
+   m_max))`` with ``m_max`` the memory estimate of the largest sub-model; an explicit
+   ``n_max`` lowers it further.
+4. **Adaptive balancing.** ``N_sub = min(ceil(C_eff) + 1, N_max, number of sub-models)``,
+   at least 1.
+5. **ClusterTerms.** The sub-models (the PDE terms of Eq 4.4 each network is trained on) are
+   split into ``N_sub`` groups by longest-processing-time greedy on ``flops_per_step``:
+   heaviest first (ties by name), each into the currently lightest group (ties by the lower
+   group). A second, coupling-aware pass runs the same greedy but may put a sub-model into a
+   group it shares residual blocks with instead, when that group's new load stays at or below
+   the maximum load the lightest group would give; it is kept only if its final maximum load
+   is no larger than plain LPT's and it leaves no group empty, so coupling never costs balance.
+6. **Hardware mapping.** Groups are numbered heaviest first; with ``gpus = G > 0`` the first
+   ``G`` get the resource ``"GPU"``, the rest ``"CPU"`` (the paper gives GPUs to mu and the
+   high-dimensional F_{i,m}, which are the heaviest networks).
+7. **Dependencies.** Two groups depend on each other when some residual block
+   (``Discretization.couplings``) involves sub-models of both.
+
+The cost model: a training step costs ``points * net.flops(in_dim) * 3`` per evaluation
+(forward plus backward), doubled for a derivative evaluation; memory is ``n_params * 8 * 4``
+(parameters, gradients, two Adam moments in float64) plus ``points * sum(layer widths) * 8 * 3``
+(stored activations) per sub-model.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from numbers import Integral, Real
+
+from daskie.errors import SpecError
+from daskie.formulations.base import Discretization
+from daskie.plan.plan import Placement, Plan
+
+__all__ = ["make_plan", "term_weight"]
+
+#: Kernel complexities kappa_i.
+KAPPA_FREDHOLM, KAPPA_VOLTERRA, KAPPA_SINGULAR = 1.0, 1.25, 1.5
+#: Extra weight of a nonlinear M_i.
+NONLINEAR_EXTRA = 0.5
+#: Forward plus backward pass relative to one forward pass.
+STEP_FACTOR = 3.0
+#: A derivative evaluation relative to a plain one.
+DERIVATIVE_FACTOR = 2.0
+_BYTES = 8  # float64
+
+
+def term_weight(term) -> float:
+    """The weight omega_i of one :class:`~daskie.problems.spec.IntegralTerm`.
+
+    ``(1 + 0.5 [nonlinear]) * kappa`` with kappa 1 (smooth Fredholm), 1.25 (Volterra or mixed
+    limits) or 1.5 (weak singularity).
+    """
+    if term.singularity > 0:
+        kappa = KAPPA_SINGULAR
+    elif not term.is_fredholm:
+        kappa = KAPPA_VOLTERRA
+    else:
+        kappa = KAPPA_FREDHOLM
+    return (1.0 + (0.0 if term.nonlinearity.linear else NONLINEAR_EXTRA)) * kappa
+
+
+def make_plan(disc: Discretization, workers: int = 2, gpus: int = 0,
+              memory_per_worker: float = 8e9, n_max: int | None = None) -> Plan:
+    """Partition a discretization's sub-models for a cluster (seed 000, Algorithm 1).
+
+    The cluster is described, not contacted: a plan for 64 workers and 8 GPUs is made on a
+    laptop. See the module docstring for the rules.
+
+    Parameters
+    ----------
+    disc : Discretization
+        The formulation applied to a problem (its sub-models, evaluations and couplings).
+    workers : int
+        Number of workers (compute units U), at least 1.
+    gpus : int
+        Number of GPUs among them, ``0 <= gpus <= workers``.
+    memory_per_worker : float
+        Bytes of memory per worker; the total memory M is ``workers * memory_per_worker``.
+    n_max : int, optional
+        Upper bound on the number of groups in addition to Algorithm 1's N_max.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    SpecError
+        For an argument out of range; the message names it.
+    """
+    _check_args(disc, workers, gpus, memory_per_worker, n_max)
+    problem = disc.problem
+    weights = tuple(term_weight(t) for t in problem.terms)
+    dims = tuple(int(problem.dim) for _ in problem.terms)
+    c_eff = float(sum(w * n for w, n in zip(weights, dims)))
+
+    names = list(disc.submodels)
+    forward = {name: sub.net.flops(sub.in_dim) for name, sub in disc.submodels.items()}
+    flops = dict.fromkeys(names, 0.0)
+    points = dict.fromkeys(names, 0)
+    for ev in disc.evaluations.values():
+        factor = STEP_FACTOR * (DERIVATIVE_FACTOR if ev.derivative is not None else 1.0)
+        flops[ev.submodel] += ev.size * forward[ev.submodel] * factor
+        points[ev.submodel] += ev.size
+    memory = {}
+    for name in names:
+        sub = disc.submodels[name]
+        memory[name] = float(sub.n_params * _BYTES * 4
+                             + points[name] * sum(sub.net.sizes(sub.in_dim)) * _BYTES * 3)
+
+    total_memory = workers * float(memory_per_worker)
+    largest = max(memory.values())
+    plan_max = max(1, min(int(workers), math.floor(total_memory / largest)))
+    if n_max is not None:
+        plan_max = min(plan_max, int(n_max))
+    # Round away float noise before ceil so that C_eff = 3.0000000000000004 counts as 3.
+    n_sub = max(1, min(math.ceil(round(c_eff, 9)) + 1, plan_max, len(names)))
+
+    blocks = {b: subs for b, subs in disc.couplings.items()}
+    rows = {b: max((disc.evaluations[e].size for e in evs), default=0)
+            for b, evs in disc.block_evaluations.items()}
+    assignment = _cluster_terms(names, flops, blocks, rows, n_sub)
+
+    # Number groups heaviest first (ties: the group whose first sub-model comes first).
+    order = {name: k for k, name in enumerate(names)}
+    members = [[] for _ in range(n_sub)]
+    for name in names:
+        members[assignment[name]].append(name)
+    load = [sum(flops[n] for n in m) for m in members]
+    ranked = sorted(range(n_sub), key=lambda g: (-load[g], order[members[g][0]]))
+    renumber = {old: new for new, old in enumerate(ranked)}
+
+    groups = tuple(
+        Placement(index=new, submodels=tuple(members[old]),
+                  resource="GPU" if new < gpus else "CPU",
+                  flops_per_step=float(load[old]),
+                  memory_bytes=float(sum(memory[n] for n in members[old])))
+        for new, old in enumerate(ranked))
+    group_of = {name: renumber[assignment[name]] for name in names}
+    deps = {g: set() for g in range(n_sub)}
+    for subs in blocks.values():
+        touched = {group_of[s] for s in subs}
+        for g in touched:
+            deps[g] |= touched - {g}
+    return Plan(
+        problem=str(problem.name), formulation=str(disc.info.get("formulation", "custom")),
+        term_weights=weights, term_dims=dims, c_eff=c_eff, n_max=int(plan_max), n_sub=int(n_sub),
+        groups=groups, dependencies={g: tuple(sorted(d)) for g, d in deps.items()},
+        workers=int(workers), gpus=int(gpus),
+    )
+
+
+def _check_args(disc, workers, gpus, memory_per_worker, n_max):
+    def is_int(v):
+        return isinstance(v, Integral) and not isinstance(v, bool)
+
+    if not isinstance(disc, Discretization):
+        raise SpecError(f"disc must be a Discretization (Formulation.discretize(problem)), "
+                        f"got {type(disc).__name__}")
+    if not disc.submodels:
+        raise SpecError("disc has no sub-models to plan")
+    if not is_int(workers) or workers < 1:
+        raise SpecError(f"workers must be an int >= 1, got {workers!r}")
+    if not is_int(gpus) or gpus < 0:
+        raise SpecError(f"gpus must be an int >= 0, got {gpus!r}")
+    if gpus > workers:
+        raise SpecError(f"gpus = {gpus} exceeds workers = {workers}: every GPU belongs to a worker")
+    if (isinstance(memory_per_worker, bool) or not isinstance(memory_per_worker, Real)
+            or not math.isfinite(memory_per_worker) or memory_per_worker <= 0):
+        raise SpecError("memory_per_worker must be a finite number of bytes > 0, "
+                        f"got {memory_per_worker!r}")
+    if n_max is not None and (not is_int(n_max) or n_max < 1):
+        raise SpecError(f"n_max must be None or an int >= 1, got {n_max!r}")
+
+
+def _cluster_terms(names, cost, blocks, rows, k):
+    """ClusterTerms: ``{sub-model: group}`` with ``k`` non-empty groups (0-based, unordered).
+
+    Plain LPT, and LPT with a preference for coupled groups; the coupled one is returned when
+    it is no worse in maximum load.
+    """
+    plain = _lpt(names, cost, blocks, rows, k, coupled=False)
+    if k == 1 or not blocks:
+        return plain
+    coupled = _lpt(names, cost, blocks, rows, k, coupled=True)
+    if coupled is not None and _max_load(coupled, cost, k) <= _max_load(plain, cost, k):
+        return coupled
+    return plain
+
+
+def _max_load(assignment, cost, k):
+    load = [0.0] * k
+    for name, g in assignment.items():
+        load[g] += cost[name]
+    return max(load)
+
+
+def _lpt(names, cost, blocks, rows, k, coupled):
+    """Longest-processing-time greedy; ``coupled`` lets a sub-model join the group it shares
+    the most residual rows with when that does not raise the running maximum load beyond what
+    the lightest group would give. Runs in O(n log k + sum of block sizes)."""
+    items = sorted(names, key=lambda n: (-cost[n], n))
+    load = [0.0] * k
+    heap = [(0.0, g) for g in range(k)]  # (load, group); stale entries are skipped
+    assignment = {}
+    blocks_of = {}
+    if coupled:
+        for b, subs in blocks.items():
+            for s in subs:
+                blocks_of.setdefault(s, []).append(b)
+    in_block = {b: {} for b in blocks} if coupled else {}  # block -> {group: members placed}
+    size = [0] * k
+    empty = k
+    running_max = 0.0
+    for pos, name in enumerate(items):
+        while heap[0][0] != load[heap[0][1]]:
+            heapq.heappop(heap)
+        lightest = heap[0][1]
+        choice = lightest
+        if coupled:
+            bound = max(running_max, load[lightest] + cost[name])
+            spare = len(items) - pos - 1 >= empty  # others can still fill every empty group
+            ties = {}
+            for b in blocks_of.get(name, ()):
+                for g in in_block[b]:
+                    ties[g] = ties.get(g, 0) + rows[b]
+            best = None
+            for g, strength in ties.items():
+                if g == lightest or load[g] + cost[name] > bound or not spare:
+                    continue
+                key = (-strength, load[g], g)
+                if best is None or key < best:
+                    best = key
+            if best is not None:
+                best_tie = ties.get(lightest, 0)
+                if -best[0] > best_tie:
+                    choice = best[2]
+        if size[choice] == 0:
+            empty -= 1
+        size[choice] += 1
+        assignment[name] = choice
+        load[choice] += cost[name]
+        running_max = max(running_max, load[choice])
+        heapq.heappush(heap, (load[choice], choice))
+        if coupled:
+            for b in blocks_of.get(name, ()):
+                in_block[b][choice] = in_block[b].get(choice, 0) + 1
+    if empty:
+        return None
+    return assignment
