@@ -176,7 +176,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
                      eval_every)
     objective = objective_for(ctx)  # the client's copy: same numbers, used for the summary
 
-    meta = {"problem": problem.describe(), "formulation": formulation.label,
+    meta = {"problem_spec": problem.describe(), "formulation": formulation.label,
             "formulation_options": repr(formulation), "optimizer": optimizer.label,
             "optimizer_options": repr(optimizer), "strategy": strategy.label,
             "strategy_options": repr(strategy), "seed": int(seed), "target_loss": float(target_loss),
@@ -196,6 +196,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         if client is None:
             client = stack.enter_context(local_cluster(workers, 1, gpus))
         available = set() if client == "sync" else builder.check_resources(plan, client)
+        prior_wall = max([r.get("elapsed_s", 0.0) for r in history] + [0.0])
+        t0 = time.perf_counter()
         graph = builder.build(strategy, ctx, groups, plan, total_steps=optimizer.steps,
                               available=available, resume=resume_point)
 
@@ -207,6 +209,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
                 recs.extend(out.records)
             theta = objective.layout.join(params)
             summary = {"window": k, "epoch": max(o.state.epoch for o in outputs),
+                       "elapsed_s": prior_wall + time.perf_counter() - t0,
                        "loss": float(objective.loss(theta).detach()), **_accuracy(objective, theta)}
             recs.append({**summary, "group": -2, "submodels": "joint", "optimizer": "window"})
             history.extend(recs)
@@ -219,7 +222,6 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
             if on_window is not None:
                 on_window(k, summary)
 
-        t0 = time.perf_counter()
         try:
             final, _ = builder.run(graph, client, on_window=window_done)
         except TrainingDiverged as exc:
@@ -234,7 +236,6 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     for out in final:
         params.update(out.params)
     theta = objective.layout.join(params)
-    prior_wall = max([r.get("wall_s_total", 0.0) for r in history if r.get("group") == -3] + [0.0])
     summary = {
         "problem": problem.name, "formulation": formulation.label, "strategy": strategy.label,
         "optimizer": optimizer.label, **_accuracy(objective, theta),
@@ -248,8 +249,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     ds = solution_dataset(objective, theta, problem, grid)
     ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})
     if run_store is not None:
-        history.append({"group": -3, "wall_s_total": summary["wall_s"], "epoch": summary["epochs"],
-                        "submodels": "run", "optimizer": "run"})
-        run_store.write_result(ds, history, summary)
-    ds.attrs["history"] = history
-    return ds
+        run_store.write_result(ds, history, summary,
+                               params={n: v.detach().numpy() for n, v in params.items()})
+    from daskie.store import history_to_dataset
+
+    return ds.merge(history_to_dataset(history)) if history else ds

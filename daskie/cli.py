@@ -87,6 +87,12 @@ def _progress_printer(stream):
 def _cmd_solve(args) -> int:
     from daskie.api import solve
 
+    from daskie.errors import SpecError
+    from daskie.problems import catalog
+
+    catalog.get(args.name)  # fail on a bad name before any output
+    if args.workers < 1:
+        raise SpecError(f"--workers must be a positive int, got {args.workers}")
     quiet = args.json or args.quiet
     if not quiet:
         print(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, {args.optimizer}) "

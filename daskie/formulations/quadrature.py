@@ -68,10 +68,14 @@ class QuadratureCollocation(Formulation):
     net : MLP
         The network for mu.
     points : int or "auto"
-        Collocation points; ``"auto"`` uses 4x the parameter count (fewer points than
+        Collocation points; ``"auto"`` uses 2x the parameter count (fewer points than
         parameters lets the loss fall while the error does not).
     nodes : int
-        Gauss points per coordinate (per domain cell) in dimensions up to ``gauss_max_dim``.
+        Gauss points per coordinate (per domain cell) of the shared Fredholm rules in
+        dimensions up to ``gauss_max_dim``, and of the 1-D Gauss-Jacobi rules.
+    local_nodes : int
+        Gauss points per coordinate of the per-point (Volterra and mixed) rules; these
+        are evaluated at every collocation point, so they are kept smaller.
     qmc_nodes : int
         Sobol nodes for Fredholm terms above ``gauss_max_dim``.
     gauss_max_dim : int
@@ -85,6 +89,7 @@ class QuadratureCollocation(Formulation):
     net: MLP = field(default_factory=MLP)
     points: int | str = "auto"
     nodes: int = 12
+    local_nodes: int = 6
     qmc_nodes: int = 4096
     gauss_max_dim: int = 3
     test_points: int = 1000
@@ -95,6 +100,7 @@ class QuadratureCollocation(Formulation):
             raise SpecError(f"net must be a daskie MLP, got {type(self.net).__name__}")
         _positive_int(self.points, "points", allow_auto=True)
         _positive_int(self.nodes, "nodes")
+        _positive_int(self.local_nodes, "local_nodes")
         _positive_int(self.qmc_nodes, "qmc_nodes")
         _positive_int(self.gauss_max_dim, "gauss_max_dim")
         _positive_int(self.test_points, "test_points")
@@ -124,7 +130,7 @@ class QuadratureCollocation(Formulation):
         """Per-point rule on ``[a, b(x)]``: nodes ``(n, q, d)``, weights ``(n, q)``."""
         a = np.asarray(term.lower)
         b = term.upper_limits(x)
-        unit_nodes, unit_w = tensor_rule(self.nodes, np.zeros(len(a)), np.ones(len(a)))
+        unit_nodes, unit_w = tensor_rule(self.local_nodes, np.zeros(len(a)), np.ones(len(a)))
         span = b - a  # (n, d)
         nodes = a + span[:, None, :] * unit_nodes[None, :, :]
         weights = unit_w[None, :] * np.prod(span, axis=1)[:, None]
@@ -154,7 +160,7 @@ class QuadratureCollocation(Formulation):
         """Collocation points, quadrature nodes and the residual map for ``problem``."""
         d = problem.dim
         mu = SubModel("mu", d, self.net)
-        n = 4 * mu.n_params if self.points == "auto" else self.points
+        n = 2 * mu.n_params if self.points == "auto" else self.points
         x = collocation_points(problem, n, seed, self.graded)
         f, lam_factor = rhs_values(problem, x, seed)
         alpha = problem.alpha_at(x)

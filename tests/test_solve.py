@@ -1,0 +1,193 @@
+"""End-to-end: daskie.solve on a real LocalCluster, the store, resume, errors, the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import daskie
+from daskie import CEPTF, MLP, Adam, LevenbergMarquardt, Monolithic, OrderReduction, QuadratureCollocation
+from daskie.errors import PlanError, SpecError, StoreExistsError, TrainingDiverged
+from daskie.store import RunStore
+
+SMALL_OR = OrderReduction(net=MLP(hidden=(8, 8)), points=64, aux_points=64, test_points=200)
+SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from daskie.api import local_cluster
+
+    with local_cluster(workers=2) as c:
+        yield c
+
+
+def test_ceptf_distributed_equals_serial(client):
+    kw = dict(formulation=SMALL_OR, strategy=CEPTF(window=3, polish=2),
+              optimizer=LevenbergMarquardt(steps=9), seed=3)
+    serial = daskie.solve("E1", client="sync", **kw)
+    dist = daskie.solve("E1", client=client, **kw)
+    np.testing.assert_allclose(dist.mu.values, serial.mu.values, rtol=0, atol=1e-10)
+    assert dist.attrs["mse"] == pytest.approx(serial.attrs["mse"], rel=1e-10)
+    assert dist.attrs["epochs"] == serial.attrs["epochs"] == 9 + 2
+    # the windows of the two groups really ran on both workers
+    workers = set(dist.history_worker.values) - {""}
+    assert len(workers) == 2 and all(w.startswith("tcp://127.0.0.1") for w in workers)
+
+
+def test_monolithic_distributed_equals_serial_and_learns(client):
+    kw = dict(formulation=SMALL_Q, strategy=Monolithic(window=10), optimizer=LevenbergMarquardt(steps=30))
+    serial = daskie.solve("fredholm1d", client="sync", **kw)
+    dist = daskie.solve("fredholm1d", client=client, **kw)
+    np.testing.assert_allclose(dist.mu.values, serial.mu.values, rtol=0, atol=1e-10)
+    assert dist.attrs["mse"] < 1e-5  # e^x on [0,1]: an 8x8 network reaches ~3e-6 in 30 LM steps
+    err = dist.mu - dist.exact
+    np.testing.assert_allclose(err.values, dist.error.values)
+
+
+def test_ceptf_matches_monolithic_accuracy(client):
+    # The core issue asks the ceptf schedule (with its joint polish) to reach the accuracy of
+    # monolithic training of the same formulation.
+    form = OrderReduction(net=MLP(hidden=(10, 10)), points=64, aux_points=64, test_points=200)
+    mono = daskie.solve("fredholm1d", formulation=form, optimizer=LevenbergMarquardt(steps=40),
+                        client=client)
+    # Block-coordinate windows converge slowly on coupled sub-models (the runtime issue adds
+    # the exact joint gradient); the joint polish brings the result to monolithic accuracy.
+    ceptf = daskie.solve("fredholm1d", formulation=form, strategy=CEPTF(window=10, polish=40),
+                         optimizer=LevenbergMarquardt(steps=20), client=client)
+    assert mono.attrs["mse"] < 1e-4  # a 10x10 order-reduction net after 40 steps: ~2e-5
+    assert ceptf.attrs["mse"] < 10 * mono.attrs["mse"]
+
+
+def test_store_round_trip(client, tmp_path):
+    path = tmp_path / "run.zarr"
+    ds = daskie.solve("volterra1d", formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=6),
+                      strategy=Monolithic(window=3), client=client, store=path)
+    back = xr.open_zarr(path)
+    np.testing.assert_array_equal(back.mu.values, ds.mu.values)
+    np.testing.assert_array_equal(back.exact.values, ds.exact.values)
+    assert back.attrs["mse"] == ds.attrs["mse"] and back.attrs["epochs"] == 6
+    assert back.attrs["problem"] == "volterra1d"
+    assert back.attrs["problem_spec"]["terms"][0]["kind"] == "volterra"
+    assert np.all(np.isfinite(back.history_loss.values[back.history_optimizer.values == "LevenbergMarquardt"]))
+    store = RunStore(path, mode="a")
+    window, params, _ = store.latest_checkpoint()
+    assert window == 1
+    np.testing.assert_array_equal(back["params_mu"].values, params["mu"])
+
+
+def test_existing_store_needs_overwrite(client, tmp_path):
+    path = tmp_path / "run.zarr"
+    kw = dict(formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=2), client=client)
+    daskie.solve("fredholm1d", store=path, **kw)
+    with pytest.raises(StoreExistsError, match="run.zarr"):
+        daskie.solve("fredholm1d", store=path, **kw)
+    again = daskie.solve("fredholm1d", store=path, overwrite=True, **kw)
+    assert again.attrs["epochs"] == 2
+
+
+def test_stopped_and_resumed_equals_uninterrupted(client, tmp_path):
+    kw = dict(formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=12),
+              strategy=Monolithic(window=3), client=client)
+    whole = daskie.solve("nvolterra1d", store=tmp_path / "whole.zarr", **kw)
+
+    def stop_after_second(k, summary):
+        if k == 1:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "part.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        daskie.solve("nvolterra1d", store=path, on_window=stop_after_second, **kw)
+    assert RunStore(path, mode="a").latest_checkpoint()[0] == 1
+    resumed = daskie.solve("nvolterra1d", store=path, resume=True, **kw)
+    np.testing.assert_array_equal(resumed.mu.values, whole.mu.values)
+    assert resumed.attrs["epochs"] == whole.attrs["epochs"] == 12
+    # the history holds every window exactly once
+    windows = xr.open_zarr(path).history_window.values
+    joint = xr.open_zarr(path).history_group.values == -2
+    assert sorted(windows[joint].astype(int)) == [0, 1, 2, 3]
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(client, tmp_path):
+    path = tmp_path / "nan.zarr"
+    bad = Adam(lr=1e-3, steps=4) >> Adam(lr=1e300, decay=0.0, steps=4)
+    with pytest.raises(TrainingDiverged, match="last good state"):
+        daskie.solve("fredholm1d", formulation=SMALL_Q, optimizer=bad, strategy=Monolithic(window=2),
+                     client=client, store=path)
+    window, params, _ = RunStore(path, mode="a").latest_checkpoint()
+    assert window == 1 and np.all(np.isfinite(params["mu"]))
+
+
+def test_plan_needing_a_gpu_fails_fast(client):
+    with pytest.raises(PlanError, match="GPU"):
+        daskie.solve("E1", formulation=SMALL_OR, strategy=CEPTF(window=2),
+                     optimizer=LevenbergMarquardt(steps=2), client=client, gpus=1)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"strategy": "ceptf"}, "strategy"),
+    ({"optimizer": "lm"}, "optimizer"),
+    ({"target_loss": -1.0}, "target_loss"),
+    ({"workers": 0}, "workers"),
+    ({"resume": True}, "resume"),
+])
+def test_bad_arguments_name_the_problem(kwargs, field):
+    with pytest.raises(SpecError, match=field):
+        daskie.solve("fredholm1d", client="sync", **kwargs)
+
+
+def test_strategy_options_are_validated():
+    with pytest.raises(SpecError, match="window"):
+        CEPTF(window=0)
+    with pytest.raises(SpecError, match="order"):
+        CEPTF(order="random")
+    with pytest.raises(SpecError, match="polish"):
+        CEPTF(polish=-1)
+    with pytest.raises(SpecError, match="window"):
+        Monolithic(window=1.5)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "daskie.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_solve_json(tmp_path):
+    out = _cli("solve", "fredholm1d", "--json", "--steps", "4", "--hidden", "8", "8", "--points", "64",
+               "--workers", "1", "--store", str(tmp_path / "cli.zarr"))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    for key in ("problem", "formulation", "strategy", "mse", "rel_l2", "epochs", "wall_s", "store"):
+        assert key in summary
+    assert summary["epochs"] == 4 and summary["problem"] == "fredholm1d"
+    assert xr.open_zarr(summary["store"]).attrs["epochs"] == 4
+    again = _cli("solve", "fredholm1d", "--json", "--steps", "4", "--workers", "1",
+                 "--store", str(tmp_path / "cli.zarr"))
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "--overwrite" in again.stderr
+
+
+@pytest.mark.parametrize("args, text", [
+    (("solve", "nosuch"), "unknown problem"),
+    (("solve", "E1", "--strategy", "bogus"), "invalid choice"),
+    (("solve", "E1", "--workers", "0"), "workers"),
+    (("plan", "abel"), "singular"),
+])
+def test_cli_errors_are_one_line_exit_2(args, text):
+    out = _cli(*args)
+    assert out.returncode == 2
+    assert text in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cli_list_and_plan():
+    out = _cli("list")
+    assert out.returncode == 0 and "E1" in out.stdout and "lshape" in out.stdout
+    plan = _cli("plan", "E1", "--workers", "64", "--gpus", "8", "--json")
+    assert plan.returncode == 0
+    data = json.loads(plan.stdout)
+    assert data["workers"] == 64 and sorted(s for g in data["groups"] for s in g["submodels"]) == \
+        ["F0.1", "F0.2", "mu"]
