@@ -110,6 +110,13 @@ class Discretization:
         For each residual block, the sub-models it involves (planner and windows use it).
     info : dict
         Plain-data description (point counts, rules) for stores and reports.
+    linear_parts : callable, optional
+        ``linear_parts(values) -> {block: {key: (kind, C)}}``: the derivative of each
+        residual block with respect to each evaluation, in structured form — ``"diag"``
+        (``C`` of shape ``(n,)``), ``"dense"`` (``(n_block, n_eval)``) or ``"rows"``
+        (``(n_block, q)``: row i reads evaluation points ``i q .. i q + q - 1``). With it the
+        Jacobian is assembled without pushing every parameter direction through the
+        residual map; without it, a generic ``vmap(jvp)`` is used.
     """
 
     problem: object
@@ -122,6 +129,7 @@ class Discretization:
     block_evaluations: dict[str, tuple[str, ...]]
     weights: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    linear_parts: Callable | None = None
 
     @property
     def couplings(self) -> dict[str, tuple[str, ...]]:

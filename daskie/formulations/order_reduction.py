@@ -158,11 +158,28 @@ class OrderReduction(Formulation):
                         out[f"bcF{i}.{m}"] = values[f"bcF{i}.{m}"]
             return out
 
+        def linear_parts(values):
+            one = lambda key: torch.ones(evaluations[key].size, dtype=torch.float64)  # noqa: E731
+            parts = {"equation": {"mu@x": ("diag", data["alpha"])}}
+            for i, lam in enumerate(lams):
+                parts["equation"][f"F{i}.{d}@x"] = ("diag", -lam * one(f"F{i}.{d}@x"))
+                name = f"F{i}.1"
+                parts[name] = {f"d{name}": ("diag", one(f"d{name}")),
+                               f"mu@{name}": ("diag", -data[f"K{i}"] * nonlins[i].grad(values[f"mu@{name}"]))}
+                for m in range(2, d + 1):
+                    name = f"F{i}.{m}"
+                    parts[name] = {f"d{name}": ("diag", one(f"d{name}")),
+                                   f"{name}<": ("diag", -one(f"{name}<"))}
+                if self.constraints == "loss":
+                    for m in range(1, d + 1):
+                        parts[f"bcF{i}.{m}"] = {f"bcF{i}.{m}": ("diag", one(f"bcF{i}.{m}"))}
+            return parts
+
         test_pts, test_exact = test_set(problem, self.test_points, seed)
         return Discretization(
             problem=problem, submodels=submodels, evaluations=evaluations,
             residual_fn=residual_fn, solution="mu", test_points=test_pts, test_exact=test_exact,
-            block_evaluations={b: tuple(v) for b, v in blocks.items()},
+            block_evaluations={b: tuple(v) for b, v in blocks.items()}, linear_parts=linear_parts,
             info={"formulation": self.label, "points": self.points, "aux_points": self.aux_points,
                   "constraints": self.constraints,
                   "n_params": sum(s.n_params for s in submodels.values())},

@@ -201,11 +201,21 @@ class QuadratureCollocation(Formulation):
                 r = r - lam * integral
             return {"equation": r}
 
+        def linear_parts(values):
+            parts = {"mu@x": ("diag", alpha_t)}
+            for key, kind, wk, m, lam in terms:
+                dm = m.grad(values[key])
+                c = -lam * (wk * dm[None, :] if kind == "shared" else wk * dm.view(wk.shape))
+                if key in parts:  # terms sharing one node set add up
+                    c = parts[key][1] + c
+                parts[key] = ("dense" if kind == "shared" else "rows", c)
+            return {"equation": parts}
+
         test_pts, test_exact = test_set(problem, self.test_points, seed)
         return Discretization(
             problem=problem, submodels={"mu": mu}, evaluations=evaluations,
             residual_fn=residual_fn, solution="mu", test_points=test_pts, test_exact=test_exact,
-            block_evaluations={"equation": tuple(evaluations)},
+            block_evaluations={"equation": tuple(evaluations)}, linear_parts=linear_parts,
             info={"formulation": self.label, "points": int(n), "nodes": self.nodes,
                   "n_params": mu.n_params,
                   "node_evaluations": int(sum(e.size for e in evaluations.values())) - int(n)},

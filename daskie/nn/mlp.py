@@ -103,6 +103,62 @@ class MLP:
         return h[..., 0]
 
 
+    def point_jacobian(self, theta, z, row_weights=None):
+        """Per-point parameter gradients of the output, shape ``(n, n_params)``.
+
+        Hand-written reverse mode over the layers (one forward, one backward for all
+        points at once); several times faster than ``vmap(grad(...))`` for small networks.
+        With ``row_weights`` ``C`` of shape ``(m, q)`` (``n = m q``) it returns the weighted
+        sums ``sum_k C[i, k] J[i q + k]``, shape ``(m, n_params)``, without forming the
+        ``n x n_params`` matrix (quadrature rules mapped per collocation point).
+        Returns None for activations without a closed-form derivative here (gelu).
+        """
+        import torch
+
+        if self.activation == "gelu":
+            return None
+        act = _act(self.activation)
+        sizes = self.sizes(z.shape[-1])
+        weights, hs, pre = [], [z], []
+        offset = 0
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            w = theta[offset:offset + a * b].view(b, a)
+            offset += a * b
+            bias = theta[offset:offset + b]
+            offset += b
+            weights.append(w)
+            s = torch.nn.functional.linear(hs[-1], w, bias)
+            pre.append(s)
+            hs.append(act(s) if len(weights) < len(sizes) - 1 else s)
+        n = z.shape[0]
+        delta = torch.ones(n, 1, dtype=z.dtype)
+        blocks = []
+        for layer in range(len(weights) - 1, -1, -1):
+            if row_weights is None:
+                blocks.append(delta)  # bias gradients
+                blocks.append((delta[:, :, None] * hs[layer][:, None, :]).reshape(n, -1))
+            else:
+                m, q = row_weights.shape
+                wd = (row_weights.reshape(n, 1) * delta).view(m, q, -1)
+                blocks.append(wd.sum(dim=1))
+                blocks.append(torch.bmm(wd.transpose(1, 2), hs[layer].view(m, q, -1)).reshape(m, -1))
+            if layer > 0:
+                delta = (delta @ weights[layer]) * _dact(self.activation, pre[layer - 1], hs[layer])
+        return torch.cat(blocks[::-1], dim=1)
+
+
+def _dact(name, s, h):
+    import torch
+
+    if name == "tanh":
+        return 1.0 - h * h
+    if name == "sin":
+        return torch.cos(s)
+    if name == "sigmoid":
+        return h * (1.0 - h)
+    return torch.sigmoid(s)  # softplus
+
+
 def _act(name):
     import torch
 
