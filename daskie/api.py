@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import numpy as np
@@ -198,8 +197,6 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         available = set() if client == "sync" else builder.check_resources(plan, client)
         prior_wall = max([r.get("elapsed_s", 0.0) for r in history] + [0.0])
         t0 = time.perf_counter()
-        graph = builder.build(strategy, ctx, groups, plan, total_steps=optimizer.steps,
-                              available=available, resume=resume_point)
 
         def window_done(k, outputs):
             params = {}
@@ -223,7 +220,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
                 on_window(k, summary)
 
         try:
-            final, _ = builder.run(graph, client, on_window=window_done)
+            final = strategy.execute(ctx, groups, plan, client, available=available,
+                                     resume=resume_point, on_window=window_done)
         except TrainingDiverged as exc:
             where = f" in {run_store.path}" if run_store is not None else ""
             raise TrainingDiverged(f"{exc}; training stopped, the last completed window's "

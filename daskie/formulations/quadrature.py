@@ -19,7 +19,7 @@ import torch
 from daskie.errors import SpecError
 from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
 from daskie.nn.mlp import MLP
-from daskie.quadrature import gauss_jacobi, gauss_legendre, sobol_rule, tensor_rule
+from daskie.quadrature import gauss_jacobi, sobol_rule, tensor_rule
 
 __all__ = ["QuadratureCollocation"]
 
@@ -104,7 +104,7 @@ class QuadratureCollocation(Formulation):
         _positive_int(self.qmc_nodes, "qmc_nodes")
         _positive_int(self.gauss_max_dim, "gauss_max_dim")
         _positive_int(self.test_points, "test_points")
-        if not self.graded >= 1.0:
+        if not isinstance(self.graded, (int, float)) or isinstance(self.graded, bool) or not self.graded >= 1.0:
             raise SpecError(f"graded must be >= 1, got {self.graded}")
 
     @property

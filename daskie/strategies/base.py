@@ -49,6 +49,24 @@ class Strategy:
         """Joint steps of all sub-models after the windows (0: none)."""
         return 0
 
+    def execute(self, ctx, groups, plan, client, *, available=frozenset(), resume=None,
+                on_window=None):
+        """Run the training; return the final :class:`~daskie.graph.tasks.WindowOutput` list.
+
+        The default builds the window graph (:func:`daskie.graph.builder.build`) and runs it
+        on ``client`` (a distributed Client or ``"sync"``), calling ``on_window(k, outputs)``
+        after each window. Strategies with another shape of graph (Parareal, data-parallel
+        shards) override this and keep the same contract: ``resume`` is ``(k, outputs)`` of
+        the last completed window, and ``on_window`` receives outputs whose ``params``
+        together cover every sub-model.
+        """
+        from daskie.graph import builder
+
+        graph = builder.build(self, ctx, groups, plan, total_steps=ctx.optimizer.steps,
+                              available=available, resume=resume)
+        final, _ = builder.run(graph, client, on_window=on_window)
+        return final
+
 
 @dataclass(frozen=True)
 class Monolithic(Strategy):

@@ -14,6 +14,7 @@ tensors and numbers (L-BFGS: torch's own state dict), so a run can stop and resu
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -27,6 +28,16 @@ __all__ = ["Optimizer", "Adam", "LBFGS", "LevenbergMarquardt", "Chain"]
 def _check(cond: bool, msg: str):
     if not cond:
         raise SpecError(msg)
+
+
+def _numbers(owner: str, obj, *names):
+    """Reject non-numeric options up front, naming them (comparisons would raise TypeError)."""
+    for name in names:
+        value = getattr(obj, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in values):
+            raise SpecError(f"{owner}.{name} must be a finite number, got {value!r}")
 
 
 def _steps_ok(owner: str, steps):
@@ -74,6 +85,7 @@ class Adam(Optimizer):
     steps: int = 2000
 
     def __post_init__(self):
+        _numbers("Adam", self, "lr", "decay", "betas", "eps")
         _check(self.lr > 0, f"Adam.lr must be positive, got {self.lr}")
         _check(self.decay >= 0, f"Adam.decay must be >= 0, got {self.decay}")
         _check(all(0 <= b < 1 for b in self.betas), f"Adam.betas must lie in [0, 1), got {self.betas}")
@@ -89,6 +101,7 @@ class Adam(Optimizer):
         th = theta.detach().requires_grad_(True)
         loss = objective.loss(th)
         (g,) = torch.autograd.grad(loss, th)
+        loss = loss.detach()
         b1, b2 = self.betas
         t = state["t"] + 1
         m = b1 * state["m"] + (1 - b1) * g
@@ -110,6 +123,8 @@ class LBFGS(Optimizer):
         Number of correction pairs kept.
     line_search : str or None
         ``"strong_wolfe"`` or ``None``.
+    max_eval : int
+        Loss evaluations allowed to one iteration's line search.
     steps : int
         Iterations of this stage.
     """
@@ -117,9 +132,13 @@ class LBFGS(Optimizer):
     lr: float = 1.0
     history: int = 50
     line_search: str | None = "strong_wolfe"
+    max_eval: int = 25
     steps: int = 500
 
     def __post_init__(self):
+        _numbers("LBFGS", self, "lr")
+        _check(isinstance(self.max_eval, int) and self.max_eval > 0,
+               f"LBFGS.max_eval must be a positive int, got {self.max_eval!r}")
         _check(self.lr > 0, f"LBFGS.lr must be positive, got {self.lr}")
         _check(isinstance(self.history, int) and self.history > 0,
                f"LBFGS.history must be a positive int, got {self.history!r}")
@@ -128,7 +147,8 @@ class LBFGS(Optimizer):
         _steps_ok("LBFGS", self.steps)
 
     def _make(self, param):
-        return torch.optim.LBFGS([param], lr=self.lr, max_iter=1, history_size=self.history,
+        return torch.optim.LBFGS([param], lr=self.lr, max_iter=1, max_eval=self.max_eval,
+                                 history_size=self.history,
                                  line_search_fn=self.line_search, tolerance_grad=0.0,
                                  tolerance_change=0.0)
 
@@ -141,7 +161,9 @@ class LBFGS(Optimizer):
         param = theta.detach().clone().requires_grad_(True)
         opt = self._make(param)
         if state["torch"] is not None:
-            opt.load_state_dict(state["torch"])
+            # torch updates its state tensors in place: work on a copy, so the input state
+            # stays valid (windows must be pure functions of their inputs).
+            opt.load_state_dict(copy.deepcopy(state["torch"]))
 
         def closure():
             opt.zero_grad()
@@ -152,7 +174,8 @@ class LBFGS(Optimizer):
         first = opt.step(closure)
         with torch.no_grad():
             loss = float(objective.loss(param))
-        return param.detach(), {"torch": opt.state_dict()}, {"loss": loss, "loss_before": float(first)}
+        return param.detach(), {"torch": copy.deepcopy(opt.state_dict())}, \
+            {"loss": loss, "loss_before": float(first.detach())}
 
 
 @dataclass(frozen=True)
@@ -184,6 +207,7 @@ class LevenbergMarquardt(Optimizer):
     steps: int = 300
 
     def __post_init__(self):
+        _numbers("LevenbergMarquardt", self, "damping", "max_damping")
         _check(self.damping > 0, f"LevenbergMarquardt.damping must be positive, got {self.damping}")
         _check(self.scaling in ("levenberg", "marquardt"),
                f"LevenbergMarquardt.scaling must be 'levenberg' or 'marquardt', got {self.scaling!r}")
