@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from daskie.profiler import WindowProfiler
 from daskie.train.loop import TrainState, advance
 from daskie.train.objective import Objective
 
@@ -102,6 +103,7 @@ def window_task(ctx: RunContext, window: int, group: int, names: tuple[str, ...]
     reads. When the joint loss of those inputs is already below the target the window
     passes its input through unchanged.
     """
+    profiler = WindowProfiler(ctx.token, window, group, "+".join(names))
     _setup(ctx)
     full = objective_for(ctx)
     frozen = _merge(others)
@@ -121,7 +123,9 @@ def window_task(ctx: RunContext, window: int, group: int, names: tuple[str, ...]
     extra = {"window": window, "group": group, "submodels": "+".join(names), "worker": _where()}
     state, records = advance(obj, ctx.optimizer, state, steps, target_loss=ctx.target_loss,
                              eval_every=ctx.eval_every if "mu" in names else 0,
-                             record_extra=extra, final_mse="mu" in obj.layout.names or "mu" in frozen)
+                             record_extra=extra, final_mse="mu" in obj.layout.names or "mu" in frozen,
+                             callback=profiler.step)
+    profiler.finish(records, obj, state.theta)
     params = {n: v.clone() for n, v in obj.layout.split(state.theta).items()}
     return WindowOutput(group, state, params, records, joint)
 
@@ -130,6 +134,7 @@ def polish_task(ctx: RunContext, steps: int, *outputs: WindowOutput) -> WindowOu
     """Joint training of all sub-models, started from the windows' final parameters."""
     _setup(ctx)
     full = objective_for(ctx)
+    profiler = WindowProfiler(ctx.token, -1, -1, "+".join(full.layout.names))
     params = _merge(outputs)
     epoch = max(o.state.epoch for o in outputs)
     state = TrainState(theta=full.layout.join(params), epoch=epoch,
@@ -137,5 +142,6 @@ def polish_task(ctx: RunContext, steps: int, *outputs: WindowOutput) -> WindowOu
     extra = {"window": -1, "group": -1, "submodels": "+".join(full.layout.names), "worker": _where()}
     last = replace(ctx.optimizer.stages()[-1], steps=steps)
     state, records = advance(full, last, state, steps, target_loss=ctx.target_loss,
-                             record_extra=extra)
+                             record_extra=extra, callback=profiler.step)
+    profiler.finish(records, full, state.theta)
     return WindowOutput(-1, state, dict(full.layout.split(state.theta)), records)
