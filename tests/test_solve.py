@@ -191,3 +191,43 @@ def test_cli_list_and_plan():
     data = json.loads(plan.stdout)
     assert data["workers"] == 64 and sorted(s for g in data["groups"] for s in g["submodels"]) == \
         ["F0.1", "F0.2", "mu"]
+
+
+class _Restrictions:
+    """Scheduler plugin recording the resource restrictions of every window task."""
+
+    name = "daskie-test-restrictions"
+
+    def __init__(self):
+        self.seen = {}
+
+    async def start(self, scheduler):
+        self.scheduler = scheduler
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if isinstance(key, str) and key.startswith("window-") and finish == "processing":
+            ts = self.scheduler.tasks.get(key)
+            self.seen[key] = dict(ts.resource_restrictions or {})
+
+
+def test_window_tasks_carry_the_plans_resource_tags(client):
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    plugin = type("Recorder", (_Restrictions, SchedulerPlugin), {})()
+    client.register_plugin(plugin)
+    def run_and_collect():
+        daskie.solve("E1", formulation=SMALL_OR, strategy=CEPTF(window=1),
+                     optimizer=LevenbergMarquardt(steps=2), client=client)
+
+        def take(dask_scheduler):
+            rec = dask_scheduler.plugins[_Restrictions.name]
+            seen, rec.seen = rec.seen, {}
+            return seen
+
+        return client.run_on_scheduler(take)
+
+    first = run_and_collect()
+    assert len(first) == 4  # 2 windows x 2 groups
+    assert all(r == {"CPU": 1} for r in first.values())
+    # deterministic keys: the same problem + plan + seed submits the same keys again
+    assert sorted(run_and_collect()) == sorted(first)
