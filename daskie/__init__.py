@@ -20,6 +20,7 @@ _LAZY = {
     "Nystrom": "daskie.reference",
     "make_plan": "daskie.plan",
     "RunStore": "daskie.store",
+    "write_report": "daskie.report",
 }
 
 __all__ = sorted(_LAZY)

@@ -128,7 +128,17 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     xarray.Dataset
         ``mu``, ``exact`` and ``error`` on a grid; ``attrs`` hold the summary
         (problem, formulation, strategy, mse, rel_l2, epochs, wall_s, store, ...).
-        MSE and relative L2 are measured on held-back Sobol test points.
+        MSE and relative L2 are measured on held-back Sobol test points. The ``history_*``
+        variables hold the training records; the last record of each window and group also
+        holds the window's profile (:mod:`daskie.profiler`: ``window_s``, ``sync_s``,
+        ``peak_rss_mb``, ``t_start``, ``t_end``, ``loss_<block>``).
+
+    Notes
+    -----
+    On a distributed client, ``solve`` installs :class:`daskie.dashboard.DashboardPlugin` on
+    the scheduler: the page ``/daskie`` next to ``/status`` on the Dask dashboard shows the
+    run while it trains. Its address is logged at INFO level on the ``daskie.dashboard``
+    logger when the run starts (``logging.basicConfig(level="INFO")`` prints it).
     """
     from daskie.graph import builder
     from daskie.graph.tasks import RunContext, objective_for
@@ -195,6 +205,13 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         if client is None:
             client = stack.enter_context(local_cluster(workers, 1, gpus))
         available = set() if client == "sync" else builder.check_resources(plan, client)
+        live = None
+        if client != "sync":  # the live page on the scheduler's dashboard; its link is logged
+            from daskie.dashboard.plugin import LiveRun
+
+            live = LiveRun(client, token, {
+                "problem": problem.name, "formulation": formulation.label, "strategy": strategy.label,
+                "optimizer": optimizer.label, "epochs": optimizer.steps + strategy.polish_steps()})
         prior_wall = max([r.get("elapsed_s", 0.0) for r in history] + [0.0])
         t0 = time.perf_counter()
 
@@ -209,6 +226,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
                        "elapsed_s": prior_wall + time.perf_counter() - t0,
                        "loss": float(objective.loss(theta).detach()), **_accuracy(objective, theta)}
             recs.append({**summary, "group": -2, "submodels": "joint", "optimizer": "window"})
+            if live is not None:
+                live.window_done(summary)
             history.extend(recs)
             if run_store is not None:
                 run_store.write_checkpoint(k, {n: v.numpy() for n, v in params.items()},

@@ -1,6 +1,9 @@
-"""The ``daskie`` command: ``list``, ``plan NAME``, ``solve NAME``.
+"""The ``daskie`` command: ``list``, ``plan NAME``, ``solve NAME``, ``report PATH``.
 
 Bad input prints one line (``daskie: error: ...``) and exits with status 2, no traceback.
+``solve`` reports progress on stderr: a progress bar (epochs, loss, test MSE, ETA) when stderr
+is a terminal, one line per window otherwise (logs, pipes), nothing under ``--json`` or
+``--quiet``; the address of the run's live page on the Dask dashboard comes first.
 """
 
 from __future__ import annotations
@@ -86,6 +89,30 @@ def _progress_printer(stream):
     return show
 
 
+def _show_dashboard_link(stream):
+    """Print the live page's address, which ``solve`` logs on ``daskie.dashboard``."""
+    import logging
+
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("daskie: %(message)s"))
+    handler.daskie_cli = True
+    log = logging.getLogger("daskie.dashboard")
+    for old in [h for h in log.handlers if getattr(h, "daskie_cli", False)]:
+        log.removeHandler(old)  # main() called again in one process: one line, current stream
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _cmd_report(args) -> int:
+    from daskie.report import write_report
+
+    out = write_report(args.source, args.output)
+    if not args.quiet:
+        print(f"daskie: wrote {out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_solve(args) -> int:
     from daskie.api import solve
 
@@ -96,14 +123,26 @@ def _cmd_solve(args) -> int:
     if args.workers < 1:
         raise SpecError(f"--workers must be a positive int, got {args.workers}")
     quiet = args.json or args.quiet
+    strategy, optimizer = _strategy(args.strategy, args.window), _optimizer(args.optimizer, args.steps)
+    progress, bar = None, None
     if not quiet:
         print(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, {args.optimizer}) "
               f"on {args.workers} worker(s)", file=sys.stderr, flush=True)
-    ds = solve(args.name, formulation=_formulation(args.formulation, args),
-               strategy=_strategy(args.strategy, args.window),
-               optimizer=_optimizer(args.optimizer, args.steps), store=args.store, seed=args.seed,
-               resume=args.resume, overwrite=args.overwrite, workers=args.workers,
-               target_loss=args.target_loss, progress=None if quiet else _progress_printer(sys.stderr))
+        _show_dashboard_link(sys.stderr)
+        if sys.stderr.isatty():
+            from daskie.dashboard.progress import ProgressBar
+
+            progress = bar = ProgressBar(optimizer.steps + strategy.polish_steps(), sys.stderr)
+        else:
+            progress = _progress_printer(sys.stderr)
+    try:
+        ds = solve(args.name, formulation=_formulation(args.formulation, args), strategy=strategy,
+                   optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
+                   overwrite=args.overwrite, workers=args.workers, target_loss=args.target_loss,
+                   progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     keys = ("problem", "formulation", "strategy", "optimizer", "mse", "rel_l2", "max_abs_error",
             "loss", "epochs", "wall_s", "n_params", "done", "store", "seed", "workers")
     summary = {k: ds.attrs.get(k) for k in keys}
@@ -154,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--overwrite", action="store_true", help="replace an existing --store")
     so.add_argument("--quiet", action="store_true", help="no progress output")
     so.set_defaults(func=_cmd_solve)
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report of a run store or a "
+                                       "benchmark's JSON records")
+    rp.add_argument("source", help="a run's zarr store (solve --store) or a benchmark JSON file")
+    rp.add_argument("-o", "--output", help="HTML file to write (default: SOURCE with .html)")
+    rp.add_argument("--quiet", action="store_true", help="do not print the path written")
+    rp.set_defaults(func=_cmd_report)
     return p
 
 

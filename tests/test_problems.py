@@ -286,10 +286,14 @@ def test_lshape_sample_covers_the_l_evenly():
 
 def test_contains_excludes_the_open_hole_but_keeps_its_boundary():
     inside_hole = [[0.75, 0.75], [0.51, 0.99], [0.9, 0.6]]
-    boundary = [[0.5, 0.75], [0.75, 0.5], [0.5, 0.5], [1.0, 0.75], [0.75, 1.0], [1.0, 1.0]]
+    # the closure of the L: the hole's inner faces belong to it ...
+    boundary = [[0.5, 0.75], [0.75, 0.5], [0.5, 0.5], [1.0, 0.5], [0.5, 1.0]]
+    # ... but not the hole's faces on the outer box, which no point of the L comes near
+    hole_on_box = [[1.0, 0.75], [0.75, 1.0], [1.0, 1.0]]
     rest = [[0.25, 0.25], [0.25, 0.9], [0.9, 0.25], [0.0, 0.0]]
     outside_box = [[-0.1, 0.2], [0.2, 1.01]]
     assert not LSHAPE.contains(inside_hole).any()
+    assert not LSHAPE.contains(hole_on_box).any()
     assert LSHAPE.contains(boundary).all()
     assert LSHAPE.contains(rest).all()
     assert not LSHAPE.contains(outside_box).any()

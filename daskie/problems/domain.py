@@ -88,8 +88,13 @@ class Domain:
         lo, hi = np.asarray(self.lower), np.asarray(self.upper)
         inside = np.all((x >= lo) & (x <= hi), axis=-1)
         for hlo, hhi in self.holes:
-            # Holes are open sets, so their boundary stays in the domain.
-            inside &= ~np.all((x > np.asarray(hlo)) & (x < np.asarray(hhi)), axis=-1)
+            # The domain is the closure of box minus holes: a hole's inner faces belong to
+            # the domain, but where a hole reaches the box's boundary its face there does not
+            # (e.g. (1, 0.8) is not in the L-shape [0,1]^2 minus [0.5,1]^2).
+            hlo, hhi = np.asarray(hlo), np.asarray(hhi)
+            above = np.where(hlo <= lo, x >= hlo, x > hlo)
+            below = np.where(hhi >= hi, x <= hhi, x < hhi)
+            inside &= ~np.all(above & below, axis=-1)
         return inside
 
     def cells(self) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:

@@ -6,7 +6,7 @@ import html
 import math
 
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div, FactorRange, HoverTool
+from bokeh.models import ColumnDataSource, Div, FactorRange, HoverTool, Legend
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -48,6 +48,7 @@ def _by_problem_figure(recs, key, title, label, extra=()):
     p = figure(title=title, x_range=FactorRange(*factors), y_axis_type="log", height=340,
                sizing_mode="stretch_width", y_axis_label=label)
     p.xaxis.major_label_orientation = 0.9
+    p.add_layout(Legend(), "right")  # the labelled glyphs below join it, outside the dots
     for i, cfg in enumerate(configs):
         rows = [r for r in recs if _config(r) == cfg and math.isfinite(_num(r, key))]
         if rows:
@@ -57,11 +58,10 @@ def _by_problem_figure(recs, key, title, label, extra=()):
         rows = [r for r in recs if math.isfinite(_num(r, key2))]
         if rows:
             p.scatter([(str(r.get("problem", "?")), _config(r)) for r in rows],
-                      [_num(r, key2) for r in rows], size=12, marker=marker, color=color,
-                      legend_label=text)
+                      [_num(r, key2) for r in rows], size=16, marker=marker, color=color,
+                      line_width=2, legend_label=text)
     p.add_tools(HoverTool(tooltips=[("run", "@x"), ("value", "@y{0.00e}")]))
     p.legend.click_policy = "hide"
-    p.legend.location = "top_left"
     return p
 
 
@@ -72,12 +72,12 @@ def _speedup_figure(recs):
     p = figure(title="Speed-up SR, scaling efficiency SE, cost efficiency CE",
                x_range=FactorRange(*labels), height=320, sizing_mode="stretch_width")
     p.xaxis.major_label_orientation = 0.9
+    p.add_layout(Legend(), "right")
     for i, name in enumerate(_SPEEDUP):
         if name in keys:
             values = [_num(r, keys[name]) for r in recs]
             src = ColumnDataSource({"x": labels, "y": values})
             p.scatter("x", "y", source=src, size=11, color=Category10_10[i], legend_label=name.upper())
-    p.legend.location = "top_left"
     return p
 
 
@@ -86,7 +86,7 @@ def records_table(recs) -> Div:
     keys: dict[str, None] = {}
     for r in recs:
         keys.update(dict.fromkeys(r))
-    head = "".join(f"<th style='padding:2px 8px'>{html.escape(k)}</th>" for k in keys)
+    head = "".join(f"<th style='padding:2px 8px;white-space:nowrap'>{html.escape(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{format_value(r[k]) if k in r else ''}</td>"
                                     for k in keys) + "</tr>" for r in recs)
     return Div(text=f"<h3>Records</h3><div style='overflow-x:auto'><table style='font-size:12px'>"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import html
 import math
 
-from bokeh.models import ColumnDataSource, FactorRange, HoverTool
+from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Legend, LegendItem
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 __all__ = ["format_value", "group_label", "group_color", "loss_columns", "mse_columns", "window_columns",
-           "empty_window_columns", "loss_figure", "timeline_figure", "window_cost_figure"]
+           "empty_window_columns", "loss_figure", "timeline_height", "timeline_figure", "window_cost_figure"]
 
 JOINT = -2  # the client's per-window record of the joint loss and test MSE
 POLISH = -1
@@ -125,25 +125,35 @@ def _window_hover():
                                ("loss", "@loss{0.000e}")])
 
 
+def timeline_height(workers: int) -> int:
+    """Pixels of the timeline for ``workers`` rows (title, legend and axis included)."""
+    return 150 + 40 * max(1, workers)
+
+
 def timeline_figure(source: ColumnDataSource, workers=(), **kw):
     """Windows as bars on one row per worker, from start to end (seconds since the run began)."""
     p = figure(title="Windows per worker", y_range=FactorRange(factors=list(workers)),
-               x_axis_label="seconds since start", height=kw.pop("height", 90 + 40 * max(1, len(workers))),
+               x_axis_label="seconds since start", height=kw.pop("height", timeline_height(len(workers))),
                sizing_mode="stretch_width", tools="xpan,xwheel_zoom,reset,save", **kw)
-    p.hbar(y="worker", left="left", right="right", height=0.7, color="color", line_color="white",
-           source=source, legend_field="label")
+    bars = p.hbar(y="worker", left="left", right="right", height=0.7, color="color",
+                  line_color="white", source=source)
     p.add_tools(_window_hover())
-    p.legend.location = "top_left"
+    _legend_above(p, [LegendItem(label={"field": "label"}, renderers=[bars])])
     return p
+
+
+def _legend_above(p, items):
+    # Outside the plot: bars and points fill the whole frame.
+    p.add_layout(Legend(items=items, orientation="horizontal", location="top_left"), "above")
 
 
 def window_cost_figure(source: ColumnDataSource, **kw):
     """Per window: its time ``T_k`` and its synchronisation time, by group."""
     p = figure(title="Window time T_k and sync time", x_axis_label="window",
                y_axis_label="seconds", height=kw.pop("height", 260), sizing_mode="stretch_width", **kw)
-    p.scatter("window", "window_s", source=source, color="color", size=7, legend_label="T_k")
-    p.scatter("window", "sync_s", source=source, color="color", size=7, marker="x",
-              legend_label="sync")
+    t_k = p.scatter("window", "window_s", source=source, color="color", size=7)
+    sync = p.scatter("window", "sync_s", source=source, color="color", size=9, marker="x")
     p.add_tools(_window_hover())
-    p.legend.location = "top_left"
+    _legend_above(p, [LegendItem(label="T_k (dots)", renderers=[t_k]),
+                      LegendItem(label="sync (crosses)", renderers=[sync])])
     return p

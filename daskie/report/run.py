@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 
 import numpy as np
 from bokeh.layouts import column, row
@@ -19,17 +18,10 @@ _TRANSPARENT = (0, 0, 0, 0)  # cells outside a masked domain (NaN) show the page
 
 
 def history_records(ds) -> list[dict]:
-    """The ``history_*`` variables of a run dataset as records (NaN and ``""``: key absent)."""
-    names = [str(n) for n in ds.data_vars if str(n).startswith("history_")]
-    n = ds.sizes.get("record", 0)
-    records: list[dict] = [{} for _ in range(n)]
-    for name in names:
-        key = name[len("history_"):]
-        for rec, value in zip(records, ds[name].values.tolist()):
-            if value == "" or (isinstance(value, float) and math.isnan(value)):
-                continue
-            rec[key] = value
-    return records
+    """The ``history_*`` variables of a run dataset as records (the store's own reading)."""
+    from daskie.store import records_from_dataset
+
+    return records_from_dataset(ds)
 
 
 def metrics_table(attrs: dict, records: list[dict]) -> Div:

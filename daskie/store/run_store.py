@@ -35,7 +35,7 @@ import zarr
 
 from daskie.errors import SpecError, StoreExistsError
 
-__all__ = ["RunStore", "history_to_dataset"]
+__all__ = ["RunStore", "history_to_dataset", "records_from_dataset"]
 
 _ZARR_FORMAT = 2
 _HISTORY = "history_"
@@ -107,7 +107,7 @@ def _column(key, values) -> xr.Variable:
     return xr.Variable("record", data, attrs=attrs)
 
 
-def _records_from_dataset(ds: xr.Dataset) -> list[dict]:
+def records_from_dataset(ds: xr.Dataset) -> list[dict]:
     """Inverse of :func:`history_to_dataset`; NaN and ``""`` read as a missing key."""
     records: list[dict] = [{} for _ in range(ds.sizes.get("record", 0))]
     for name, var in ds.data_vars.items():
@@ -285,7 +285,7 @@ class RunStore:
         """All records of all complete checkpoints, in window order."""
         records: list[dict] = []
         for _, group in self._complete_windows():
-            records.extend(_records_from_dataset(self._open_group(group)))
+            records.extend(records_from_dataset(self._open_group(group)))
         return records
 
     # -- result ---------------------------------------------------------------------------
