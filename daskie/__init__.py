@@ -17,13 +17,19 @@ _LAZY = {
     "Adam": "daskie.train", "LBFGS": "daskie.train", "LevenbergMarquardt": "daskie.train",
     "Chain": "daskie.train",
     "Monolithic": "daskie.strategies", "CEPTF": "daskie.strategies",
+    "ParaFlow": "daskie.strategies", "ParaFlowS": "daskie.strategies",
+    "GradientDescent": "daskie.strategies", "parareal": "daskie.parallel_in_time",
     "Nystrom": "daskie.reference",
     "make_plan": "daskie.plan",
     "RunStore": "daskie.store",
     "write_report": "daskie.report",
 }
 
-__all__ = sorted(_LAZY)
+# ``fit`` is imported eagerly: a lazy entry would be shadowed by the submodule daskie.fit
+# once that is imported. daskie/fit.py imports nothing heavy at module level.
+from daskie.fit import fit  # noqa: E402
+
+__all__ = sorted([*_LAZY, "fit"])
 
 
 def __getattr__(name):

@@ -92,7 +92,7 @@ class ModuleObjective:
     def __init__(self, module, loss_fn, data):
         if not isinstance(module, torch.nn.Module):
             raise SpecError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        if not callable(loss_fn):
+        if not (callable(loss_fn) or isinstance(loss_fn, ModelLoss)):
             raise SpecError(f"loss_fn must be callable, got {loss_fn!r}")
         params = dict(module.named_parameters())
         if not params:
