@@ -77,6 +77,40 @@ def solution_dataset(objective, theta, problem, grid: int | None = None):
     return xr.Dataset(data, coords={d: a for d, a in zip(dims, axes)})
 
 
+def _data_fingerprint(problem, disc) -> str:
+    """A token of the problem's data functions (f, alpha, exact, kernels) evaluated at the
+    held-back points: two problems that differ only in their callables get different run
+    tokens, graph keys and cached objectives."""
+    import dask
+
+    x = disc.test_points
+    t = x[::-1]
+    values = [np.asarray(problem.f(x)), problem.alpha_at(x)]
+    values += [np.asarray(term.kernel(x, t)) for term in problem.terms]
+    if problem.exact is not None:
+        values.append(np.asarray(problem.exact(x)))
+    return dask.base.tokenize(*values)
+
+
+#: Options that must match for ``resume`` to continue a stored run.
+_RESUME_KEYS = ("problem_spec", "formulation_options", "optimizer_options", "strategy_options",
+                "seed", "target_loss", "groups")
+
+
+def _check_same_run(stored: dict, meta: dict):
+    """Refuse to resume a stored run with other settings (its checkpoints would not fit)."""
+    import json
+
+    def norm(v):
+        return json.loads(json.dumps(v, default=str))
+
+    for key in _RESUME_KEYS:
+        if key in stored and norm(stored[key]) != norm(meta[key]):
+            raise SpecError(f"cannot resume: the stored run's {key} differs from this call's "
+                            f"({stored[key]!r} != {meta[key]!r}); resume with the same settings "
+                            f"or start a new store")
+
+
 def _accuracy(objective, theta):
     d = objective.disc
     if d.test_exact is None:
@@ -100,7 +134,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     formulation : Formulation, optional
         Default :func:`default_formulation` (quadrature collocation).
     strategy : Strategy, optional
-        :class:`~daskie.strategies.Monolithic` (default) or :class:`~daskie.strategies.CEPTF`.
+        :class:`~daskie.strategies.Monolithic` (default), :class:`~daskie.strategies.CEPTF`,
+        or any other daskie strategy (``ParaFlow``, ``ParaFlowS``, ``GradientDescent``).
     optimizer : Optimizer, optional
         Default :func:`default_optimizer` (Levenberg-Marquardt).
     client : distributed.Client or "sync", optional
@@ -186,8 +221,9 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
 
         plan = make_plan(disc, workers=workers, gpus=gpus)
     groups = strategy.groups(disc, plan)
-    token = builder.run_token(problem.describe(), formulation, optimizer, strategy, seed,
-                              target_loss, plan.to_json() if plan else None, threads)
+    token = builder.run_token(problem.describe(), _data_fingerprint(problem, disc), formulation,
+                              optimizer, strategy, seed, target_loss,
+                              plan.to_json() if plan else None, threads, eval_every)
     ctx = RunContext(problem, formulation, optimizer, int(seed), float(target_loss), threads, token,
                      eval_every)
     objective = objective_for(ctx)  # the client's copy: same numbers, used for the summary
@@ -201,6 +237,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     resume_point, history = None, []
     if run_store is not None:
         if resume:
+            _check_same_run(run_store.read_meta(), meta)
             ckpt = run_store.latest_checkpoint()
             if ckpt is not None:
                 resume_point = builder.load_outputs(ckpt[2])
@@ -212,6 +249,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         if client is None:
             client = stack.enter_context(local_cluster(workers, 1, gpus))
         available = set() if client == "sync" else builder.check_resources(plan, client)
+        n_workers = 1 if client == "sync" else len(client.scheduler_info(n_workers=-1)["workers"])
         live = None
         if client != "sync":  # the live page on the scheduler's dashboard; its link is logged
             from daskie.dashboard.plugin import LiveRun
@@ -268,7 +306,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         "wall_s": float(wall + prior_wall), "n_params": int(objective.layout.total),
         "done": next((o.state.done for o in final if o.state.done), "budget"),
         "store": None if run_store is None else str(run_store.path),
-        "seed": int(seed), "workers": int(workers) if client != "sync" else 1,
+        "seed": int(seed), "workers": n_workers,
     }
     ds = solution_dataset(objective, theta, problem, grid)
     ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})

@@ -53,7 +53,7 @@ def _strategy(name: str, window: int | None):
         # Windows of 25 steps: a progress line and a checkpoint each (about 6 ms of Dask
         # overhead per window); --window 0 runs the whole training as one task.
         return Monolithic(window=25 if window is None else (window or None))
-    return CEPTF(**({"window": window} if window else {}))
+    return CEPTF(**({"window": window} if window is not None else {}))
 
 
 def _cmd_list(args) -> int:
@@ -119,9 +119,13 @@ def _cmd_solve(args) -> int:
     from daskie.errors import SpecError
     from daskie.problems import catalog
 
-    catalog.get(args.name)  # fail on a bad name before any output
+    catalog.get(args.name)  # fail on bad input before any output
     if args.workers < 1:
         raise SpecError(f"--workers must be a positive int, got {args.workers}")
+    if args.store:
+        from daskie.store import RunStore
+
+        RunStore.check(args.store, "a" if args.resume else ("w" if args.overwrite else "w-"))
     quiet = args.json or args.quiet
     strategy, optimizer = _strategy(args.strategy, args.window), _optimizer(args.optimizer, args.steps)
     progress, bar = None, None
@@ -151,8 +155,12 @@ def _cmd_solve(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{summary['problem']}: MSE {summary['mse']:.3e}  relative L2 {summary['rel_l2']:.3e}  "
-              f"epochs {summary['epochs']}  wall {summary['wall_s']:.1f} s  ({summary['done']})"
+        def fmt(value, spec):
+            return "n/a" if value is None else format(value, spec)
+
+        print(f"{summary['problem']}: MSE {fmt(summary['mse'], '.3e')}  "
+              f"relative L2 {fmt(summary['rel_l2'], '.3e')}  epochs {summary['epochs']}  "
+              f"wall {fmt(summary['wall_s'], '.1f')} s  ({summary['done']})"
               + (f"  store {summary['store']}" if summary["store"] else ""))
     return 0
 
@@ -217,7 +225,8 @@ def main(argv=None) -> int:
         print(f"daskie: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("daskie: interrupted; completed windows are kept in the store", file=sys.stderr)
+        kept = "; completed windows are kept in the store (--resume)" if getattr(args, "store", None) else ""
+        print(f"daskie: interrupted{kept}", file=sys.stderr)
         return 130
 
 

@@ -1,6 +1,7 @@
 """Exceptions raised by daskie. Every message names the field or argument that is wrong."""
 
-__all__ = ["DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "PlanError"]
+__all__ = ["DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "StoreMissingError",
+           "PlanError"]
 
 
 class DaskieError(Exception):
@@ -21,3 +22,7 @@ class TrainingDiverged(DaskieError, FloatingPointError):
 
 class StoreExistsError(DaskieError, FileExistsError):
     """A run store exists already and neither ``overwrite`` nor ``resume`` was asked for."""
+
+
+class StoreMissingError(DaskieError, FileNotFoundError):
+    """``resume`` was asked for, but there is no run store at the path."""

@@ -231,3 +231,28 @@ def test_window_tasks_carry_the_plans_resource_tags(client):
     assert all(r == {"CPU": 1} for r in first.values())
     # deterministic keys: the same problem + plan + seed submits the same keys again
     assert sorted(run_and_collect()) == sorted(first)
+
+
+def test_problems_differing_only_in_data_get_different_runs():
+    # Same description, different f: the run token (graph keys, cached objectives) must differ.
+    base = daskie.catalog.get("fredholm1d")
+    scaled = daskie.Problem(domain=base.domain, f=lambda x: 100 * base.f(x), terms=base.terms,
+                            name=base.name, description=base.description)
+    kw = dict(formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=1), client="sync")
+    a, b = daskie.solve(base, **kw), daskie.solve(scaled, **kw)
+    assert b.history_loss.values[0] > 100 * a.history_loss.values[0]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    path = tmp_path / "run.zarr"
+    daskie.solve("fredholm1d", formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=2),
+                 client="sync", store=path)
+    with pytest.raises(SpecError, match="seed"):
+        daskie.solve("fredholm1d", formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=2),
+                     client="sync", store=path, resume=True, seed=5)
+
+
+def test_cli_resume_of_a_missing_store_is_one_line(tmp_path):
+    out = _cli("solve", "fredholm1d", "--store", str(tmp_path / "nope.zarr"), "--resume")
+    assert out.returncode == 2 and "no run store" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

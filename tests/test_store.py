@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from daskie.errors import SpecError, StoreExistsError
+from daskie.errors import SpecError, StoreExistsError, StoreMissingError
 from daskie.store import RunStore, history_to_dataset
 
 
@@ -212,7 +212,7 @@ def test_overwrite_refuses_to_delete_what_is_not_a_run_store(tmp_path):
 
 
 def test_resume_needs_an_existing_store(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no run store at .*missing.*resume"):
+    with pytest.raises(StoreMissingError, match="no run store at .*missing.*resume"):
         RunStore(tmp_path / "missing", mode="a")
     (tmp_path / "plain").mkdir()
     with pytest.raises(SpecError, match="not a daskie run store"):

@@ -143,15 +143,22 @@ def run(graph: WindowGraph, client, *, on_window=None):
         it = iter(futures)
         per_window = [[next(it) for _ in w] for w in graph.windows]
         polish_f = next(it) if graph.polish is not None else None
-        for i, fs in enumerate(per_window):
-            outs = client.gather(fs)
-            if on_window is not None:
-                on_window(graph.start + i, outs)
-            final = outs
-            if i >= 1:
-                del per_window[i - 1][:]  # release what no later task reads
-        if polish_f is not None:
-            final = [polish_f.result()]
+        del it
+        try:
+            for i, fs in enumerate(per_window):
+                outs = client.gather(fs)
+                if on_window is not None:
+                    on_window(graph.start + i, outs)
+                final = outs
+                if i >= 1:
+                    per_window[i - 1] = []  # release what no later task reads
+                    futures = None
+            if polish_f is not None:
+                final = [polish_f.result()]
+        except BaseException:
+            # A failed or interrupted run must not leave its windows running on the cluster.
+            client.cancel([f for fs in per_window for f in fs] + ([polish_f] if polish_f else []))
+            raise
     return final, time.perf_counter() - t0
 
 

@@ -144,4 +144,5 @@ def polish_task(ctx: RunContext, steps: int, *outputs: WindowOutput) -> WindowOu
     state, records = advance(full, last, state, steps, target_loss=ctx.target_loss,
                              record_extra=extra, callback=profiler.step)
     profiler.finish(records, full, state.theta)
-    return WindowOutput(-1, state, dict(full.layout.split(state.theta)), records)
+    return WindowOutput(-1, state, {n: v.clone() for n, v in full.layout.split(state.theta).items()},
+                        records)

@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from daskie.errors import SpecError, StoreExistsError
+from daskie.errors import SpecError, StoreExistsError, StoreMissingError
 
 __all__ = ["RunStore", "history_to_dataset", "records_from_dataset"]
 
@@ -182,7 +182,7 @@ class RunStore:
     ------
     StoreExistsError
         ``mode="w-"`` and something exists at ``path``.
-    FileNotFoundError
+    StoreMissingError (a FileNotFoundError)
         ``mode="a"`` and nothing exists at ``path``.
     SpecError
         An unknown mode; ``mode="a"`` on something that is not a run store; ``mode="w"`` on
@@ -190,32 +190,39 @@ class RunStore:
     """
 
     def __init__(self, path, mode: str = "w-"):
+        self.check(path, mode)
         self.path = os.fspath(path)
-        if mode not in ("w-", "w", "a"):
-            raise SpecError(f"mode must be 'w-' (create), 'w' (overwrite) or 'a' (resume), "
-                            f"got {mode!r}")
         self.mode = mode
-        taken = os.path.lexists(self.path)
         if mode == "a":
-            if not taken:
-                raise FileNotFoundError(
-                    f"no run store at {self.path!r} to resume; drop resume=True / --resume "
-                    f"to start a new run there")
-            if not self.exists(self.path):
-                raise SpecError(f"{self.path!r} exists but is not a daskie run store "
-                                f"(no zarr group); cannot resume from it")
             return
-        if taken and mode == "w-":
-            raise StoreExistsError(
-                f"a run store (or other file) exists at {self.path!r}; pass overwrite=True / "
-                f"--overwrite to replace it, or resume=True / --resume to continue it")
-        if taken:
+        if os.path.lexists(self.path):
             self._remove_existing()
         zarr.open_group(self.path, mode="w", zarr_format=_ZARR_FORMAT)
         self._consolidate()
 
     def __repr__(self):
         return f"RunStore({self.path!r}, mode={self.mode!r})"
+
+    @classmethod
+    def check(cls, path, mode: str = "w-") -> None:
+        """Raise the error ``RunStore(path, mode)`` would raise, touching nothing on disk."""
+        path = os.fspath(path)
+        if mode not in ("w-", "w", "a"):
+            raise SpecError(f"mode must be 'w-' (create), 'w' (overwrite) or 'a' (resume), "
+                            f"got {mode!r}")
+        taken = os.path.lexists(path)
+        if mode == "a":
+            if not taken:
+                raise StoreMissingError(
+                    f"no run store at {path!r} to resume; drop resume=True / --resume "
+                    f"to start a new run there")
+            if not cls.exists(path):
+                raise SpecError(f"{path!r} exists but is not a daskie run store "
+                                f"(no zarr group); cannot resume from it")
+        elif taken and mode == "w-":
+            raise StoreExistsError(
+                f"a run store (or other file) exists at {path!r}; pass overwrite=True / "
+                f"--overwrite to replace it, or resume=True / --resume to continue it")
 
     @staticmethod
     def exists(path) -> bool:

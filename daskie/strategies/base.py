@@ -123,7 +123,9 @@ class CEPTF(Strategy):
         return tuple(p.submodels for p in plan.groups)
 
     def inputs(self, group, groups, plan):
-        return tuple(plan.dependencies.get(group, ()))
+        # Every other group: the residual map reads all evaluations, so a window needs the
+        # latest parameters of every sub-model (not only those sharing a block with it).
+        return tuple(h for h in range(len(groups)) if h != group)
 
     def sequential(self):
         return self.order == "gauss-seidel"

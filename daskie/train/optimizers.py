@@ -70,7 +70,8 @@ class Adam(Optimizer):
     Parameters
     ----------
     lr : float
-        Initial learning rate (seed 000: 1e-4).
+        Initial learning rate. The default 1e-3 trains faster on daskie's float64 problems;
+        seed 000 uses 1e-4 (``Adam(lr=1e-4)``), with the same decay.
     decay : float
         Schedule constant (seed 000: 1e-3).
     betas, eps : Adam's constants.
