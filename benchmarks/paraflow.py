@@ -209,25 +209,14 @@ def time_to(history, target):
 def wall_rows(level, records, repeats=3):
     """PINN Poisson: wall time to reach GD's final loss, GD / ParaFlowS in this process and
     ParaFlow (N_G = 2) on LocalCluster(2 workers x 1 thread); medians of ``repeats`` runs."""
-    import dask
-    import distributed  # noqa: F401 -- registers the distributed config defaults
+    from daskie.api import local_cluster  # keeps torch at in-process speed on its workers
 
-    from daskie.api import local_cluster
-
-    # The nanny sets MALLOC_TRIM_THRESHOLD_ for its workers, which turns off glibc's dynamic
-    # mmap threshold: every tensor > 128 KiB is then mmap'ed and zero-faulted afresh, and
-    # autograd on the workers ran 3-4x slower than in this process (measured: 10 PINN
-    # gradient steps 1.9-2.8 s on a worker vs 0.6-0.8 s here). A fixed high mmap threshold
-    # restores in-process speed.
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-    env["MALLOC_MMAP_THRESHOLD_"] = 64 * 2**20
     net, loss, data = poisson()
     eta, n_fine = 1e-3, 10
     budget = 10**5 if level == 0 else 3 * 10**5
     times = {"gd": [], "paraflows": [], "paraflows_ng2": [], "paraflow": []}
     losses = {}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}), \
-            local_cluster(workers=2, threads_per_worker=1) as client:
+    with local_cluster(workers=2, threads_per_worker=1) as client:
         for rep in range(repeats):
             t0 = time.perf_counter()
             _, gd = fit(net, loss, data, GradientDescent(eta=eta, budget=budget, steps_per_record=10))
