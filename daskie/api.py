@@ -20,11 +20,15 @@ def default_formulation():
     return QuadratureCollocation()
 
 
-def default_optimizer():
-    """Levenberg-Marquardt, 300 steps."""
+def default_optimizer(formulation=None):
+    """Levenberg-Marquardt, 300 steps. Marquardt's scaling (damping by diag J^T J) for one
+    network; plain Levenberg damping for order reduction, whose sub-models have very
+    different scales (measured on E2: MSE 1.9e-8 after 80 steps against 9e-3)."""
+    from daskie.formulations import OrderReduction
     from daskie.train.optimizers import LevenbergMarquardt
 
-    return LevenbergMarquardt(steps=300)
+    scaling = "levenberg" if isinstance(formulation, OrderReduction) else "marquardt"
+    return LevenbergMarquardt(steps=300, scaling=scaling)
 
 
 @contextlib.contextmanager
@@ -194,7 +198,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         raise SpecError(f"problem must be a Problem or a catalog name, got {type(problem).__name__}")
     formulation = default_formulation() if formulation is None else formulation
     strategy = Monolithic() if strategy is None else strategy
-    optimizer = default_optimizer() if optimizer is None else optimizer
+    optimizer = default_optimizer(formulation) if optimizer is None else optimizer
     if not isinstance(strategy, Strategy):
         raise SpecError(f"strategy must be a daskie Strategy (Monolithic(), CEPTF(...)), got {strategy!r}")
     if not isinstance(optimizer, Optimizer):

@@ -33,11 +33,13 @@ def _formulation(name: str, args):
     raise ValueError(name)
 
 
-def _optimizer(name: str, steps: int | None):
-    from daskie.train import LBFGS, Adam, LevenbergMarquardt
+def _optimizer(name: str, steps: int | None, formulation):
+    from daskie.api import default_optimizer
+    from daskie.train import LBFGS, Adam
 
     if name == "lm":
-        return LevenbergMarquardt(steps=300 if steps is None else steps)
+        lm = default_optimizer(formulation)
+        return lm if steps is None else type(lm)(**{**vars(lm), "steps": steps})
     if name == "adam":
         return Adam(steps=2000 if steps is None else steps)
     if name == "adam+lbfgs":
@@ -127,7 +129,9 @@ def _cmd_solve(args) -> int:
 
         RunStore.check(args.store, "a" if args.resume else ("w" if args.overwrite else "w-"))
     quiet = args.json or args.quiet
-    strategy, optimizer = _strategy(args.strategy, args.window), _optimizer(args.optimizer, args.steps)
+    formulation = _formulation(args.formulation, args)
+    strategy = _strategy(args.strategy, args.window)
+    optimizer = _optimizer(args.optimizer, args.steps, formulation)
     progress, bar = None, None
     if not quiet:
         print(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, {args.optimizer}) "
@@ -140,7 +144,7 @@ def _cmd_solve(args) -> int:
         else:
             progress = _progress_printer(sys.stderr)
     try:
-        ds = solve(args.name, formulation=_formulation(args.formulation, args), strategy=strategy,
+        ds = solve(args.name, formulation=formulation, strategy=strategy,
                    optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
                    overwrite=args.overwrite, workers=args.workers, target_loss=args.target_loss,
                    progress=progress)
