@@ -13,3 +13,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real LocalCluster (2 workers x 1 thread, on 127.0.0.1) and its Client, per test module."""
+    from daskie.api import local_cluster
+
+    with local_cluster(workers=2) as c:
+        yield c

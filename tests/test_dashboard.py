@@ -9,7 +9,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 import daskie
 from daskie import MLP, LevenbergMarquardt, Monolithic, QuadratureCollocation
@@ -17,14 +16,6 @@ from daskie.dashboard.plugin import page_url
 from daskie.dashboard.progress import ProgressBar
 
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
-
-
-@pytest.fixture(scope="module")
-def client():
-    from daskie.api import local_cluster
-
-    with local_cluster(workers=2) as c:
-        yield c
 
 
 def _get(url):

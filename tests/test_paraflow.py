@@ -16,14 +16,6 @@ from daskie.train.objective import Layout
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
 
-@pytest.fixture(scope="module")
-def client():
-    from daskie.api import local_cluster
-
-    with local_cluster(workers=2) as c:
-        yield c
-
-
 def approximation():
     """Seed 002's approximation set-up, smaller: e^-x sin x on 30 points, [1, 8, 1] sigmoid."""
     torch.manual_seed(0)

@@ -33,14 +33,6 @@ def fine_chain(y0, n):
     return out
 
 
-@pytest.fixture(scope="module")
-def client():
-    from daskie.api import local_cluster
-
-    with local_cluster(workers=2) as c:
-        yield c
-
-
 @pytest.mark.parametrize("initial", [None, "constant"])
 def test_exactness_after_k_iterations(initial):
     y0 = np.array([0.1, 0.4, 1.3])

@@ -17,14 +17,6 @@ SMALL_OR = OrderReduction(net=MLP(hidden=(8, 8)), points=64, aux_points=64, test
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
 
-@pytest.fixture(scope="module")
-def client():
-    from daskie.api import local_cluster
-
-    with local_cluster(workers=2) as c:
-        yield c
-
-
 def test_ceptf_distributed_equals_serial(client):
     kw = dict(formulation=SMALL_OR, strategy=CEPTF(window=3, polish=2),
               optimizer=LevenbergMarquardt(steps=9), seed=3)
