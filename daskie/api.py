@@ -115,16 +115,6 @@ def _check_same_run(stored: dict, meta: dict):
                             f"or start a new store")
 
 
-def _accuracy(objective, theta):
-    d = objective.disc
-    if d.test_exact is None:
-        return {"mse": float("nan"), "rel_l2": float("nan"), "max_abs_error": float("nan")}
-    err = objective.solution(theta, d.test_points) - d.test_exact
-    return {"mse": float(np.mean(err**2)),
-            "rel_l2": float(np.linalg.norm(err) / np.linalg.norm(d.test_exact)),
-            "max_abs_error": float(np.max(np.abs(err)))}
-
-
 def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=None, store=None,
           seed: int = 0, target_loss: float = 1e-14, resume: bool = False, overwrite: bool = False,
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
@@ -187,7 +177,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     logger when the run starts (``logging.basicConfig(level="INFO")`` prints it).
     """
     from daskie.graph import builder
-    from daskie.graph.tasks import RunContext, objective_for
+    from daskie.graph.tasks import RunContext, merge_params, objective_for
     from daskie.problems import Problem, catalog
     from daskie.strategies import CEPTF, Monolithic, Strategy
     from daskie.train.optimizers import Optimizer
@@ -265,15 +255,12 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         t0 = time.perf_counter()
 
         def window_done(k, outputs):
-            params = {}
-            recs = []
-            for out in outputs:
-                params.update(out.params)
-                recs.extend(out.records)
+            params = merge_params(outputs)
+            recs = [r for out in outputs for r in out.records]
             theta = objective.layout.join(params)
             summary = {"window": k, "epoch": max(o.state.epoch for o in outputs),
                        "elapsed_s": prior_wall + time.perf_counter() - t0,
-                       "loss": float(objective.loss(theta).detach()), **_accuracy(objective, theta)}
+                       "loss": float(objective.loss(theta).detach()), **objective.accuracy(theta)}
             recs.append({**summary, "group": -2, "submodels": "joint", "optimizer": "window"})
             if live is not None:
                 live.window_done(summary)
@@ -298,13 +285,11 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
 
     if final is None:  # resumed a run whose windows had all completed
         final = resume_point[1]
-    params = {}
-    for out in final:
-        params.update(out.params)
+    params = merge_params(final)
     theta = objective.layout.join(params)
     summary = {
         "problem": problem.name, "formulation": formulation.label, "strategy": strategy.label,
-        "optimizer": optimizer.label, **_accuracy(objective, theta),
+        "optimizer": optimizer.label, **objective.accuracy(theta),
         "loss": float(objective.loss(theta).detach()),
         "epochs": int(max(o.state.epoch for o in final)),
         "wall_s": float(wall + prior_wall), "n_params": int(objective.layout.total),

@@ -88,7 +88,8 @@ def init_task(ctx: RunContext, group: int, names: tuple[str, ...]) -> WindowOutp
     return WindowOutput(group, TrainState(theta=theta), mine)
 
 
-def _merge(outputs) -> dict:
+def merge_params(outputs) -> dict:
+    """The parameters of every sub-model, from the outputs of the groups of one window."""
     params = {}
     for out in outputs:
         params.update(out.params)
@@ -106,7 +107,7 @@ def window_task(ctx: RunContext, window: int, group: int, names: tuple[str, ...]
     profiler = WindowProfiler(ctx.token, window, group, "+".join(names))
     _setup(ctx)
     full = objective_for(ctx)
-    frozen = _merge(others)
+    frozen = merge_params(others)
     state = own.state
     if len(names) == len(full.layout.names):
         obj = full
@@ -135,7 +136,7 @@ def polish_task(ctx: RunContext, steps: int, *outputs: WindowOutput) -> WindowOu
     _setup(ctx)
     full = objective_for(ctx)
     profiler = WindowProfiler(ctx.token, -1, -1, "+".join(full.layout.names))
-    params = _merge(outputs)
+    params = merge_params(outputs)
     epoch = max(o.state.epoch for o in outputs)
     state = TrainState(theta=full.layout.join(params), epoch=epoch,
                        wall_s=max(o.state.wall_s for o in outputs))

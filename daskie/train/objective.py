@@ -257,12 +257,20 @@ class Objective:
             z = torch.as_tensor(np.asarray(points, dtype=float))
             return sub.apply(params[sub.name].detach(), z).numpy()
 
+    def accuracy(self, theta) -> dict[str, float]:
+        """MSE, relative L2 and max error against the exact solution on the held-back test
+        points (NaN when the problem has no exact solution)."""
+        d = self.disc
+        if d.test_exact is None:
+            return {"mse": float("nan"), "rel_l2": float("nan"), "max_abs_error": float("nan")}
+        err = self.solution(theta, d.test_points) - d.test_exact
+        return {"mse": float(np.mean(err**2)),
+                "rel_l2": float(np.linalg.norm(err) / np.linalg.norm(d.test_exact)),
+                "max_abs_error": float(np.max(np.abs(err)))}
+
     def mse(self, theta) -> float:
         """Mean squared error against the exact solution on the held-back test points."""
-        if self.disc.test_exact is None:
-            return float("nan")
-        err = self.solution(theta, self.disc.test_points) - self.disc.test_exact
-        return float(np.mean(err**2))
+        return self.accuracy(theta)["mse"]
 
     def restrict(self, trainable, theta) -> "Objective":
         """The objective over ``trainable`` sub-models with the rest frozen at ``theta``'s values."""
