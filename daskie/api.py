@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from daskie.errors import SpecError, TrainingDiverged
+from daskie.errors import SpecError, TrainingDiverged, check_int
 
 __all__ = ["solve", "default_formulation", "default_optimizer", "solution_dataset", "local_cluster"]
 
@@ -199,8 +199,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         raise SpecError("resume and overwrite exclude each other")
     if resume and store is None:
         raise SpecError("resume=True needs the store of the run to continue")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SpecError(f"workers must be a positive int, got {workers!r}")
+    check_int("workers", workers)
 
     run_store = None
     if store is not None:

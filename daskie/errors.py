@@ -1,7 +1,9 @@
 """Exceptions raised by daskie. Every message names the field or argument that is wrong."""
 
+from numbers import Integral
+
 __all__ = ["DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "StoreMissingError",
-           "PlanError"]
+           "PlanError", "check_int"]
 
 
 class DaskieError(Exception):
@@ -26,3 +28,17 @@ class StoreExistsError(DaskieError, FileExistsError):
 
 class StoreMissingError(DaskieError, FileNotFoundError):
     """``resume`` was asked for, but there is no run store at the path."""
+
+
+def check_int(field: str, value, low: int = 1, *, allow_none: bool = False, alternative: str = ""):
+    """Raise :class:`SpecError` naming ``field`` unless ``value`` is an int >= ``low``.
+
+    Booleans are not ints here; ``allow_none`` also accepts None; ``alternative`` names another
+    accepted value in the message (e.g. ``'"auto"'``) — the caller handles that value itself.
+    """
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        kind = "a positive int" if low == 1 else f"an int >= {low}"
+        extra = "".join(f" or {a}" for a in (["None"] if allow_none else []) + ([alternative] if alternative else []))
+        raise SpecError(f"{field} must be {kind}{extra}, got {value!r}")

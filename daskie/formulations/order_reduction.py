@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from daskie.errors import SpecError
+from daskie.errors import SpecError, check_int
 from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
-from daskie.formulations.quadrature import _positive_int, rhs_values, test_set
+from daskie.formulations.quadrature import rhs_values, test_set
 from daskie.nn.mlp import MLP
 
 __all__ = ["OrderReduction"]
@@ -72,7 +72,7 @@ class OrderReduction(Formulation):
             if v is not None and not isinstance(v, MLP):
                 raise SpecError(f"{name} must be a daskie MLP, got {type(v).__name__}")
         for name in ("points", "aux_points", "bc_points", "test_points"):
-            _positive_int(getattr(self, name), name)
+            check_int(name, getattr(self, name))
         if self.constraints not in ("exact", "loss"):
             raise SpecError(f"constraints must be 'exact' or 'loss', got {self.constraints!r}")
 

@@ -16,21 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from daskie.errors import SpecError
+from daskie.errors import SpecError, check_int
 from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
 from daskie.nn.mlp import MLP
 from daskie.quadrature import gauss_jacobi, sobol_rule, tensor_rule
 
 __all__ = ["QuadratureCollocation"]
-
-
-def _positive_int(value, name, allow_auto=False):
-    if allow_auto and value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        extra = ' or "auto"' if allow_auto else ""
-        raise SpecError(f"{name} must be a positive int{extra}, got {value!r}")
-    return int(value)
 
 
 def collocation_points(problem, n, seed, graded_power=1.0):
@@ -98,12 +89,10 @@ class QuadratureCollocation(Formulation):
     def __post_init__(self):
         if not isinstance(self.net, MLP):
             raise SpecError(f"net must be a daskie MLP, got {type(self.net).__name__}")
-        _positive_int(self.points, "points", allow_auto=True)
-        _positive_int(self.nodes, "nodes")
-        _positive_int(self.local_nodes, "local_nodes")
-        _positive_int(self.qmc_nodes, "qmc_nodes")
-        _positive_int(self.gauss_max_dim, "gauss_max_dim")
-        _positive_int(self.test_points, "test_points")
+        if not (isinstance(self.points, str) and self.points == "auto"):
+            check_int("points", self.points, alternative='"auto"')
+        for name in ("nodes", "local_nodes", "qmc_nodes", "gauss_max_dim", "test_points"):
+            check_int(name, getattr(self, name))
         if not isinstance(self.graded, (int, float)) or isinstance(self.graded, bool) or not self.graded >= 1.0:
             raise SpecError(f"graded must be >= 1, got {self.graded}")
 

@@ -25,11 +25,10 @@ __all__ = ["parareal", "parareal_futures"]
 
 
 def _check(n_slices, iterations):
-    from daskie.errors import SpecError
+    from daskie.errors import check_int
 
-    for name, value, low in (("n_slices", n_slices, 1), ("iterations", iterations, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise SpecError(f"parareal: {name} must be an int >= {low}, got {value!r}")
+    check_int("parareal: n_slices", n_slices, 1)
+    check_int("parareal: iterations", iterations, 0)
 
 
 def _correct(fine_value, coarse_new, coarse_old):

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from numbers import Integral, Real
+from numbers import Real
 
-from daskie.errors import SpecError
+from daskie.errors import SpecError, check_int
 from daskie.formulations.base import Discretization
 from daskie.plan.plan import Placement, Plan
 
@@ -162,26 +162,20 @@ def make_plan(disc: Discretization, workers: int = 2, gpus: int = 0,
 
 
 def _check_args(disc, workers, gpus, memory_per_worker, n_max):
-    def is_int(v):
-        return isinstance(v, Integral) and not isinstance(v, bool)
-
     if not isinstance(disc, Discretization):
         raise SpecError(f"disc must be a Discretization (Formulation.discretize(problem)), "
                         f"got {type(disc).__name__}")
     if not disc.submodels:
         raise SpecError("disc has no sub-models to plan")
-    if not is_int(workers) or workers < 1:
-        raise SpecError(f"workers must be an int >= 1, got {workers!r}")
-    if not is_int(gpus) or gpus < 0:
-        raise SpecError(f"gpus must be an int >= 0, got {gpus!r}")
+    check_int("workers", workers)
+    check_int("gpus", gpus, 0)
     if gpus > workers:
         raise SpecError(f"gpus = {gpus} exceeds workers = {workers}: every GPU belongs to a worker")
     if (isinstance(memory_per_worker, bool) or not isinstance(memory_per_worker, Real)
             or not math.isfinite(memory_per_worker) or memory_per_worker <= 0):
         raise SpecError("memory_per_worker must be a finite number of bytes > 0, "
                         f"got {memory_per_worker!r}")
-    if n_max is not None and (not is_int(n_max) or n_max < 1):
-        raise SpecError(f"n_max must be None or an int >= 1, got {n_max!r}")
+    check_int("n_max", n_max, allow_none=True)
 
 
 def _cluster_terms(names, cost, blocks, rows, k):

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daskie.errors import SpecError
+from daskie.errors import SpecError, check_int
 
 __all__ = ["Strategy", "Monolithic", "CEPTF"]
-
-
-def _window_ok(owner, window):
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-        raise SpecError(f"{owner}.window must be a positive int or None, got {window!r}")
 
 
 class Strategy:
@@ -82,7 +77,7 @@ class Monolithic(Strategy):
     window: int | None = None
 
     def __post_init__(self):
-        _window_ok("Monolithic", self.window)
+        check_int("Monolithic.window", self.window, allow_none=True)
 
     def groups(self, disc, plan):
         return (tuple(disc.submodels),)
@@ -113,11 +108,10 @@ class CEPTF(Strategy):
     polish: int = 0
 
     def __post_init__(self):
-        _window_ok("CEPTF", self.window)
+        check_int("CEPTF.window", self.window, allow_none=True)
         if self.order not in ("jacobi", "gauss-seidel"):
             raise SpecError(f"CEPTF.order must be 'jacobi' or 'gauss-seidel', got {self.order!r}")
-        if isinstance(self.polish, bool) or not isinstance(self.polish, int) or self.polish < 0:
-            raise SpecError(f"CEPTF.polish must be an int >= 0, got {self.polish!r}")
+        check_int("CEPTF.polish", self.polish, 0)
 
     def groups(self, disc, plan):
         return tuple(p.submodels for p in plan.groups)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from daskie.errors import SpecError, TrainingDiverged
+from daskie.errors import SpecError, TrainingDiverged, check_int
 from daskie.parallel_in_time.parareal import parareal, parareal_futures
 from daskie.strategies.base import Strategy
 
@@ -45,11 +45,7 @@ __all__ = ["ParaFlow", "ParaFlowS", "GradientDescent"]
 
 # --- validation ---------------------------------------------------------------------------
 def _int(owner, name, value, low, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        more = " or None" if allow_none else ""
-        raise SpecError(f"{owner}.{name} must be an int >= {low}{more}, got {value!r}")
+    check_int(f"{owner}.{name}", value, low, allow_none=allow_none)
 
 
 def _positive(owner, name, value):

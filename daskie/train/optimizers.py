@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from daskie.errors import SpecError
+from daskie.errors import SpecError, check_int
 
 __all__ = ["Optimizer", "Adam", "LBFGS", "LevenbergMarquardt", "Chain"]
 
@@ -38,11 +38,6 @@ def _numbers(owner: str, obj, *names):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                    for v in values):
             raise SpecError(f"{owner}.{name} must be a finite number, got {value!r}")
-
-
-def _steps_ok(owner: str, steps):
-    _check(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0,
-           f"{owner}.steps must be an int >= 0, got {steps!r}")
 
 
 class Optimizer:
@@ -91,7 +86,7 @@ class Adam(Optimizer):
         _check(self.decay >= 0, f"Adam.decay must be >= 0, got {self.decay}")
         _check(all(0 <= b < 1 for b in self.betas), f"Adam.betas must lie in [0, 1), got {self.betas}")
         _check(self.eps > 0, f"Adam.eps must be positive, got {self.eps}")
-        _steps_ok("Adam", self.steps)
+        check_int("Adam.steps", self.steps, 0)
 
     def init_state(self, objective, theta):
         """Zero moments."""
@@ -138,14 +133,12 @@ class LBFGS(Optimizer):
 
     def __post_init__(self):
         _numbers("LBFGS", self, "lr")
-        _check(isinstance(self.max_eval, int) and self.max_eval > 0,
-               f"LBFGS.max_eval must be a positive int, got {self.max_eval!r}")
+        check_int("LBFGS.max_eval", self.max_eval)
         _check(self.lr > 0, f"LBFGS.lr must be positive, got {self.lr}")
-        _check(isinstance(self.history, int) and self.history > 0,
-               f"LBFGS.history must be a positive int, got {self.history!r}")
+        check_int("LBFGS.history", self.history)
         _check(self.line_search in ("strong_wolfe", None),
                f"LBFGS.line_search must be 'strong_wolfe' or None, got {self.line_search!r}")
-        _steps_ok("LBFGS", self.steps)
+        check_int("LBFGS.steps", self.steps, 0)
 
     def _make(self, param):
         return torch.optim.LBFGS([param], lr=self.lr, max_iter=1, max_eval=self.max_eval,
@@ -214,9 +207,8 @@ class LevenbergMarquardt(Optimizer):
                f"LevenbergMarquardt.scaling must be 'levenberg' or 'marquardt', got {self.scaling!r}")
         _check(self.max_damping > self.damping,
                f"LevenbergMarquardt.max_damping must exceed damping, got {self.max_damping}")
-        _check(isinstance(self.max_tries, int) and self.max_tries > 0,
-               f"LevenbergMarquardt.max_tries must be a positive int, got {self.max_tries!r}")
-        _steps_ok("LevenbergMarquardt", self.steps)
+        check_int("LevenbergMarquardt.max_tries", self.max_tries)
+        check_int("LevenbergMarquardt.steps", self.steps, 0)
 
     def init_state(self, objective, theta):
         """Initial damping."""
