@@ -22,7 +22,28 @@ import numpy as np
 
 from daskie.nn.mlp import MLP
 
-__all__ = ["SubModel", "Evaluation", "Discretization", "Formulation"]
+__all__ = ["SubModel", "Evaluation", "Discretization", "Formulation", "shard_rows"]
+
+
+def shard_rows(n_rows: int, shard) -> np.ndarray:
+    """Row indices of data shard ``shard = (k, n)`` of ``n_rows`` rows (``None``: all rows).
+
+    Shard k takes rows ``k, k + n, k + 2n, ...``: every shard samples the whole domain,
+    and the n shards together hold every row exactly once.
+    """
+    if shard is None:
+        return np.arange(n_rows)
+    from daskie.errors import SpecError
+
+    try:
+        k, n = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise SpecError(f"shard must be a pair (k, n), got {shard!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise SpecError(f"shard (k, n) needs n >= 1 and 0 <= k < n, got {shard!r}")
+    if n > n_rows:
+        raise SpecError(f"shard {shard!r}: {n} shards of {n_rows} rows leave some shard empty")
+    return np.arange(k, n_rows, n)
 
 
 @dataclass(frozen=True)
@@ -149,8 +170,13 @@ class Formulation:
     :meth:`discretize`.
     """
 
-    def discretize(self, problem, seed: int = 0) -> Discretization:  # pragma: no cover
-        """Build the discretization of ``problem`` (points drawn with ``seed``)."""
+    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:  # pragma: no cover
+        """Build the discretization of ``problem`` (points drawn with ``seed``).
+
+        ``shard=(k, n)`` keeps data shard k of n of every residual block's rows (see
+        :func:`shard_rows`), with block weights scaled so that the n shards' losses sum to
+        the full loss and their normal equations to the full ones (data-parallel training).
+        """
         raise NotImplementedError
 
     @property

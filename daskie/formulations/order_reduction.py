@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from daskie.errors import SpecError, check_int
-from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
+from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel, shard_rows
 from daskie.formulations.quadrature import rhs_values, test_set
 from daskie.nn.mlp import MLP
 
@@ -80,8 +80,9 @@ class OrderReduction(Formulation):
     def label(self) -> str:
         return "order_reduction"
 
-    def discretize(self, problem, seed: int = 0) -> Discretization:
-        """Sub-models mu and F_{i,m}, their point sets and the residual map."""
+    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
+        """Sub-models mu and F_{i,m}, their point sets and the residual map
+        (``shard=(k, n)``: data shard k of n of every block's points)."""
         d = problem.dim
         if not problem.domain.is_box:
             raise SpecError("order reduction needs a box domain (the derivative chain integrates "
@@ -95,9 +96,16 @@ class OrderReduction(Formulation):
         lo, hi = np.asarray(problem.domain.lower), np.asarray(problem.domain.upper)
 
         submodels = {"mu": SubModel("mu", d, self.net)}
-        evaluations, blocks, data = {}, {}, {}
+        evaluations, blocks, data, weights = {}, {}, {}, {}
+
+        def rows(a, block):  # this shard's rows of a point set, and the block's weight
+            keep = shard_rows(len(a), shard)
+            weights[block] = len(keep) / len(a)
+            return a[keep]
+
         x = lo + (hi - lo) * _sobol(d, self.points, seed)
-        f, lam_factor = rhs_values(problem, x, seed)
+        f, lam_factor = rhs_values(problem, x, seed)  # the noise draw is over all points
+        x, f = rows(x, "equation"), f[shard_rows(len(f), shard)]
         data["alpha"], data["f"] = T(problem.alpha_at(x)), T(f)
         evaluations["mu@x"] = Evaluation("mu", T(x))
         blocks["equation"] = ["mu@x"]
@@ -113,7 +121,7 @@ class OrderReduction(Formulation):
                                            zero_value=float(a[m - 1]))
                 # Points (X, t_m..t_d) with t_j in [a_j, b_j(X)].
                 n_pts = self.aux_points * 2 ** (d - m)
-                u = _sobol(n_in, n_pts, seed + 101 * (i + 1) + m)
+                u = rows(_sobol(n_in, n_pts, seed + 101 * (i + 1) + m), name)
                 xs = lo + (hi - lo) * u[:, :d]
                 b = term.upper_limits(xs)
                 ts = a[m - 1:] + (b[:, m - 1:] - a[m - 1:]) * u[:, d:]
@@ -128,7 +136,7 @@ class OrderReduction(Formulation):
                     evaluations[f"{name}<"] = Evaluation(f"F{i}.{m - 1}", T(prev))
                     blocks[name] = [f"d{name}", f"{name}<"]
                 if self.constraints == "loss":
-                    ub = _sobol(n_in, self.bc_points, seed + 7919 * (i + 1) + m)
+                    ub = rows(_sobol(n_in, self.bc_points, seed + 7919 * (i + 1) + m), f"bc{name}")
                     xb = lo + (hi - lo) * ub[:, :d]
                     bb = term.upper_limits(xb)
                     tb = a[m - 1:] + (bb[:, m - 1:] - a[m - 1:]) * ub[:, d:]
@@ -180,7 +188,9 @@ class OrderReduction(Formulation):
             problem=problem, submodels=submodels, evaluations=evaluations,
             residual_fn=residual_fn, solution="mu", test_points=test_pts, test_exact=test_exact,
             block_evaluations={b: tuple(v) for b, v in blocks.items()}, linear_parts=linear_parts,
+            weights=weights,
             info={"formulation": self.label, "points": self.points, "aux_points": self.aux_points,
+                  "shard": None if shard is None else [int(v) for v in shard],
                   "constraints": self.constraints,
                   "n_params": sum(s.n_params for s in submodels.values())},
         )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from daskie.errors import SpecError, check_int
-from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
+from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel, shard_rows
 from daskie.nn.mlp import MLP
 from daskie.quadrature import gauss_jacobi, sobol_rule, tensor_rule
 
@@ -145,13 +145,16 @@ class QuadratureCollocation(Formulation):
             pieces_w.append(w[None, :] * np.abs(h2[:, None]) ** (1 - a_exp))
         return np.concatenate(pieces_t, axis=1)[..., None], np.concatenate(pieces_w, axis=1)
 
-    def discretize(self, problem, seed: int = 0) -> Discretization:
-        """Collocation points, quadrature nodes and the residual map for ``problem``."""
+    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
+        """Collocation points, quadrature nodes and the residual map for ``problem``
+        (``shard=(k, n)``: data shard k of n of the collocation points)."""
         d = problem.dim
         mu = SubModel("mu", d, self.net)
         n = 2 * mu.n_params if self.points == "auto" else self.points
         x = collocation_points(problem, n, seed, self.graded)
-        f, lam_factor = rhs_values(problem, x, seed)
+        f, lam_factor = rhs_values(problem, x, seed)  # the noise draw is over all points
+        rows = shard_rows(len(x), shard)
+        x, f = x[rows], f[rows]
         alpha = problem.alpha_at(x)
         T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
 
@@ -205,7 +208,9 @@ class QuadratureCollocation(Formulation):
             problem=problem, submodels={"mu": mu}, evaluations=evaluations,
             residual_fn=residual_fn, solution="mu", test_points=test_pts, test_exact=test_exact,
             block_evaluations={"equation": tuple(evaluations)}, linear_parts=linear_parts,
+            weights={"equation": len(rows) / n},
             info={"formulation": self.label, "points": int(n), "nodes": self.nodes,
+                  "shard": None if shard is None else [int(v) for v in shard],
                   "n_params": mu.n_params,
                   "node_evaluations": int(sum(e.size for e in evaluations.values())) - int(n)},
         )

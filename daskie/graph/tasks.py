@@ -53,14 +53,16 @@ class WindowOutput:
 _CACHE: "OrderedDict[str, Objective]" = OrderedDict()
 
 
-def objective_for(ctx: RunContext) -> Objective:
-    """The full objective of ``ctx``, built once per process (discretizing is not free)."""
-    obj = _CACHE.get(ctx.token)
+def objective_for(ctx: RunContext, shard=None) -> Objective:
+    """The objective of ``ctx`` (of data shard ``shard=(k, n)`` when given), built once per
+    process (discretizing is not free)."""
+    key = (ctx.token, None if shard is None else tuple(shard))
+    obj = _CACHE.get(key)
     if obj is None:
-        disc = ctx.formulation.discretize(ctx.problem, seed=ctx.seed)
+        disc = ctx.formulation.discretize(ctx.problem, seed=ctx.seed, shard=shard)
         obj = Objective(disc)
-        _CACHE[ctx.token] = obj
-        while len(_CACHE) > 4:
+        _CACHE[key] = obj
+        while len(_CACHE) > 8:
             _CACHE.popitem(last=False)
     return obj
 

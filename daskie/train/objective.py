@@ -8,6 +8,7 @@ held-back test points. ``theta`` concatenates the parameters of the trainable su
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,12 @@ __all__ = ["Layout", "Objective"]
 
 #: Points per chunk when forming per-point parameter gradients (bounds memory).
 JAC_CHUNK = 4096
+
+#: torch's forward-mode AD (``torch.func.jvp``) keeps its dual levels in process-global state:
+#: two threads using it at once fail ("no level exists"). Threads of one process (worker
+#: threads, in-process ranks) take turns through this lock; it is never held across a
+#: collective operation.
+FORWARD_AD = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,8 @@ def evaluate_one(sub, ev, theta):
         return sub.apply(theta, ev.points)
     tangent = torch.zeros_like(ev.points)
     tangent[:, ev.derivative] = 1.0
-    return jvp(lambda z: sub.apply(theta, z), (ev.points,), (tangent,))[1]
+    with FORWARD_AD:
+        return jvp(lambda z: sub.apply(theta, z), (ev.points,), (tangent,))[1]
 
 
 def point_jacobian(sub, ev, theta) -> torch.Tensor:
@@ -78,7 +86,9 @@ def point_jacobian(sub, ev, theta) -> torch.Tensor:
 
     per_point = vmap(grad(single), in_dims=(None, 0))
     pts = ev.points
-    return torch.cat([per_point(theta, pts[s:s + JAC_CHUNK]) for s in range(0, len(pts), JAC_CHUNK)])
+    with FORWARD_AD:
+        return torch.cat([per_point(theta, pts[s:s + JAC_CHUNK])
+                          for s in range(0, len(pts), JAC_CHUNK)])
 
 
 class Objective:
@@ -162,8 +172,12 @@ class Objective:
             blocks = self.disc.residual_blocks(self.values(theta))
         return {b: float(torch.mean(blocks[b] ** 2)) for b in self.blocks}
 
-    def jacobian(self, theta):
+    def jacobian(self, theta, values=None):
         """``(r, J)``: residuals and their Jacobian ``dr/dtheta`` of shape ``(n_r, n_params)``.
+
+        ``values`` (optional) are the evaluation values at the current parameters when the
+        caller has them already (the model-parallel runtime gathers them from the workers
+        that own the other sub-models).
 
         Built from per-point parameter gradients of each evaluation combined with the
         derivative of the residual map (structured when the formulation provides
@@ -171,10 +185,10 @@ class Objective:
         batched residual.
         """
         if self.disc.linear_parts is None:
-            return self._jacobian_generic(theta)
+            return self._jacobian_generic(theta, values)
         d = self.disc
         with torch.no_grad():
-            values = self.values(theta)
+            values = self.values(theta) if values is None else values
             blocks = d.residual_blocks(values)
         parts = d.linear_parts(values)
         params = self.layout.split(theta.detach())
@@ -219,10 +233,10 @@ class Objective:
             res.append(scale * rb)
         return torch.cat(res), torch.cat(rows)
 
-    def _jacobian_generic(self, theta):
+    def _jacobian_generic(self, theta, values=None):
         """Jacobian by pushing per-point gradients forward through the residual map."""
         with torch.no_grad():
-            values = self.values(theta)
+            values = self.values(theta) if values is None else values
         keys = self.eval_keys
         primals = tuple(values[k] for k in keys)
 
@@ -244,9 +258,43 @@ class Objective:
                 tangents = tuple(next(it) if k in jac else torch.zeros_like(values[k]) for k in keys)
                 return jvp(resid, primals, tangents)[1]
 
-            cols.append(vmap(push, in_dims=1, out_dims=1)(*(jac[k] for k in mine))
-                        if mine else torch.zeros(len(r), p, dtype=r.dtype))
+            if mine:
+                with FORWARD_AD:
+                    cols.append(vmap(push, in_dims=1, out_dims=1)(*(jac[k] for k in mine)))
+            else:
+                cols.append(torch.zeros(len(r), p, dtype=r.dtype))
         return r, torch.cat(cols, dim=1)
+
+    # --- second-order pieces (Levenberg-Marquardt, trust region) --------------------------
+    def jacobian_bytes(self) -> int:
+        """Bytes of the dense Jacobian ``(n_residuals, n_params)`` in float64."""
+        return 8 * self._n_residuals() * self.layout.total
+
+    def _n_residuals(self) -> int:
+        if getattr(self, "_rows", None) is None:
+            with torch.no_grad():
+                self._rows = int(self.residuals(self.init_params(0)).numel())
+        return self._rows
+
+    def normal_equations(self, theta):
+        """``(loss, J^T J, J^T r)`` at ``theta`` (data-parallel objectives sum them over shards)."""
+        r, J = self.jacobian(theta)
+        return float(r @ r), J.T @ J, J.T @ r
+
+    def value_and_grad(self, theta):
+        """``(loss, dloss/dtheta)`` at ``theta``."""
+        th = theta.detach().requires_grad_(True)
+        loss = self.loss(th)
+        (g,) = torch.autograd.grad(loss, th)
+        return float(loss.detach()), g
+
+    def gauss_newton_product(self, theta, v):
+        """``J^T (J v)`` without forming J (one jvp and one vjp through the residuals)."""
+        theta = theta.detach()
+        with FORWARD_AD:
+            _, jv = jvp(self.residuals, (theta,), (v,))
+        _, pull = torch.func.vjp(self.residuals, theta)
+        return pull(jv)[0]
 
     # --- accuracy ------------------------------------------------------------------------
     def solution(self, theta, points) -> np.ndarray:

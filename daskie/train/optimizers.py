@@ -40,6 +40,18 @@ def _numbers(owner: str, obj, *names):
             raise SpecError(f"{owner}.{name} must be a finite number, got {value!r}")
 
 
+def value_and_grad(objective, theta):
+    """``(loss, gradient)`` at ``theta``: the objective's own method when it has one (a
+    data-parallel objective sums over its shards there), else autograd through ``loss``."""
+    own = getattr(objective, "value_and_grad", None)
+    if own is not None:
+        return own(theta)
+    th = theta.detach().requires_grad_(True)
+    loss = objective.loss(th)
+    (g,) = torch.autograd.grad(loss, th)
+    return float(loss.detach()), g
+
+
 class Optimizer:
     """Base class of daskie's optimizers (see the module docstring for the protocol)."""
 
@@ -94,17 +106,14 @@ class Adam(Optimizer):
 
     def step(self, objective, theta, state, epoch):
         """One Adam step at the scheduled learning rate."""
-        th = theta.detach().requires_grad_(True)
-        loss = objective.loss(th)
-        (g,) = torch.autograd.grad(loss, th)
-        loss = loss.detach()
+        loss, g = value_and_grad(objective, theta)
         b1, b2 = self.betas
         t = state["t"] + 1
         m = b1 * state["m"] + (1 - b1) * g
         v = b2 * state["v"] + (1 - b2) * g * g
         lr = self.lr / (1.0 + self.decay * state["t"])
         step = lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + self.eps)
-        return (theta.detach() - step), {"m": m, "v": v, "t": t}, {"loss": float(loss), "lr": lr}
+        return (theta.detach() - step), {"m": m, "v": v, "t": t}, {"loss": loss, "lr": lr}
 
 
 @dataclass(frozen=True)
@@ -172,26 +181,60 @@ class LBFGS(Optimizer):
             {"loss": loss, "loss_before": float(first.detach())}
 
 
+_UNITS = {"": 1, "b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30, "tb": 2**40}
+
+
+def parse_bytes(value, name: str = "memory_budget") -> int | None:
+    """``None``, a number of bytes, or a string such as ``"512MB"``/``"2 GB"`` -> bytes."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "").removesuffix("ib")
+        num = text.rstrip("kmgtb")
+        unit = text[len(num):]
+        unit = unit if unit.endswith("b") or unit == "" else unit + "b"
+        try:
+            if unit in _UNITS and float(num) > 0:
+                return int(float(num) * _UNITS[unit])
+        except ValueError:
+            pass
+    raise SpecError(f"{name} must be a positive number of bytes or a string like '2GB', got {value!r}")
+
+
 @dataclass(frozen=True)
 class LevenbergMarquardt(Optimizer):
     """Gauss-Newton with Levenberg-Marquardt damping, updated from the gain ratio.
 
-    Each step forms ``J^T J`` and ``J^T r`` from the exact Jacobian (per-point parameter
-    gradients), solves ``(J^T J + mu D) delta = -J^T r`` and accepts the step when the actual
-    loss reduction is positive, updating ``mu`` by Nielsen's rule.
+    Each step solves ``(J^T J + mu D) delta = -J^T r`` with the exact Jacobian (per-point
+    parameter gradients, never ``jacrev`` over the batched residual) and accepts the step
+    when the actual loss reduction is positive; ``mu`` follows Nielsen's rule from the gain
+    ratio ``rho = actual / predicted reduction`` (a trust region in damping form). The
+    direct solve (Cholesky of the P x P system) is used while the Jacobian and the system fit
+    ``memory_budget``; beyond it, a matrix-free conjugate-gradient solve on
+    ``J^T J v`` (one jvp and one vjp per product) with Levenberg damping.
 
     Parameters
     ----------
     damping : float
         Initial damping ``mu``.
     scaling : str
-        ``"levenberg"`` (``D = I``) or ``"marquardt"`` (``D = diag(J^T J)``).
+        ``"levenberg"`` (``D = I``) or ``"marquardt"`` (``D = diag(J^T J)``; direct solve only).
     max_damping : float
         Stop (converged or stuck) when ``mu`` exceeds this: the step-size floor.
     max_tries : int
         Rejected trial steps allowed within one step before giving up on it.
     steps : int
         Iterations of this stage.
+    solver : str
+        ``"auto"`` (direct within the budget, else CG), ``"direct"`` or ``"cg"``.
+    memory_budget : int, str or None
+        Bytes one process may spend on ``J`` plus ``J^T J`` (``"2GB"``); None: no limit.
+    cg_iters : int
+        Conjugate-gradient iterations per trial step at most.
+    cg_tol : float
+        Relative residual at which CG stops.
     """
 
     damping: float = 1e-3
@@ -199,9 +242,13 @@ class LevenbergMarquardt(Optimizer):
     max_damping: float = 1e10
     max_tries: int = 12
     steps: int = 300
+    solver: str = "auto"
+    memory_budget: int | str | None = None
+    cg_iters: int = 200
+    cg_tol: float = 1e-10
 
     def __post_init__(self):
-        _numbers("LevenbergMarquardt", self, "damping", "max_damping")
+        _numbers("LevenbergMarquardt", self, "damping", "max_damping", "cg_tol")
         _check(self.damping > 0, f"LevenbergMarquardt.damping must be positive, got {self.damping}")
         _check(self.scaling in ("levenberg", "marquardt"),
                f"LevenbergMarquardt.scaling must be 'levenberg' or 'marquardt', got {self.scaling!r}")
@@ -209,13 +256,31 @@ class LevenbergMarquardt(Optimizer):
                f"LevenbergMarquardt.max_damping must exceed damping, got {self.max_damping}")
         check_int("LevenbergMarquardt.max_tries", self.max_tries)
         check_int("LevenbergMarquardt.steps", self.steps, 0)
+        _check(self.solver in ("auto", "direct", "cg"),
+               f"LevenbergMarquardt.solver must be 'auto', 'direct' or 'cg', got {self.solver!r}")
+        parse_bytes(self.memory_budget, "LevenbergMarquardt.memory_budget")
+        check_int("LevenbergMarquardt.cg_iters", self.cg_iters)
+        _check(0 < self.cg_tol < 1, f"LevenbergMarquardt.cg_tol must lie in (0, 1), got {self.cg_tol}")
 
     def init_state(self, objective, theta):
         """Initial damping."""
         return {"damping": float(self.damping), "nu": 2.0}
 
+    def uses_cg(self, objective) -> bool:
+        """Whether steps on ``objective`` take the matrix-free CG solve."""
+        if self.solver != "auto":
+            return self.solver == "cg"
+        budget = parse_bytes(self.memory_budget)
+        if budget is None:
+            return False
+        p = objective.layout.total
+        return objective.jacobian_bytes() + 8 * p * p > budget  # float64 J and J^T J
+
     def normal_equations(self, objective, theta):
-        """``(loss, J^T J, J^T r)`` at ``theta`` (data-parallel strategies sum these over shards)."""
+        """``(loss, J^T J, J^T r)`` at ``theta`` (data-parallel objectives sum these over shards)."""
+        own = getattr(objective, "normal_equations", None)
+        if own is not None:
+            return own(theta)
         r, J = objective.jacobian(theta)
         return float(r @ r), J.T @ J, J.T @ r
 
@@ -228,31 +293,70 @@ class LevenbergMarquardt(Optimizer):
             return -torch.cholesky_solve(g[:, None], L)[:, 0]
         return -torch.linalg.lstsq(M, g[:, None]).solution[:, 0]
 
+    def cg_step(self, product, g, damping):
+        """``-(A + mu I)^-1 g`` by conjugate gradients with ``product(v) = A v``;
+        returns ``(delta, A delta, iterations)``."""
+        x = torch.zeros_like(g)
+        r = -g.clone()
+        p = r.clone()
+        rr = r @ r
+        stop = (self.cg_tol ** 2) * rr
+        k = 0
+        for k in range(1, self.cg_iters + 1):
+            Ap = product(p) + damping * p
+            alpha = rr / (p @ Ap)
+            x = x + alpha * p
+            r = r - alpha * Ap
+            rr_new = r @ r
+            if rr_new <= stop:
+                break
+            p = r + (rr_new / rr) * p
+            rr = rr_new
+        # r = -g - (A + mu I) x, so A x = -g - r - mu x, at no extra product.
+        return x, -g - r - damping * x, k
+
     def step(self, objective, theta, state, epoch):
         """One accepted LM step (or the last rejected try when none is accepted)."""
+        if self.uses_cg(objective):
+            loss, grad = value_and_grad(objective, theta)
+            g = 0.5 * grad  # loss = r.r, so its gradient is 2 J^T r
+
+            def solve(mu):
+                delta, a_delta, iters = self.cg_step(
+                    lambda v: objective.gauss_newton_product(theta, v), g, mu)
+                return delta, a_delta, {"cg_iters": iters}
+
+            return self._damping_loop(objective.loss, theta, state, loss, g, solve)
         loss, A, g = self.normal_equations(objective, theta)
         return self.step_from_normal_equations(objective.loss, theta, state, loss, A, g)
 
     def step_from_normal_equations(self, loss_fn, theta, state, loss, A, g):
         """Damping loop given the normal equations; ``loss_fn(theta)`` evaluates trial points."""
+        def solve(mu):
+            delta = self.solve_step(A, g, mu)
+            return delta, A @ delta, {}
+
+        return self._damping_loop(loss_fn, theta, state, loss, g, solve)
+
+    def _damping_loop(self, loss_fn, theta, state, loss, g, solve):
         mu, nu = state["damping"], state["nu"]
         theta = theta.detach()
         tries = 0
         while True:
             tries += 1
-            delta = self.solve_step(A, g, mu)
-            pred = -(2.0 * (delta @ g) + delta @ (A @ delta))
+            delta, a_delta, extra = solve(mu)
+            pred = -(2.0 * (delta @ g) + delta @ a_delta)
             with torch.no_grad():
                 new_loss = float(loss_fn(theta + delta))
             rho = (loss - new_loss) / float(pred) if float(pred) > 0 else -1.0
             if math.isfinite(new_loss) and rho > 0:
                 mu = mu * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
-                info = {"loss": new_loss, "damping": mu, "gain_ratio": rho, "tries": tries}
+                info = {"loss": new_loss, "damping": mu, "gain_ratio": rho, "tries": tries, **extra}
                 return theta + delta, {"damping": max(mu, 1e-15), "nu": 2.0}, info
             mu, nu = mu * nu, nu * 2.0
             if tries >= self.max_tries or mu > self.max_damping:
                 info = {"loss": loss, "damping": mu, "gain_ratio": rho, "tries": tries,
-                        "stalled": mu > self.max_damping}
+                        "stalled": mu > self.max_damping, **extra}
                 return theta, {"damping": min(mu, self.max_damping), "nu": nu}, info
 
 

@@ -1,0 +1,18 @@
+"""Collectives for Dask tasks that run at the same time on different workers.
+
+* :class:`Group` — one rank of a gloo communicator: ``allreduce`` (methods ``"ring"``,
+  ``"ps"``, ``"tree"``, ``"gloo"``; fp16 compression with error feedback; buckets),
+  ``allreduce_many``, ``allgather``, ``broadcast``, ``send``/``recv``, ``barrier``; every
+  operation bounded by a timeout and recorded in ``Group.log``.
+* :func:`run_group` — bootstrap a group through Dask (one pinned task per rank, a free port
+  chosen at run time) and run an SPMD function on it; threads of this process with
+  ``client="sync"``.
+* :func:`local_groups` — a group of threads in this process (tests, the serial path).
+"""
+
+from daskie.collectives.group import (METHODS, Group, GroupError, free_port, local_groups,
+                                      run_threads)
+from daskie.collectives.spmd import group_workers, run_group
+
+__all__ = ["Group", "GroupError", "METHODS", "run_group", "group_workers", "local_groups",
+           "run_threads", "free_port"]

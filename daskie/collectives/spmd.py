@@ -1,0 +1,143 @@
+"""Run one function as a group of tasks that talk to each other (SPMD) on a Dask cluster.
+
+:func:`run_group` is how daskie bootstraps a :class:`~daskie.collectives.group.Group`
+through Dask: it picks one worker per rank (one rank per worker slot: a rank that waits for
+a busy slot would make its peers time out), asks rank 0's worker for a free port at run
+time, and submits one task per rank, pinned to its worker (``workers=[addr]``,
+``allow_other_workers=False``, ``pure=False``). Each task joins the group, runs
+``fn(group, *args)`` and returns its result.
+
+Nothing hangs: when any rank fails (its worker died, a peer timed out) the other tasks are
+cancelled and :class:`~daskie.collectives.group.GroupError` is raised within the group's
+``timeout``; callers restart from their last checkpoint (the SPMD strategies retry the
+window with a fresh group on the workers alive then).
+
+With ``client="sync"`` (or None) the ranks run as threads of this process: the same
+numbers, no cluster.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from daskie.collectives.group import Group, GroupError, free_port, local_groups, run_threads
+from daskie.errors import PlanError
+
+__all__ = ["run_group", "group_workers"]
+
+
+def _host(address: str) -> str:
+    """``tcp://10.0.0.5:4321`` -> ``10.0.0.5``."""
+    hostport = address.split("://", 1)[-1]
+    return hostport.rsplit(":", 1)[0].strip("[]")
+
+
+def _free_port_here(dask_worker=None) -> int:
+    return free_port(_host(dask_worker.address) if dask_worker is not None else "127.0.0.1")
+
+
+def _rank_main(fn, rank, size, host, port, timeout, options, args):
+    from distributed import get_worker
+
+    me = _host(get_worker().address)
+    group = Group(rank, size, host, port, timeout=timeout, local_host=me, **options)
+    try:
+        return fn(group, *args)
+    finally:
+        group.close()
+
+
+def group_workers(client, size: int, workers=None) -> list[str]:
+    """Addresses of ``size`` workers, one per rank, each with a free thread.
+
+    Raises :class:`~daskie.errors.PlanError` when the cluster has fewer workers than ranks.
+    """
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    if workers is not None:
+        missing = [w for w in workers if w not in info]
+        if missing:
+            raise PlanError(f"workers {missing} are not in the cluster")
+        pool = list(workers)
+    else:
+        pool = sorted(info, key=lambda a: (info[a].get("name", a).__str__(), a))
+    if len(pool) < size:
+        raise PlanError(f"a group of {size} ranks needs {size} workers (one rank per worker), "
+                        f"the cluster has {len(pool)}")
+    return pool[:size]
+
+
+def run_group(client, fn, rank_args, *, workers=None, timeout: float = 60.0, name: str = "group",
+              options: dict | None = None):
+    """Run ``fn(group, *rank_args[r])`` on every rank r at the same time; results in rank order.
+
+    Parameters
+    ----------
+    client : distributed.Client, "sync" or None
+        Where the ranks run (``"sync"``/None: threads of this process).
+    fn : callable
+        Module-level function (it is pickled to the workers).
+    rank_args : list of tuple
+        Arguments of each rank; its length is the group size.
+    workers : list of str, optional
+        Worker addresses to use, one per rank (default: chosen from the cluster).
+    timeout : float
+        Seconds any collective may wait; the whole group is abandoned when a rank fails.
+    name : str
+        Prefix of the tasks' keys (shown on the dashboard).
+    options : dict, optional
+        Extra :class:`Group` options (``method``, ``bucket_mb``, ``chunk_mb``).
+
+    Raises
+    ------
+    GroupError
+        When a rank failed or the group did not finish; the first failure is chained.
+    """
+    size = len(rank_args)
+    options = dict(options or {})
+    if client is None or client == "sync":
+        with local_groups(size, timeout=timeout, **options) as groups:
+            return run_threads(groups, fn, rank_args)
+    from distributed import wait
+
+    addrs = group_workers(client, size, workers)
+    host = _host(addrs[0])
+    port = client.run(_free_port_here, workers=[addrs[0]])[addrs[0]]
+    tag = uuid.uuid4().hex[:8]
+    futures = [client.submit(_rank_main, fn, r, size, host, port, timeout, options, rank_args[r],
+                             key=f"{name}-rank{r}-{tag}", workers=[addrs[r]],
+                             allow_other_workers=False, pure=False)
+               for r in range(size)]
+    # A rank that cannot start (its worker died before it ran) leaves its peers waiting
+    # in the rendezvous until their timeout, then they fail: the group never outlives
+    # a few timeouts.
+    deadline = time.monotonic() + 3 * timeout + 30
+    try:
+        pending = list(futures)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GroupError(f"group {name} did not finish within {3 * timeout + 30:.0f} s")
+            try:
+                done, not_done = wait(pending, timeout=min(left, 1.0), return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done, not_done = [], pending
+            for f in done:
+                if f.status == "error":
+                    exc = f.exception()
+                    raise GroupError(f"group {name}: rank {futures.index(f)} failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                if f.status == "cancelled":
+                    raise GroupError(f"group {name}: rank {futures.index(f)} was cancelled "
+                                     "(its worker left the cluster)")
+            pending = list(not_done)
+            if pending:
+                alive = client.scheduler_info(n_workers=-1)["workers"]
+                lost = [r for r, a in enumerate(addrs) if a not in alive
+                        and futures[r] in pending]
+                if lost:
+                    raise GroupError(f"group {name}: the workers of ranks {lost} left the cluster")
+        return [f.result() for f in futures]
+    except BaseException:
+        client.cancel(futures, force=True)
+        raise

@@ -1,0 +1,248 @@
+"""Strategies whose windows are groups of tasks running at the same time (SPMD).
+
+A window is one :func:`daskie.collectives.run_group` call: one task per rank, pinned to its
+own worker, the ranks exchanging data every step through a :class:`~daskie.collectives.Group`.
+Every rank runs the same optimizer on an objective that presents the whole problem
+(:mod:`daskie.train.collective`), so the result is the one-process training up to rounding:
+
+* :class:`DataParallel` — collocation rows sharded over the ranks (sums by all-reduce);
+* ``CEPTF(order="joint")`` — sub-models placed on the ranks by the Plan (values exchanged
+  by all-gather, exact joint gradient); see :class:`~daskie.strategies.base.CEPTF`.
+
+Windows are pure functions of their input state: when a rank fails (its worker died, a peer
+timed out) the window is run again, with a fresh group on the workers alive then, from the
+same input, up to ``retries`` times — so a run that lost a worker ends with the numbers of an
+undisturbed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from daskie.errors import DaskieError, SpecError, check_int
+from daskie.graph.tasks import WindowOutput, _setup, _where, objective_for
+from daskie.profiler import WindowProfiler
+from daskie.strategies.base import Strategy
+from daskie.train.loop import TrainState, advance
+
+__all__ = ["DataParallel", "run_spmd_windows"]
+
+log = logging.getLogger("daskie.runtime")
+
+
+def _check_spmd_options(owner, timeout, retries, method, compress):
+    from daskie.collectives import METHODS
+
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not math.isfinite(timeout) or timeout <= 0:
+        raise SpecError(f"{owner}.timeout must be a positive number of seconds, got {timeout!r}")
+    check_int(f"{owner}.retries", retries, 0)
+    if method not in METHODS:
+        raise SpecError(f"{owner}.method must be one of {METHODS}, got {method!r}")
+    if compress not in (None, "fp16"):
+        raise SpecError(f"{owner}.compress must be None or 'fp16', got {compress!r}")
+
+
+def _rank_window(group, ctx, kind, owners, state, steps, window, compress):
+    """One rank's part of one window (runs inside the rank's task)."""
+    from daskie.train.collective import PartitionedObjective, ShardedObjective
+
+    _setup(ctx)
+    if compress is not None:
+        _compressing(group, compress)
+    if kind == "data":
+        obj = ShardedObjective(objective_for(ctx, shard=(group.rank, group.size)), group)
+        label = f"shard{group.rank}/{group.size}"
+    else:
+        obj = PartitionedObjective(objective_for(ctx), group, owners)
+        label = "+".join(owners[group.rank]) or "-"
+    profiler = WindowProfiler(ctx.token, window, group.rank, label)
+    extra = {"window": window, "group": 0, "rank": group.rank, "submodels": label,
+             "worker": _where()}
+    state, records = advance(obj, ctx.optimizer, state, steps, target_loss=ctx.target_loss,
+                             eval_every=ctx.eval_every, record_extra=extra,
+                             callback=profiler.step)
+    profiler.add_sync(group.sync_s)
+    profiler.finish(records)
+    if records:
+        records[-1]["sync_ops"] = len(group.log)
+    return state, records
+
+
+def _compressing(group, compress):
+    """Make every all-reduce of ``group`` use ``compress`` (error feedback per key)."""
+    plain = group.allreduce
+
+    def allreduce(tensor, **kw):
+        kw.setdefault("compress", compress)
+        return plain(tensor, **kw)
+
+    group.allreduce = allreduce
+
+
+def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resume=None,
+                     on_window=None, resources=None):
+    """Run a training as a chain of SPMD windows; returns the final outputs (one item).
+
+    Parameters
+    ----------
+    strategy : Strategy
+        Supplies ``window``, ``timeout``, ``retries``, ``method`` and ``compress``.
+    ctx : RunContext
+    client : distributed.Client or "sync"
+    kind : str
+        ``"data"`` (row shards) or ``"model"`` (sub-models per rank, ``owners``).
+    n_ranks : int
+        Ranks of each window's group.
+    resume : (k, outputs), optional
+        The last completed window to continue from.
+    on_window : callable, optional
+        ``on_window(k, outputs)`` after each window.
+    resources : list of str, optional
+        Resource tag per rank (``"GPU"`` ranks go to GPU-tagged workers).
+    """
+    from daskie.collectives import GroupError, run_group
+
+    full = objective_for(ctx)
+    if resume is not None:
+        k, outs = resume
+        state, k = outs[0].state, k + 1
+    else:
+        state, k = TrainState(theta=full.init_params(ctx.seed)), 0
+    total = ctx.optimizer.steps
+    final = None if resume is None else resume[1]
+    options = {"method": strategy.method}
+    while state.done is None and state.epoch < total:
+        steps = min(strategy.window or total, total - state.epoch)
+        args = [(ctx, kind, owners, state, steps, k, strategy.compress)] * n_ranks
+        for attempt in range(strategy.retries + 1):
+            try:
+                workers = None
+                if client not in (None, "sync"):
+                    client.wait_for_workers(n_ranks, timeout=max(60.0, strategy.timeout))
+                    workers = _pick_workers(client, n_ranks, resources)
+                results = run_group(client, _rank_window, args, workers=workers,
+                                    timeout=strategy.timeout, name=f"{strategy.label}-w{k:05d}",
+                                    options=options)
+                break
+            except (GroupError, TimeoutError, OSError) as exc:
+                if attempt == strategy.retries:
+                    raise GroupError(f"window {k} failed {attempt + 1} times; the last completed "
+                                     f"window is {k - 1}: {exc}") from exc
+                log.warning("window %d: %s; running it again from its input (attempt %d of %d)",
+                            k, exc, attempt + 2, strategy.retries + 1)
+        states = [s for s, _ in results]
+        for r, s in enumerate(states[1:], 1):
+            if not torch.equal(s.theta, states[0].theta):
+                raise DaskieError(f"window {k}: rank {r} ended with other parameters than rank 0 "
+                                  "(the ranks must take identical steps)")
+        state, records = states[0], results[0][1]
+        if records:
+            records[-1]["attempts"] = attempt + 1
+            records[-1]["sync_s_max"] = max(rec[-1].get("sync_s", 0.0) for _, rec in results if rec)
+        params = {n: v.clone() for n, v in full.layout.split(state.theta).items()}
+        final = [WindowOutput(0, state, params, records)]
+        if on_window is not None:
+            on_window(k, final)
+        k += 1
+    return final
+
+
+def _pick_workers(client, n_ranks, resources):
+    """One worker per rank; ranks tagged with a resource go to workers that declare it."""
+    from daskie.collectives import group_workers
+
+    if not resources or all(r in (None, "CPU") for r in resources):
+        return group_workers(client, n_ranks)
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    free = sorted(info)
+    chosen: list = [None] * n_ranks
+    for r, tag in enumerate(resources):  # tagged ranks first: they have fewer candidates
+        if tag not in (None, "CPU"):
+            pick = next((w for w in free if info[w].get("resources", {}).get(tag, 0) >= 1), None)
+            if pick is None:
+                from daskie.errors import PlanError
+
+                raise PlanError(f"rank {r} needs a worker with resource {tag!r}; none is free")
+            chosen[r] = pick
+            free.remove(pick)
+    for r in range(n_ranks):
+        if chosen[r] is None:
+            if not free:
+                from daskie.errors import PlanError
+
+                raise PlanError(f"a group of {n_ranks} ranks needs {n_ranks} workers")
+            chosen[r] = free.pop(0)
+    return chosen
+
+
+@dataclass(frozen=True)
+class DataParallel(Strategy):
+    """Data-parallel training: collocation rows sharded over workers, sums by all-reduce.
+
+    Each rank discretizes data shard k of n of every residual block
+    (``formulation.discretize(problem, shard=(k, n))``); every step the ranks all-reduce
+    the loss and gradient (first-order optimizers) or the Gauss-Newton normal equations
+    ``J_k^T J_k``, ``J_k^T r_k`` (Levenberg-Marquardt) and take the same step. Memory per
+    worker falls with the number of shards (each holds ``N / n`` Jacobian rows).
+
+    Parameters
+    ----------
+    shards : int or None
+        Ranks (one per worker). None: every worker of the cluster (2 in-process).
+    window : int or None
+        Optimizer steps per window (a checkpoint, and the unit re-run after a failure);
+        None: the whole training is one window.
+    method : str
+        All-reduce method (:data:`daskie.collectives.METHODS`).
+    compress : str or None
+        ``"fp16"``: half-precision all-reduce payloads with error feedback.
+    timeout : float
+        Seconds a collective may wait for a peer before the window fails.
+    retries : int
+        Times a failed window is run again (fresh group, same input) before giving up.
+    """
+
+    shards: int | None = None
+    window: int | None = 50
+    method: str = "gloo"
+    compress: str | None = None
+    timeout: float = 120.0
+    retries: int = 2
+
+    def __post_init__(self):
+        check_int("DataParallel.shards", self.shards, allow_none=True)
+        check_int("DataParallel.window", self.window, allow_none=True)
+        _check_spmd_options("DataParallel", self.timeout, self.retries, self.method, self.compress)
+
+    @property
+    def label(self) -> str:
+        return "data-parallel"
+
+    def groups(self, disc, plan):
+        return (tuple(disc.submodels),)
+
+    def ranks(self, client) -> int:
+        """Number of shards on ``client``."""
+        if self.shards is not None:
+            return self.shards
+        if client in (None, "sync"):
+            return 2
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+
+    def execute(self, ctx, groups, plan, client, *, available=frozenset(), resume=None,
+                on_window=None):
+        """Run the windows (see :func:`run_spmd_windows`)."""
+        return run_spmd_windows(self, ctx, client, "data", self.ranks(client), resume=resume,
+                                on_window=on_window)
+
+
+def joint_ceptf(strategy, ctx, groups, plan, client, *, resume=None, on_window=None):
+    """``CEPTF(order="joint")``: the Plan's groups as ranks of one SPMD group per window."""
+    resources = [g.resource for g in plan.groups] if plan is not None else None
+    return run_spmd_windows(strategy, ctx, client, "model", len(groups), owners=groups,
+                            resume=resume, on_window=on_window, resources=resources)

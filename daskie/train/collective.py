@@ -1,0 +1,231 @@
+"""Objectives whose work is split over the ranks of a collective group.
+
+Both present the whole problem to an unmodified optimizer (same ``layout``, same
+``loss``/``value_and_grad``/``normal_equations`` as the one-process
+:class:`~daskie.train.objective.Objective`), so every rank runs the same optimizer on the same
+numbers and takes the same steps; only the work behind each call is split.
+
+* :class:`ShardedObjective` — data parallel (rows): each rank holds data shard k of n of
+  every residual block (``formulation.discretize(problem, shard=(k, n))``); losses, gradients
+  and Gauss-Newton normal equations ``J_k^T J_k``, ``J_k^T r_k`` are summed with one
+  all-reduce (fused into buckets).
+* :class:`PartitionedObjective` — model parallel (columns, CEPTF): each rank evaluates only
+  its own sub-models; every loss evaluation all-gathers the evaluation values (small
+  vectors), every rank computes the residual map and the loss, and the gradient of the loss
+  reaches each rank's own parameters through its own values; one all-reduce of the (disjoint)
+  gradient slices gives every rank the exact joint gradient. Its normal equations gather
+  each rank's Jacobian columns; the matrix-free product is the local objective's (exact, not
+  split).
+
+``group`` is a :class:`daskie.collectives.Group` (or anything with ``allreduce``,
+``allreduce_many`` and ``allgather``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ShardedObjective", "PartitionedObjective"]
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """Forward: the sum of a scalar over the ranks. Backward: the gradient passes through
+    (every rank's local loss enters the total with weight one)."""
+
+    @staticmethod
+    def forward(ctx, local, group):
+        out = local.detach().reshape(1).clone()
+        group.allreduce(out)
+        return out.reshape(())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _SumGradients(torch.autograd.Function):
+    """Forward: identity on the parameters. Backward: all-reduce their gradient, so that each
+    rank's partial gradient becomes the total one."""
+
+    @staticmethod
+    def forward(ctx, theta, group):
+        ctx.group = group
+        return theta.view_as(theta)
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.contiguous().clone()
+        ctx.group.allreduce(g, key="grad")
+        return g, None
+
+
+class _Delegate:
+    """Attributes the optimizers and the loop read (layout, init_params, mse, ...) come from
+    the local objective."""
+
+    def __init__(self, local, group):
+        self.local, self.group = local, group
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["local"], name)
+
+
+class ShardedObjective(_Delegate):
+    """Data-parallel objective: the sum over the ranks of their shards' objectives.
+
+    Parameters
+    ----------
+    local : Objective
+        This rank's shard (losses of the shards sum to the full loss).
+    group : Group
+        The ranks holding the other shards.
+    """
+
+    def loss(self, theta):
+        """Total loss (differentiable: its gradient is all-reduced)."""
+        th = _SumGradients.apply(theta, self.group) if theta.requires_grad else theta
+        return _SumOverRanks.apply(self.local.loss(th), self.group)
+
+    def value_and_grad(self, theta):
+        """Total ``(loss, gradient)`` with one all-reduce."""
+        th = theta.detach().requires_grad_(True)
+        loss = self.local.loss(th)
+        (g,) = torch.autograd.grad(loss, th)
+        buf = torch.cat([loss.detach().reshape(1), g])
+        self.group.allreduce(buf, key="grad")
+        return float(buf[0]), buf[1:]
+
+    def normal_equations(self, theta):
+        """Summed ``(loss, J^T J, J^T r)``: the rank's rows, then one fused all-reduce."""
+        loss, A, g = self.local.normal_equations(theta)
+        head = torch.cat([torch.tensor([loss], dtype=g.dtype), g])
+        self.group.allreduce_many([head, A], key="normal")
+        return float(head[0]), A, head[1:]
+
+    def gauss_newton_product(self, theta, v):
+        """Summed ``J_k^T J_k v`` (matrix-free LM)."""
+        out = self.local.gauss_newton_product(theta, v).contiguous()
+        self.group.allreduce(out, key="gn")
+        return out
+
+    def jacobian_bytes(self) -> int:
+        """Bytes of this rank's Jacobian rows (what one worker must hold)."""
+        return self.local.jacobian_bytes()
+
+
+class PartitionedObjective(_Delegate):
+    """Model-parallel objective: rank r evaluates the sub-models in ``owners[r]`` only.
+
+    Parameters
+    ----------
+    local : Objective
+        The full objective (every rank discretizes the whole problem; it evaluates only its
+        own sub-models).
+    group : Group
+        One rank per entry of ``owners``.
+    owners : sequence of tuple of str
+        The sub-models of each rank; together, every sub-model exactly once.
+    """
+
+    def __init__(self, local, group, owners):
+        super().__init__(local, group)
+        names = [n for own in owners for n in own]
+        if sorted(names) != sorted(local.layout.names):
+            raise ValueError(f"owners {owners} must cover the sub-models {local.layout.names} "
+                             "exactly once")
+        ev = local.disc.evaluations
+        self.owners = tuple(tuple(o) for o in owners)
+        self.mine = self.owners[group.rank]
+        self.keys_by_rank = [tuple(k for k in local.eval_keys if ev[k].submodel in own)
+                             for own in self.owners]
+        from daskie.train.objective import Objective
+
+        # Own columns of J; the other sub-models' values always come from their owners.
+        zero = {n: torch.zeros(s) for n, s in zip(local.layout.names, local.layout.sizes)}
+        self._own = Objective(local.disc, trainable=self.mine, frozen=zero)
+        self._own._constants = {}
+        self._own.blocks = local.blocks  # every residual row, zero where a block is not ours
+
+    def values(self, theta):
+        """All evaluation values at ``theta``: own ones computed here (differentiable in
+        ``theta``), the others gathered from their ranks."""
+        params = self.local.layout.split(theta)
+        own = {}
+        for k in self.keys_by_rank[self.group.rank]:
+            from daskie.train.objective import evaluate_one
+
+            e = self.local.disc.evaluations[k]
+            own[k] = evaluate_one(self.local.disc.submodels[e.submodel], e, params[e.submodel])
+        flat = torch.cat([v.detach().reshape(-1) for v in own.values()]) if own \
+            else torch.zeros(0, dtype=theta.dtype)
+        parts = self.group.allgather(flat)
+        values = {}
+        ev = self.local.disc.evaluations
+        for r, keys in enumerate(self.keys_by_rank):
+            start = 0
+            for k in keys:
+                n = ev[k].size
+                values[k] = own[k] if r == self.group.rank else parts[r][start:start + n]
+                start += n
+        return values
+
+    def loss(self, theta):
+        """The joint loss (the same number on every rank; differentiable, exact gradient)."""
+        th = _SumGradients.apply(theta, self.group) if theta.requires_grad else theta
+        r = self.local.residuals_from_values(self.values(th))
+        if not self.mine and theta.requires_grad:
+            # keep theta in the graph: this rank must join the gradient all-reduce too
+            return r @ r + 0.0 * th.sum()
+        return r @ r
+
+    def residuals(self, theta):
+        """The joint residual vector."""
+        return self.local.residuals_from_values(self.values(theta))
+
+    def value_and_grad(self, theta):
+        """Joint ``(loss, gradient)``: own slice by autograd, then one all-reduce."""
+        th = theta.detach().requires_grad_(True)
+        r = self.local.residuals_from_values(self.values(th))
+        loss = r @ r
+        g = torch.autograd.grad(loss, th)[0] if loss.requires_grad else torch.zeros_like(th)
+        g = g.contiguous()
+        self.group.allreduce(g, key="grad")
+        return float(loss.detach()), g
+
+    def normal_equations(self, theta):
+        """Joint ``(loss, J^T J, J^T r)``: own Jacobian columns, all-gathered, then each rank
+        forms its rows of ``J^T J`` and the rows are all-gathered (model-parallel LM)."""
+        theta = theta.detach()
+        with torch.no_grad():
+            values = self.values(theta)
+        offsets = self.local.layout.offsets
+        if self.mine:
+            own_theta = torch.cat([theta[offsets[n][0]:offsets[n][1]] for n in self.mine])
+            r, J_own = self._own.jacobian(own_theta, values=values)
+        else:  # a rank without sub-models (more ranks than sub-models) adds no columns
+            r = self.local.residuals_from_values(values)
+            J_own = torch.zeros(r.numel(), 0, dtype=r.dtype)
+        cols = self.group.allgather(J_own.T.contiguous().reshape(-1))
+        n_rows = r.numel()
+        J = torch.zeros(n_rows, self.local.layout.total, dtype=r.dtype)
+        for rank, own in enumerate(self.owners):
+            block = cols[rank].reshape(-1, n_rows).T
+            start = 0
+            for name in own:
+                lo, hi = offsets[name]
+                J[:, lo:hi] = block[:, start:start + hi - lo]
+                start += hi - lo
+        rows = J_own.T @ J  # this rank's rows of J^T J, in its own column order
+        gathered = self.group.allgather(torch.cat([(J_own.T @ r), rows.reshape(-1)]))
+        A = torch.empty(J.shape[1], J.shape[1], dtype=r.dtype)
+        g = torch.empty(J.shape[1], dtype=r.dtype)
+        for rank, own in enumerate(self.owners):
+            width = sum(offsets[n][1] - offsets[n][0] for n in own)
+            g_r, A_r = gathered[rank][:width], gathered[rank][width:].reshape(width, J.shape[1])
+            start = 0
+            for name in own:
+                lo, hi = offsets[name]
+                g[lo:hi] = g_r[start:start + hi - lo]
+                A[lo:hi] = A_r[start:start + hi - lo]
+                start += hi - lo
+        return float(r @ r), A, g
