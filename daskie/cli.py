@@ -49,12 +49,14 @@ def _optimizer(name: str, steps: int | None, formulation):
 
 
 def _strategy(name: str, window: int | None):
-    from daskie.strategies import CEPTF, Monolithic
+    from daskie.strategies import CEPTF, DataParallel, Monolithic
 
     if name == "monolithic":
         # Windows of 25 steps: a progress line and a checkpoint each (about 6 ms of Dask
         # overhead per window); --window 0 runs the whole training as one task.
         return Monolithic(window=25 if window is None else (window or None))
+    if name == "data-parallel":
+        return DataParallel(**({"window": window or None} if window is not None else {}))
     return CEPTF(**({"window": window} if window is not None else {}))
 
 
@@ -194,11 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     so = sub.add_parser("solve", help="train a neural solver on an embedded LocalCluster")
     common(so)
-    so.add_argument("--strategy", choices=["monolithic", "ceptf"], default="monolithic")
+    so.add_argument("--strategy", choices=["monolithic", "ceptf", "data-parallel"],
+                    default="monolithic")
     so.add_argument("--optimizer", choices=["lm", "adam", "adam+lbfgs"], default="lm")
     so.add_argument("--steps", type=int, help="optimizer steps (default: 300 for lm)")
     so.add_argument("--window", type=int,
-                    help="steps per window task (monolithic default 25, 0 = one task; ceptf 50)")
+                    help="steps per window (monolithic default 25, 0 = one task; ceptf and "
+                         "data-parallel 50)")
     so.add_argument("--target-loss", type=float, default=1e-14)
     so.add_argument("--store", help="zarr store directory for this run")
     so.add_argument("--resume", action="store_true", help="continue the run in --store")

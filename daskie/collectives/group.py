@@ -211,16 +211,21 @@ class Group:
             raise SpecError(f"compress must be None or 'fp16', got {compress!r}")
         t0 = time.perf_counter()
         flat = tensor.view(-1)
+        self._err = None
         if compress == "fp16":
             fb = self._feedback.get(key)
             if fb is not None and fb.shape == flat.shape:
                 flat += fb
             half = flat.to(torch.float16)
-            self._feedback[key] = flat - half.to(flat.dtype)
+            # Every rounding this rank makes of what enters the sum (its input here, partial
+            # sums it forwards, the reduced chunk it owns) is added to its next input.
+            self._err = flat - half.to(flat.dtype)
             flat.copy_(half.to(flat.dtype))
         if self.size > 1:
             payload = torch.float16 if compress == "fp16" else flat.dtype
             getattr(self, f"_allreduce_{method}")(flat, payload)
+        if compress == "fp16":
+            self._feedback[key] = self._err
         if op == "mean":
             flat /= self.size
         if record:
@@ -258,6 +263,15 @@ class Group:
         if buf is not flat:
             flat.copy_(buf.to(flat.dtype))
 
+    def _round(self, t, payload, where=None):
+        """``t`` as ``payload`` for sending; the rounding error goes to the feedback buffer
+        (``where``: the slice of the flat tensor ``t`` occupies, default all)."""
+        out = t.to(payload)
+        if payload != t.dtype and self._err is not None:
+            err = self._err if where is None else self._err[where]
+            err += t - out.to(t.dtype)
+        return out
+
     def _chunks(self, flat):
         n, p = flat.numel(), self.size
         bounds = [n * i // p for i in range(p + 1)]
@@ -267,15 +281,20 @@ class Group:
         p, r = self.size, self.rank
         right, left = (r + 1) % p, (r - 1) % p
         chunks = self._chunks(flat)
+        n = flat.numel()
+        spans = [slice(n * i // p, n * (i + 1) // p) for i in range(p)]
         tag = self._next_tag()
         for s in range(p - 1):  # reduce-scatter
-            out, inc = chunks[(r - s) % p], chunks[(r - s - 1) % p]
+            c_out, c_in = (r - s) % p, (r - s - 1) % p
+            out, inc = chunks[c_out], chunks[c_in]
             buf = torch.empty(inc.numel(), dtype=payload)
-            self._exchange(out.to(payload), right, buf, left, tag + s * 1000)
+            send = self._round(out, payload, spans[c_out]) if s else out.to(payload)
+            self._exchange(send, right, buf, left, tag + s * 1000)
             inc += buf.to(inc.dtype)
-        own = chunks[(r + 1) % p]
+        c_own = (r + 1) % p
+        own = chunks[c_own]
         if payload != flat.dtype:  # every rank ends with the same (rounded) numbers
-            own.copy_(own.to(payload).to(flat.dtype))
+            own.copy_(self._round(own, payload, spans[c_own]).to(flat.dtype))
         for s in range(p - 1):  # all-gather
             out, inc = chunks[(r + 1 - s) % p], chunks[(r - s) % p]
             buf = torch.empty(inc.numel(), dtype=payload)
@@ -290,7 +309,7 @@ class Group:
                 self._exchange(None, None, buf, src, tag)
                 flat += buf.to(flat.dtype)
             if payload != flat.dtype:
-                flat.copy_(flat.to(payload).to(flat.dtype))
+                flat.copy_(self._round(flat, payload).to(flat.dtype))
             out = flat.to(payload)
             for dst in range(1, self.size):
                 self._exchange(out, dst, None, None, tag + 1000)
@@ -307,14 +326,15 @@ class Group:
         mask = 1
         while mask < p:  # binomial reduce to rank 0
             if r & mask:
-                self._exchange(flat.to(payload), r - mask, None, None, tag + mask * 10)
+                send = self._round(flat, payload) if mask > 1 else flat.to(payload)
+                self._exchange(send, r - mask, None, None, tag + mask * 10)
                 break
             if r + mask < p:
                 self._exchange(None, None, buf, r + mask, tag + mask * 10)
                 flat += buf.to(flat.dtype)
             mask <<= 1
         if r == 0 and payload != flat.dtype:
-            flat.copy_(flat.to(payload).to(flat.dtype))
+            flat.copy_(self._round(flat, payload).to(flat.dtype))
         top = 1 << max(0, math.ceil(math.log2(p)) - 1) if p > 1 else 0
         mask = top
         while mask >= 1:  # broadcast back down the same tree
@@ -349,7 +369,7 @@ class Group:
         """Copy ``tensor`` of rank ``root`` to every rank, in place; returns it."""
         t0 = time.perf_counter()
         if self.size > 1:
-            self._wait(self._pg.broadcast([tensor], root), "broadcast")
+            self._wait(self._pg.broadcast(tensor, root), "broadcast")
         self._record("broadcast", "gloo", tensor.numel() * tensor.element_size(), t0)
         return tensor
 

@@ -99,7 +99,8 @@ class ShardedObjective(_Delegate):
         """Summed ``(loss, J^T J, J^T r)``: the rank's rows, then one fused all-reduce."""
         loss, A, g = self.local.normal_equations(theta)
         head = torch.cat([torch.tensor([loss], dtype=g.dtype), g])
-        self.group.allreduce_many([head, A], key="normal")
+        self.group.allreduce(head, key="normal.g")
+        self.group.allreduce(A, key="normal.A")  # in place: P x P is too big to copy
         return float(head[0]), A, head[1:]
 
     def gauss_newton_product(self, theta, v):

@@ -229,8 +229,10 @@ class Objective:
                     jb[:, lo:hi] += c @ point_jac(key)
                 else:
                     jb[:, lo:hi] += point_jac(key, row_weights=c)
-            rows.append(scale * jb)
+            rows.append(jb.mul_(scale))  # in place: J is the largest array of a step
             res.append(scale * rb)
+        if len(rows) == 1:
+            return res[0], rows[0]
         return torch.cat(res), torch.cat(rows)
 
     def _jacobian_generic(self, theta, values=None):

@@ -368,7 +368,7 @@ def steihaug_cg(matvec, g, radius: float, *, rtol: float | None = None, max_iter
     return z
 
 
-def solve_dense(B, g, radius: float, *, rtol: float = 1e-10, max_iter: int = 100):
+def solve_dense(B, g, radius: float, *, rtol: float = 1e-2, max_iter: int = 100):
     """The trust-region subproblem ``min g.s + s.B s / 2``, ``||s|| <= radius``, for a dense
     symmetric ``B``, by Moré and Sorensen's safeguarded Newton search on the multiplier
     ``lambda`` of ``(B + lambda I) s = -g`` (one Cholesky factorisation per trial).
@@ -379,24 +379,31 @@ def solve_dense(B, g, radius: float, *, rtol: float = 1e-10, max_iter: int = 100
     Returns
     -------
     tensor
-        The step ``s`` (the Newton step when it lies inside; else ``||s|| = radius`` within
-        ``rtol``).
+        The step ``s``: the Newton step when it lies inside; else a step with
+        ``(1 - rtol) radius <= ||s|| <= radius`` (Moré and Sorensen stop within ``rtol``;
+        a step just outside is scaled back onto the boundary).
     """
     n = g.numel()
     eye = torch.eye(n, dtype=B.dtype)
     gn = float(g.norm())
+    bnorm = float(B.abs().sum(dim=0).max())
     L, info = torch.linalg.cholesky_ex(B)
+    lam = 0.0
+    if int(info) != 0 and gn > 0.0:
+        # Singular positive semi-definite B (Gauss-Newton with fewer rows than parameters):
+        # a damping at rounding level gives the interior step without the eigen-decomposition.
+        lam = 1e-13 * bnorm
+        L, info = torch.linalg.cholesky_ex(B + lam * eye)
     if gn == 0.0:
         return torch.zeros_like(g) if int(info) == 0 else _solve_eigen(B, g, radius)
-    lam = 0.0
+    lam_lo = max(0.0, -float(torch.diagonal(B).min()), gn / radius - bnorm)
+    lam_hi = gn / radius + bnorm
     if int(info) == 0:
         s = -torch.cholesky_solve(g[:, None], L)[:, 0]
         if float(s.norm()) <= radius:
             return s
-    bnorm = float(B.abs().sum(dim=0).max())
-    lam_lo = max(0.0, -float(torch.diagonal(B).min()), gn / radius - bnorm)
-    lam_hi = gn / radius + bnorm
-    if int(info) != 0:
+        lam_lo = max(lam_lo, lam)
+    else:
         lam = max(lam_lo, math.sqrt(max(lam_lo, 0.0) * lam_hi), 1e-3 * lam_hi)
     for _ in range(max_iter):
         L, info = torch.linalg.cholesky_ex(B + lam * eye)
@@ -407,14 +414,13 @@ def solve_dense(B, g, radius: float, *, rtol: float = 1e-10, max_iter: int = 100
             s = -torch.cholesky_solve(g[:, None], L)[:, 0]
             ns = float(s.norm())
             if abs(ns - radius) <= rtol * radius:
-                return s
+                return s * min(1.0, radius / ns)
             if ns < radius:
                 lam_hi = min(lam_hi, lam)
             else:
                 lam_lo = max(lam_lo, lam)
             w = torch.linalg.solve_triangular(L, s[:, None], upper=False)[:, 0]
-            step = (ns / float(w.norm())) ** 2 * (ns - radius) / radius
-            lam_next = lam + step
+            lam_next = lam + (ns / float(w.norm())) ** 2 * (ns - radius) / radius
             if not lam_lo < lam_next < lam_hi:
                 lam_next = max(math.sqrt(lam_lo * lam_hi), lam_lo + 0.01 * (lam_hi - lam_lo))
             lam = lam_next

@@ -1,0 +1,235 @@
+"""The distributed runtime: data shards, objectives split over ranks, the SPMD strategies
+(DataParallel, joint CEPTF) and their fault tolerance, Levenberg-Marquardt's matrix-free
+solve. Serial (threads of this process) and LocalCluster runs must give the same numbers,
+and both must equal one-process training up to rounding."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from daskie import (CEPTF, Adam, DataParallel, LevenbergMarquardt, Monolithic, OrderReduction,
+                    QuadratureCollocation, solve)
+from daskie.api import local_cluster
+from daskie.collectives import local_groups, run_threads
+from daskie.errors import SpecError
+from daskie.nn import MLP
+from daskie.problems import catalog
+from daskie.train import LBFGS, Objective, TrainState, advance
+from daskie.train.collective import PartitionedObjective, ShardedObjective
+
+SMALL_OR = OrderReduction(net=MLP(hidden=(10, 10)), points=96, aux_points=128)
+SMALL_Q = QuadratureCollocation(net=MLP(hidden=(12, 12)), points=160)
+
+
+@pytest.fixture(scope="module")
+def e1():
+    return catalog.get("E1")
+
+
+# --- data shards ----------------------------------------------------------------------------
+@pytest.mark.parametrize("formulation", [SMALL_Q, SMALL_OR], ids=["quadrature", "order-reduction"])
+def test_shard_losses_and_normal_equations_sum_to_the_full_ones(e1, formulation):
+    full = Objective(formulation.discretize(e1, seed=1))
+    theta = full.init_params(0)
+    loss, A, g = full.normal_equations(theta)
+    parts = [Objective(formulation.discretize(e1, seed=1, shard=(k, 3))).normal_equations(theta)
+             for k in range(3)]
+    assert sum(p[0] for p in parts) == pytest.approx(loss, rel=1e-13)
+    torch.testing.assert_close(sum(p[1] for p in parts), A, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(sum(p[2] for p in parts), g, rtol=1e-12, atol=1e-14)
+
+
+def test_shards_hold_every_collocation_point_once(e1):
+    full = SMALL_Q.discretize(e1, seed=0)
+    pts = [SMALL_Q.discretize(e1, seed=0, shard=(k, 4)).evaluations["mu@x"].points for k in range(4)]
+    together = torch.cat(pts)
+    assert together.shape == full.evaluations["mu@x"].points.shape
+    assert torch.equal(torch.sort(together[:, 0]).values,
+                       torch.sort(full.evaluations["mu@x"].points[:, 0]).values)
+
+
+@pytest.mark.parametrize("shard, match", [((2, 2), "0 <= k < n"), ((0, 0), "n >= 1"),
+                                          ("ab", "pair"), ((0, 10**6), "empty")])
+def test_bad_shards_are_rejected_with_the_reason(e1, shard, match):
+    with pytest.raises(SpecError, match=match):
+        SMALL_Q.discretize(e1, shard=shard)
+
+
+# --- objectives over ranks -------------------------------------------------------------------
+def _sharded(group, formulation, problem, theta):
+    obj = ShardedObjective(Objective(formulation.discretize(problem, shard=(group.rank, group.size))),
+                           group)
+    th = theta.clone().requires_grad_(True)
+    loss = obj.loss(th)
+    loss.backward()
+    return float(loss.detach()), th.grad, obj.value_and_grad(theta), obj.normal_equations(theta)
+
+
+def _partitioned(group, formulation, problem, theta, owners):
+    obj = PartitionedObjective(Objective(formulation.discretize(problem)), group, owners)
+    th = theta.clone().requires_grad_(True)
+    loss = obj.loss(th)
+    loss.backward()
+    return float(loss.detach()), th.grad, obj.value_and_grad(theta), obj.normal_equations(theta)
+
+
+@pytest.mark.parametrize("split", ["rows", "columns"])
+def test_objectives_over_ranks_equal_the_one_process_objective(e1, split):
+    full = Objective(SMALL_OR.discretize(e1))
+    theta = full.init_params(3)
+    loss, grad = full.value_and_grad(theta)
+    _, A, g = full.normal_equations(theta)
+    with local_groups(2) as groups:
+        if split == "rows":
+            out = run_threads(groups, _sharded, [(SMALL_OR, e1, theta)] * 2)
+        else:
+            owners = [("F0.1",), ("mu", "F0.2")]
+            out = run_threads(groups, _partitioned, [(SMALL_OR, e1, theta, owners)] * 2)
+    for l_bw, g_bw, (l_vg, g_vg), (l_ne, A_ne, g_ne) in out:
+        assert l_bw == pytest.approx(loss, rel=1e-13)
+        assert l_vg == pytest.approx(loss, rel=1e-13)
+        assert l_ne == pytest.approx(loss, rel=1e-13)
+        torch.testing.assert_close(g_bw, grad, rtol=1e-11, atol=1e-14)
+        torch.testing.assert_close(g_vg, grad, rtol=1e-11, atol=1e-14)
+        torch.testing.assert_close(A_ne, A, rtol=1e-11, atol=1e-14)
+        torch.testing.assert_close(g_ne, g, rtol=1e-11, atol=1e-14)
+
+
+def test_partitioned_owners_must_cover_every_submodel_once(e1):
+    full = Objective(SMALL_OR.discretize(e1))
+    with local_groups(1) as (g,):
+        with pytest.raises(ValueError, match="exactly once"):
+            PartitionedObjective(full, g, [("mu", "F0.1")])
+
+
+def _lbfgs_partitioned(group, problem, steps):
+    obj = PartitionedObjective(Objective(SMALL_OR.discretize(problem)), group,
+                               [("mu",), ("F0.1", "F0.2")])
+    state, _ = advance(obj, LBFGS(steps=steps), TrainState(theta=obj.init_params(0)), steps,
+                       final_mse=False)
+    return state.theta
+
+
+def test_model_parallel_lbfgs_takes_the_one_process_steps(e1):
+    # L-BFGS needs global dot products and a line search: it works unmodified because every
+    # rank sees the joint loss and gradient.
+    full = Objective(SMALL_OR.discretize(e1))
+    ref, _ = advance(full, LBFGS(steps=4), TrainState(theta=full.init_params(0)), 4, final_mse=False)
+    with local_groups(2) as groups:
+        out = run_threads(groups, _lbfgs_partitioned, [(e1, 4)] * 2)
+    torch.testing.assert_close(out[0], ref.theta, rtol=1e-9, atol=1e-11)
+    assert torch.equal(out[0], out[1])
+
+
+# --- strategies: serial == cluster == one process -------------------------------------------
+def _mu(ds):
+    return ds["mu"].values
+
+
+def test_data_parallel_lm_equals_one_process_lm(e1, client):
+    opt = LevenbergMarquardt(steps=4)
+    mono = solve(e1, SMALL_Q, Monolithic(), opt, client="sync")
+    serial = solve(e1, SMALL_Q, DataParallel(shards=2, window=2), opt, client="sync")
+    dist = solve(e1, SMALL_Q, DataParallel(shards=2, window=2), opt, client=client)
+    np.testing.assert_array_equal(_mu(serial), _mu(dist))  # same shards, same sums
+    assert serial.attrs["loss"] == dist.attrs["loss"]
+    np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-9)
+    assert dist.attrs["loss"] == pytest.approx(mono.attrs["loss"], rel=1e-6)
+    assert dist.attrs["strategy"] == "data-parallel" and dist.attrs["epochs"] == 4
+    ranks = set(dist["history_rank"].values[~np.isnan(dist["history_rank"].values)])
+    assert ranks == {0.0}  # rank 0 reports; every rank took the same steps (checked at runtime)
+    sync = dist["history_sync_s"].values
+    assert np.nanmax(sync) > 0  # the all-reduces were timed
+
+
+def test_data_parallel_adam_full_batch_equals_one_process(e1, client):
+    opt = Adam(lr=1e-2, steps=6)
+    mono = solve(e1, SMALL_Q, Monolithic(), opt, client="sync")
+    dist = solve(e1, SMALL_Q, DataParallel(shards=2, window=3), opt, client=client)
+    np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("optimizer", [Adam(lr=1e-2, steps=6),
+                                       LevenbergMarquardt(steps=3, scaling="levenberg")],
+                         ids=["adam", "lm"])
+def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer):
+    mono = solve(e1, SMALL_OR, Monolithic(), optimizer, client="sync")
+    serial = solve(e1, SMALL_OR, CEPTF(window=3), optimizer, client="sync", workers=2)
+    dist = solve(e1, SMALL_OR, CEPTF(window=3), optimizer, client=client, workers=2)
+    np.testing.assert_array_equal(_mu(serial), _mu(dist))
+    np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-9)
+    assert dist.attrs["epochs"] == optimizer.steps
+    subs = {s for s in dist["history_submodels"].values if isinstance(s, str) and s != "joint"}
+    assert subs and all("+" in s or s in ("mu", "F0.1", "F0.2") for s in subs)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: DataParallel(shards=0), "DataParallel.shards"),
+    (lambda: DataParallel(method="allgather"), "DataParallel.method"),
+    (lambda: DataParallel(timeout=-1), "DataParallel.timeout"),
+    (lambda: DataParallel(retries=-1), "DataParallel.retries"),
+    (lambda: DataParallel(compress="bf16"), "DataParallel.compress"),
+    (lambda: CEPTF(order="random"), "CEPTF.order"),
+    (lambda: CEPTF(polish=5), "polish applies"),
+    (lambda: LevenbergMarquardt(solver="qr"), "LevenbergMarquardt.solver"),
+    (lambda: LevenbergMarquardt(memory_budget="lots"), "LevenbergMarquardt.memory_budget"),
+    (lambda: LevenbergMarquardt(cg_tol=2.0), "LevenbergMarquardt.cg_tol"),
+])
+def test_bad_runtime_options_name_the_option(build, match):
+    with pytest.raises(SpecError, match=match):
+        build()
+
+
+# --- fault tolerance ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_killing_a_worker_mid_run_changes_nothing(e1):
+    formulation = QuadratureCollocation(points=400)
+    opt = LevenbergMarquardt(steps=8)
+    strategy = DataParallel(shards=2, window=2, timeout=10)
+    reference = solve(e1, formulation, strategy, opt, client="sync")
+    with local_cluster(2) as client:
+        def kill():
+            addr = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+            os.kill(client.run(os.getpid, workers=[addr])[addr], 9)
+
+        def on_window(k, summary):
+            if k == 0:  # the next window is running: kill one of its workers
+                threading.Timer(0.1, kill).start()
+
+        ds = solve(e1, formulation, strategy, opt, client=client, on_window=on_window)
+    np.testing.assert_array_equal(_mu(ds), _mu(reference))
+    assert ds.attrs["loss"] == reference.attrs["loss"]
+    attempts = ds["history_attempts"].values
+    assert np.nanmax(attempts) >= 2  # a window was run again on a fresh group
+
+
+# --- Levenberg-Marquardt's matrix-free solve ---------------------------------------------------
+def test_matrix_free_lm_takes_the_direct_steps(e1):
+    obj = Objective(SMALL_Q.discretize(e1))
+    theta = obj.init_params(0)
+    direct = LevenbergMarquardt(steps=3, scaling="levenberg", solver="direct")
+    cg = LevenbergMarquardt(steps=3, scaling="levenberg", solver="cg", cg_iters=2000, cg_tol=1e-13)
+    a, _ = advance(obj, direct, TrainState(theta=theta), 3, final_mse=False)
+    b, recs = advance(obj, cg, TrainState(theta=theta), 3, final_mse=False)
+    assert b.loss == pytest.approx(a.loss, rel=1e-5)
+    assert all(r["cg_iters"] >= 1 for r in recs)
+
+
+def test_gauss_newton_product_is_jtj_times_v(e1):
+    obj = Objective(SMALL_Q.discretize(e1))
+    theta = obj.init_params(1)
+    _, A, _ = obj.normal_equations(theta)
+    v = torch.randn(theta.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(obj.gauss_newton_product(theta, v), A @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_memory_budget_switches_to_the_matrix_free_solve(e1):
+    obj = Objective(SMALL_Q.discretize(e1))
+    need = obj.jacobian_bytes() + 8 * obj.layout.total ** 2
+    assert not LevenbergMarquardt(memory_budget=need + 1).uses_cg(obj)
+    assert LevenbergMarquardt(memory_budget=need - 1).uses_cg(obj)
+    assert LevenbergMarquardt(memory_budget="1KB").uses_cg(obj)
+    assert not LevenbergMarquardt().uses_cg(obj)
