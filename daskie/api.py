@@ -212,7 +212,9 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     if isinstance(strategy, CEPTF):
         from daskie.plan import make_plan
 
-        plan = make_plan(disc, workers=workers, gpus=gpus)
+        # data-parallel groups: each Plan group takes `shards` workers
+        per_group = getattr(strategy, "shards", 1) if strategy.order == "joint" else 1
+        plan = make_plan(disc, workers=max(1, workers // per_group), gpus=gpus)
     groups = strategy.groups(disc, plan)
     token = builder.run_token(problem.describe(), _data_fingerprint(problem, disc), formulation,
                               optimizer, strategy, seed, target_loss,

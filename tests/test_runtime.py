@@ -233,3 +233,37 @@ def test_memory_budget_switches_to_the_matrix_free_solve(e1):
     assert LevenbergMarquardt(memory_budget=need - 1).uses_cg(obj)
     assert LevenbergMarquardt(memory_budget="1KB").uses_cg(obj)
     assert not LevenbergMarquardt().uses_cg(obj)
+
+
+def _adam_partitioned(group, problem, owners, shards, steps):
+    obj = PartitionedObjective(Objective(SMALL_OR.discretize(problem)), group, owners, shards)
+    state, _ = advance(obj, Adam(lr=1e-2, steps=steps), TrainState(theta=obj.init_params(0)), steps,
+                       final_mse=False)
+    return state.theta, len(obj._evals["mu@x"].points) if "mu@x" in obj._evals else None
+
+
+def test_data_parallel_groups_train_like_one_process(e1):
+    # two groups, each over two ranks (four ranks), every rank half the rows of its group
+    full = Objective(SMALL_OR.discretize(e1))
+    ref, _ = advance(full, Adam(lr=1e-2, steps=5), TrainState(theta=full.init_params(0)), 5,
+                     final_mse=False)
+    owners = [("mu", "F0.2"), ("F0.1",)]
+    with local_groups(4) as groups:
+        out = run_threads(groups, _adam_partitioned, [(e1, owners, 2, 5)] * 4)
+    torch.testing.assert_close(out[0][0], ref.theta, rtol=1e-10, atol=1e-12)
+    assert all(torch.equal(o[0], out[0][0]) for o in out)
+    assert out[0][1] == out[1][1] == SMALL_OR.points // 2  # mu@x split over ranks 0 and 1
+
+
+def test_ceptf_with_data_parallel_groups_on_a_cluster(e1, client):
+    opt = Adam(lr=1e-2, steps=4)
+    mono = solve(e1, SMALL_OR, Monolithic(), opt, client="sync")
+    dist = solve(e1, SMALL_OR, CEPTF(window=2, shards=2), opt, client=client, workers=2)
+    np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-10)
+    subs = {s for s in dist["history_submodels"].values if isinstance(s, str) and "shard" in s}
+    assert subs == {"mu+F0.1+F0.2 shard0/2"}
+
+
+def test_ceptf_shards_refuse_levenberg_marquardt(e1):
+    with pytest.raises(SpecError, match="DataParallel"):
+        solve(e1, SMALL_OR, CEPTF(window=2, shards=2), LevenbergMarquardt(steps=2), client="sync")

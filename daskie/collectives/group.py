@@ -346,15 +346,24 @@ class Group:
             mask >>= 1
 
     # --- gathers -------------------------------------------------------------------------
-    def allgather(self, tensor) -> list:
-        """Every rank's ``tensor`` (1-D, any length per rank), in rank order."""
+    def allgather(self, tensor, sizes=None) -> list:
+        """Every rank's ``tensor`` (flattened; any length per rank), in rank order.
+
+        ``sizes`` (the length of every rank's tensor), when the caller knows them, saves
+        the exchange of the lengths.
+        """
         t0 = time.perf_counter()
         flat = tensor.reshape(-1).contiguous()
-        sizes = torch.zeros(self.size, dtype=torch.float64)
-        sizes[self.rank] = flat.numel()
-        if self.size > 1:
-            self._wait(self._pg.allreduce([sizes]), "allgather sizes")
-        n_max = int(sizes.max())
+        if sizes is None:
+            sizes = torch.zeros(self.size, dtype=torch.float64)
+            sizes[self.rank] = flat.numel()
+            if self.size > 1:
+                self._wait(self._pg.allreduce([sizes]), "allgather sizes")
+            sizes = [int(n) for n in sizes.tolist()]
+        if len(sizes) != self.size or sizes[self.rank] != flat.numel():
+            raise SpecError(f"allgather sizes {sizes} do not match {self.size} ranks with "
+                            f"{flat.numel()} values on rank {self.rank}")
+        n_max = max(sizes)
         padded = torch.zeros(n_max, dtype=flat.dtype)
         padded[:flat.numel()] = flat
         outs = [torch.empty(n_max, dtype=flat.dtype) for _ in range(self.size)]
@@ -363,7 +372,7 @@ class Group:
         else:
             outs[0] = padded
         self._record("allgather", "gloo", n_max * flat.element_size() * self.size, t0)
-        return [o[:int(n)] for o, n in zip(outs, sizes.tolist())]
+        return [o[:int(n)] for o, n in zip(outs, sizes)]
 
     def broadcast(self, tensor, root: int = 0):
         """Copy ``tensor`` of rank ``root`` to every rank, in place; returns it."""

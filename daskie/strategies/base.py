@@ -108,6 +108,12 @@ class CEPTF(Strategy):
         ``"joint"``, ``"jacobi"`` or ``"gauss-seidel"``.
     polish : int
         Joint steps after block-coordinate windows.
+    shards : int
+        Data-parallel groups (``"joint"``): every Plan group is spread over ``shards``
+        workers, each evaluating every ``shards``-th row of the group's evaluations; the
+        Plan is made for ``workers // shards`` groups. First-order optimizers only
+        (Levenberg-Marquardt's normal equations need ``shards=1``; use
+        :class:`~daskie.strategies.DataParallel` for row-split LM).
     method, compress, timeout, retries :
         Collective options of ``"joint"`` (see :class:`~daskie.strategies.DataParallel`).
     """
@@ -115,6 +121,7 @@ class CEPTF(Strategy):
     window: int = 50
     order: str = "joint"
     polish: int = 0
+    shards: int = 1
     method: str = "gloo"
     compress: str | None = None
     timeout: float = 120.0
@@ -128,6 +135,9 @@ class CEPTF(Strategy):
             raise SpecError(f"CEPTF.order must be 'joint', 'jacobi' or 'gauss-seidel', "
                             f"got {self.order!r}")
         check_int("CEPTF.polish", self.polish, 0)
+        check_int("CEPTF.shards", self.shards)
+        if self.shards > 1 and self.order != "joint":
+            raise SpecError("CEPTF.shards > 1 (data-parallel groups) needs order='joint'")
         if self.order == "joint" and self.polish:
             raise SpecError("CEPTF.polish applies to the block-coordinate orders ('jacobi', "
                             "'gauss-seidel'); order='joint' already trains jointly")

@@ -47,7 +47,7 @@ def _check_spmd_options(owner, timeout, retries, method, compress):
         raise SpecError(f"{owner}.compress must be None or 'fp16', got {compress!r}")
 
 
-def _rank_window(group, ctx, kind, owners, state, steps, window, compress):
+def _rank_window(group, ctx, kind, owners, state, steps, window, compress, shards=1):
     """One rank's part of one window (runs inside the rank's task)."""
     from daskie.train.collective import PartitionedObjective, ShardedObjective
 
@@ -58,8 +58,10 @@ def _rank_window(group, ctx, kind, owners, state, steps, window, compress):
         obj = ShardedObjective(objective_for(ctx, shard=(group.rank, group.size)), group)
         label = f"shard{group.rank}/{group.size}"
     else:
-        obj = PartitionedObjective(objective_for(ctx), group, owners)
-        label = "+".join(owners[group.rank]) or "-"
+        obj = PartitionedObjective(objective_for(ctx), group, owners, shards)
+        label = "+".join(owners[group.rank // shards]) or "-"
+        if shards > 1:
+            label += f" shard{group.rank % shards}/{shards}"
     profiler = WindowProfiler(ctx.token, window, group.rank, label)
     extra = {"window": window, "group": 0, "rank": group.rank, "submodels": label,
              "worker": _where()}
@@ -85,7 +87,7 @@ def _compressing(group, compress):
 
 
 def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resume=None,
-                     on_window=None, resources=None):
+                     on_window=None, resources=None, shards=1):
     """Run a training as a chain of SPMD windows; returns the final outputs (one item).
 
     Parameters
@@ -118,7 +120,7 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
     options = {"method": strategy.method}
     while state.done is None and state.epoch < total:
         steps = min(strategy.window or total, total - state.epoch)
-        args = [(ctx, kind, owners, state, steps, k, strategy.compress)] * n_ranks
+        args = [(ctx, kind, owners, state, steps, k, strategy.compress, shards)] * n_ranks
         for attempt in range(strategy.retries + 1):
             try:
                 workers = None
@@ -242,7 +244,17 @@ class DataParallel(Strategy):
 
 
 def joint_ceptf(strategy, ctx, groups, plan, client, *, resume=None, on_window=None):
-    """``CEPTF(order="joint")``: the Plan's groups as ranks of one SPMD group per window."""
-    resources = [g.resource for g in plan.groups] if plan is not None else None
-    return run_spmd_windows(strategy, ctx, client, "model", len(groups), owners=groups,
-                            resume=resume, on_window=on_window, resources=resources)
+    """``CEPTF(order="joint")``: the Plan's groups (each over ``strategy.shards`` workers) as
+    the ranks of one SPMD group per window."""
+    from daskie.train.optimizers import LevenbergMarquardt
+
+    shards = strategy.shards
+    if shards > 1 and any(isinstance(s, LevenbergMarquardt) for s in ctx.optimizer.stages()):
+        raise SpecError("CEPTF.shards > 1 trains with first-order optimizers only; for "
+                        "Levenberg-Marquardt split rows with DataParallel(...)")
+    resources = None
+    if plan is not None:
+        resources = [g.resource for g in plan.groups for _ in range(shards)]
+    return run_spmd_windows(strategy, ctx, client, "model", len(groups) * shards, owners=groups,
+                            resume=resume, on_window=on_window, resources=resources,
+                            shards=shards)

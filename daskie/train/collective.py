@@ -125,21 +125,40 @@ class PartitionedObjective(_Delegate):
     group : Group
         One rank per entry of ``owners``.
     owners : sequence of tuple of str
-        The sub-models of each rank; together, every sub-model exactly once.
+        The sub-models of each group of ranks; together, every sub-model exactly once.
+    shards : int
+        Ranks per group (data-parallel groups): rank ``r`` belongs to group ``r // shards``
+        and evaluates rows ``s, s + shards, ...`` (``s = r % shards``) of its group's
+        evaluations; the group size must be ``len(owners) * shards``. The normal equations
+        (Levenberg-Marquardt) need ``shards == 1``.
     """
 
-    def __init__(self, local, group, owners):
+    def __init__(self, local, group, owners, shards: int = 1):
         super().__init__(local, group)
         names = [n for own in owners for n in own]
         if sorted(names) != sorted(local.layout.names):
             raise ValueError(f"owners {owners} must cover the sub-models {local.layout.names} "
                              "exactly once")
+        if len(owners) * shards != group.size:
+            raise ValueError(f"{len(owners)} groups x {shards} shards need {len(owners) * shards} "
+                             f"ranks, the group has {group.size}")
+        from daskie.formulations.base import Evaluation
+        from daskie.train.objective import Objective
+
         ev = local.disc.evaluations
         self.owners = tuple(tuple(o) for o in owners)
-        self.mine = self.owners[group.rank]
-        self.keys_by_rank = [tuple(k for k in local.eval_keys if ev[k].submodel in own)
-                             for own in self.owners]
-        from daskie.train.objective import Objective
+        self.shards = int(shards)
+        self.mine = self.owners[group.rank // self.shards]
+        # keys and row slices of every rank, in rank order (what allgather returns)
+        self.pieces = []
+        for r in range(group.size):
+            own, s = self.owners[r // self.shards], r % self.shards
+            self.pieces.append(tuple((k, s) for k in local.eval_keys if ev[k].submodel in own))
+        self._evals = {k: Evaluation(ev[k].submodel, ev[k].points[s::self.shards].contiguous(),
+                                  ev[k].derivative)
+                       for k, s in self.pieces[group.rank]}
+        self._sizes = [sum(len(range(s, ev[k].size, self.shards)) for k, s in piece)
+                       for piece in self.pieces]
 
         # Own columns of J; the other sub-models' values always come from their owners.
         zero = {n: torch.zeros(s) for n, s in zip(local.layout.names, local.layout.sizes)}
@@ -150,25 +169,39 @@ class PartitionedObjective(_Delegate):
     def values(self, theta):
         """All evaluation values at ``theta``: own ones computed here (differentiable in
         ``theta``), the others gathered from their ranks."""
-        params = self.local.layout.split(theta)
-        own = {}
-        for k in self.keys_by_rank[self.group.rank]:
-            from daskie.train.objective import evaluate_one
+        from daskie.train.objective import evaluate_one
 
-            e = self.local.disc.evaluations[k]
-            own[k] = evaluate_one(self.local.disc.submodels[e.submodel], e, params[e.submodel])
+        params = self.local.layout.split(theta)
+        subs = self.local.disc.submodels
+        own = {k: evaluate_one(subs[e.submodel], e, params[e.submodel])
+               for k, e in self._evals.items()}
         flat = torch.cat([v.detach().reshape(-1) for v in own.values()]) if own \
             else torch.zeros(0, dtype=theta.dtype)
-        parts = self.group.allgather(flat)
-        values = {}
+        parts = self.group.allgather(flat, sizes=self._sizes)
+        slices: dict = {}
         ev = self.local.disc.evaluations
-        for r, keys in enumerate(self.keys_by_rank):
+        for r, piece in enumerate(self.pieces):
             start = 0
-            for k in keys:
-                n = ev[k].size
-                values[k] = own[k] if r == self.group.rank else parts[r][start:start + n]
+            for k, s in piece:
+                n = len(range(s, ev[k].size, self.shards))
+                slices.setdefault(k, {})[s] = own[k] if r == self.group.rank \
+                    else parts[r][start:start + n]
                 start += n
+        values = {}
+        for k, by_shard in slices.items():
+            if self.shards == 1:
+                values[k] = by_shard[0]
+            else:  # rows s::shards of each shard, interleaved back (differentiable)
+                values[k] = torch.cat([by_shard[s] for s in range(self.shards)])[self._order(k)]
         return values
+
+    def _order(self, key):
+        cache = self.__dict__.setdefault("_orders", {})
+        if key not in cache:
+            n = self.local.disc.evaluations[key].size
+            stacked = torch.cat([torch.arange(s, n, self.shards) for s in range(self.shards)])
+            cache[key] = torch.argsort(stacked)
+        return cache[key]
 
     def loss(self, theta):
         """The joint loss (the same number on every rank; differentiable, exact gradient)."""
@@ -196,6 +229,9 @@ class PartitionedObjective(_Delegate):
     def normal_equations(self, theta):
         """Joint ``(loss, J^T J, J^T r)``: own Jacobian columns, all-gathered, then each rank
         forms its rows of ``J^T J`` and the rows are all-gathered (model-parallel LM)."""
+        if self.shards != 1:
+            raise NotImplementedError("model-parallel normal equations need one rank per group "
+                                      "(shards=1); use DataParallel for row-split LM")
         theta = theta.detach()
         with torch.no_grad():
             values = self.values(theta)
