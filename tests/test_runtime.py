@@ -267,3 +267,37 @@ def test_ceptf_with_data_parallel_groups_on_a_cluster(e1, client):
 def test_ceptf_shards_refuse_levenberg_marquardt(e1):
     with pytest.raises(SpecError, match="DataParallel"):
         solve(e1, SMALL_OR, CEPTF(window=2, shards=2), LevenbergMarquardt(steps=2), client="sync")
+
+
+# --- Levenberg-Marquardt for plain torch models ---------------------------------------------
+def test_lm_trains_a_torch_model_to_the_lstsq_answer():
+    from daskie.train import train
+    from daskie.train.module import ModuleObjective, Residuals
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, dtype=torch.float64, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64) + 0.3 \
+        + 0.1 * torch.randn(200, 1, dtype=torch.float64, generator=g)
+    net = torch.nn.Linear(3, 1).double()
+    obj = ModuleObjective(net, Residuals(lambda pred, target: pred - target), (x, y))
+    state, _ = train(obj, LevenbergMarquardt(steps=20), seed=1)
+    A = torch.cat([x, torch.ones(200, 1, dtype=torch.float64)], dim=1)
+    coef = torch.linalg.lstsq(A, y).solution[:, 0]
+    torch.testing.assert_close(state.theta, coef, rtol=1e-8, atol=1e-10)  # weight then bias
+
+
+def test_module_jacobian_matches_jacrev_and_lm_needs_residuals():
+    from daskie.train.module import ModuleObjective, Residuals
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(50, 2, dtype=torch.float64, generator=g)
+    y = torch.sin(x[:, :1])
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    obj = ModuleObjective(net, Residuals(lambda p, t: p - t), (x, y))
+    theta = obj.init_params(0)
+    r, J = obj.jacobian(theta, chunk=16)
+    torch.testing.assert_close(J, torch.func.jacrev(obj.residuals)(theta), rtol=1e-10, atol=1e-12)
+    assert float(r @ r) == pytest.approx(float(obj.loss(theta)), rel=1e-12)
+    plain = ModuleObjective(net, torch.nn.MSELoss(), (x, y))
+    with pytest.raises(SpecError, match="Residuals"):
+        plain.jacobian(theta)

@@ -15,6 +15,13 @@ integral-equation formulation and any torch model:
 * ``n_data`` -- rows of the data set (the paper's N, the unit of the gradient budget);
 * ``mse(theta)`` -- NaN (no exact solution) so records written by shared code stay uniform.
 
+A loss given as :class:`Residuals` (``fn(predictions, *targets) -> residual per row``) makes
+the objective a least-squares one, ``loss = sum r^2``: ``residuals(theta)`` and
+``jacobian(theta)`` (per-row parameter gradients under ``vmap``, never ``jacrev`` over the
+whole batch) let :class:`~daskie.train.optimizers.LevenbergMarquardt` train any torch model,
+e.g. ``daskie.train.train(ModuleObjective(net, Residuals(lambda p, y: p - y), (x, y)),
+LevenbergMarquardt())``.
+
 The loss is called as ``loss_fn(module(inputs), *targets)`` for ``data = (inputs,
 *targets)`` -- the torch convention (``torch.nn.MSELoss()``, cross entropy, ...). A loss that
 needs the model itself (physics-informed losses differentiate the network with respect to
@@ -34,7 +41,7 @@ from torch.func import functional_call
 from daskie.errors import SpecError
 from daskie.train.objective import Layout
 
-__all__ = ["ModelLoss", "ModuleObjective"]
+__all__ = ["ModelLoss", "ModuleObjective", "Residuals"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,25 @@ class ModelLoss:
     def __post_init__(self):
         if not callable(self.fn):
             raise SpecError(f"ModelLoss.fn must be callable, got {self.fn!r}")
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """A least-squares loss: ``fn(predictions, *targets)`` returns the residuals, one row (or
+    one row of values) per data row; the loss is their sum of squares. A residual of row i
+    must depend on row i of the data only (per-row Jacobians rely on it).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(predictions, *targets) -> tensor`` with the data's row axis first.
+    """
+
+    fn: Callable
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise SpecError(f"Residuals.fn must be callable, got {self.fn!r}")
 
 
 def _as_data(data):
@@ -83,8 +109,9 @@ class ModuleObjective:
     ----------
     module : torch.nn.Module
         The model; its parameters define the layout. It is copied, never trained in place.
-    loss_fn : callable or ModelLoss
-        ``loss_fn(module(inputs), *targets)``, or a :class:`ModelLoss`.
+    loss_fn : callable, ModelLoss or Residuals
+        ``loss_fn(module(inputs), *targets)``, a :class:`ModelLoss`, or :class:`Residuals`
+        (least squares: Levenberg-Marquardt can train it).
     data : tensor or tuple of tensors
         ``(inputs, *targets)`` sharing their first (row) axis.
     """
@@ -92,7 +119,7 @@ class ModuleObjective:
     def __init__(self, module, loss_fn, data):
         if not isinstance(module, torch.nn.Module):
             raise SpecError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        if not (callable(loss_fn) or isinstance(loss_fn, ModelLoss)):
+        if not (callable(loss_fn) or isinstance(loss_fn, (ModelLoss, Residuals))):
             raise SpecError(f"loss_fn must be callable, got {loss_fn!r}")
         params = dict(module.named_parameters())
         if not params:
@@ -149,7 +176,40 @@ class ModuleObjective:
         model = self._model(theta)
         if isinstance(self.loss_fn, ModelLoss):
             return self.loss_fn.fn(model, *batch)
+        if isinstance(self.loss_fn, Residuals):
+            r = self.loss_fn.fn(model(batch[0]), *batch[1:]).reshape(-1)
+            return r @ r
         return self.loss_fn(model(batch[0]), *batch[1:])
+
+    def _require_residuals(self):
+        if not isinstance(self.loss_fn, Residuals):
+            raise SpecError("Levenberg-Marquardt needs residuals: pass the loss as "
+                            "daskie.train.module.Residuals(fn) with fn(predictions, *targets)")
+
+    def residuals(self, theta):
+        """The residual vector on the whole data set (loss = its sum of squares)."""
+        self._require_residuals()
+        return self.loss_fn.fn(self._model(theta)(self.data[0]), *self.data[1:]).reshape(-1)
+
+    def jacobian(self, theta, chunk: int = 4096):
+        """``(r, J)`` with ``J = dr/dtheta`` from per-row parameter gradients (``vmap`` of
+        ``jacrev`` over one row at a time, ``chunk`` rows per batch)."""
+        from torch.func import jacrev, vmap
+
+        self._require_residuals()
+        theta = theta.detach()
+
+        def row(th, *one):
+            batch = tuple(t.unsqueeze(0) for t in one)
+            return self.loss_fn.fn(self._model(th)(batch[0]), *batch[1:]).reshape(-1)
+
+        per_row = vmap(jacrev(row), in_dims=(None, *[0] * len(self.data)))
+        n = self.n_data
+        J = torch.cat([per_row(theta, *(t[s:s + chunk] for t in self.data)).reshape(-1, theta.numel())
+                       for s in range(0, n, chunk)])
+        with torch.no_grad():
+            r = self.residuals(theta)
+        return r, J
 
     def loss(self, theta):
         """Loss on the whole data set."""
