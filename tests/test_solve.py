@@ -9,7 +9,8 @@ import pytest
 import xarray as xr
 
 import daskie
-from daskie import CEPTF, MLP, Adam, LevenbergMarquardt, Monolithic, OrderReduction, QuadratureCollocation
+from daskie import (CEPTF, MLP, Adam, DataParallel, LevenbergMarquardt, Monolithic, OrderReduction,
+                    QuadratureCollocation)
 from daskie.errors import PlanError, SpecError, StoreExistsError, TrainingDiverged
 from daskie.store import RunStore
 
@@ -85,9 +86,11 @@ def test_existing_store_needs_overwrite(client, tmp_path):
     assert again.attrs["epochs"] == 2
 
 
-def test_stopped_and_resumed_equals_uninterrupted(client, tmp_path):
+@pytest.mark.parametrize("strategy", [Monolithic(window=3), DataParallel(shards=2, window=3)],
+                         ids=["monolithic", "data-parallel"])
+def test_stopped_and_resumed_equals_uninterrupted(client, tmp_path, strategy):
     kw = dict(formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=12),
-              strategy=Monolithic(window=3), client=client)
+              strategy=strategy, client=client)
     whole = daskie.solve("nvolterra1d", store=tmp_path / "whole.zarr", **kw)
 
     def stop_after_second(k, summary):
