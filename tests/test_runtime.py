@@ -166,6 +166,22 @@ def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer):
     assert subs and all("+" in s or s in ("mu", "F0.1", "F0.2") for s in subs)
 
 
+def test_data_parallel_with_fp16_all_reduce_trains_close_to_full_precision(e1, client):
+    opt = Adam(lr=1e-2, steps=6)
+    full = solve(e1, SMALL_Q, DataParallel(shards=2, window=3), opt, client=client)
+    half = solve(e1, SMALL_Q, DataParallel(shards=2, window=3, compress="fp16"), opt, client=client)
+    diff = np.abs(_mu(half) - _mu(full)).max()
+    assert 0 < diff < 1e-2 * np.abs(_mu(full)).max()
+
+
+def test_divergence_on_a_rank_is_reported_not_retried(e1, client):
+    from daskie.errors import TrainingDiverged
+
+    bad = Adam(lr=1e-3, steps=2) >> Adam(lr=1e300, decay=0.0, steps=2)
+    with pytest.raises(TrainingDiverged, match="last good state"):
+        solve(e1, SMALL_Q, DataParallel(shards=2, window=4), bad, client=client)
+
+
 @pytest.mark.parametrize("build, match", [
     (lambda: DataParallel(shards=0), "DataParallel.shards"),
     (lambda: DataParallel(method="allgather"), "DataParallel.method"),

@@ -84,20 +84,24 @@ class Group:
         address, else the interface named by ``GLOO_SOCKET_IFNAME``, else the host name).
     method : str
         Default all-reduce method, one of :data:`METHODS`.
+    compress : str or None
+        Default compression of all-reduce payloads (``"fp16"`` or None).
     bucket_mb, chunk_mb : float
         Bucket size for fusing small tensors; piece size of large point-to-point messages.
     """
 
     def __init__(self, rank: int, size: int, host: str, port: int, *, timeout: float = 60.0,
                  local_host: str | None = None, method: str = DEFAULT_METHOD,
-                 bucket_mb: float = 16.0, chunk_mb: float = 4.0):
+                 compress: str | None = None, bucket_mb: float = 16.0, chunk_mb: float = 4.0):
         from torch.distributed import ProcessGroupGloo, TCPStore
 
         if method not in METHODS:
             raise SpecError(f"method must be one of {METHODS}, got {method!r}")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise SpecError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self.rank, self.size, self.method = int(rank), int(size), method
+        if compress not in (None, "fp16"):
+            raise SpecError(f"compress must be None or 'fp16', got {compress!r}")
+        self.rank, self.size, self.method, self.compress = int(rank), int(size), method, compress
         self.timeout = float(timeout)
         self.bucket_bytes = int(bucket_mb * 2**20)
         self.chunk_bytes = max(1024, int(chunk_mb * 2**20))
@@ -181,12 +185,13 @@ class Group:
     def barrier(self):
         """Wait for every rank."""
         t0 = time.perf_counter()
-        self.allreduce(torch.zeros(1, dtype=torch.float32), method="gloo", record=False)
+        self.allreduce(torch.zeros(1, dtype=torch.float32), method="gloo", compress=None,
+                       record=False)
         self._record("barrier", "gloo", 0, t0)
 
     # --- all-reduce --------------------------------------------------------------------
     def allreduce(self, tensor, *, op: str = "sum", method: str | None = None,
-                  compress: str | None = None, key: str = "default", record: bool = True):
+                  compress: str | None = "group", key: str = "default", record: bool = True):
         """Sum (or average, ``op="mean"``) ``tensor`` over the ranks, in place; returns it.
 
         Parameters
@@ -197,9 +202,12 @@ class Group:
             ``"sum"`` or ``"mean"``.
         method : str, optional
             One of :data:`METHODS` (default: the group's).
-        compress : str, optional
-            ``"fp16"``: half-precision payloads with error feedback under ``key``.
+        compress : str or None
+            ``"fp16"``: half-precision payloads with error feedback under ``key``; None: full
+            precision; default: the group's ``compress``.
         """
+        if compress == "group":
+            compress = self.compress
         if tensor.dtype not in (torch.float32, torch.float64):
             raise SpecError(f"allreduce needs a float32 or float64 tensor, got {tensor.dtype}")
         if op not in ("sum", "mean"):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 
 from daskie.collectives.group import Group, GroupError, free_port, local_groups, run_threads
-from daskie.errors import PlanError
+from daskie.errors import DaskieError, PlanError
 
 __all__ = ["run_group", "group_workers"]
 
@@ -125,6 +125,8 @@ def run_group(client, fn, rank_args, *, workers=None, timeout: float = 60.0, nam
             for f in done:
                 if f.status == "error":
                     exc = f.exception()
+                    if isinstance(exc, DaskieError) and not isinstance(exc, GroupError):
+                        raise exc  # deterministic (e.g. TrainingDiverged): a retry cannot help
                     raise GroupError(f"group {name}: rank {futures.index(f)} failed: "
                                      f"{type(exc).__name__}: {exc}") from exc
             pending = list(not_done)

@@ -47,13 +47,11 @@ def _check_spmd_options(owner, timeout, retries, method, compress):
         raise SpecError(f"{owner}.compress must be None or 'fp16', got {compress!r}")
 
 
-def _rank_window(group, ctx, kind, owners, state, steps, window, compress, shards=1):
+def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1):
     """One rank's part of one window (runs inside the rank's task)."""
     from daskie.train.collective import PartitionedObjective, ShardedObjective
 
     _setup(ctx)
-    if compress is not None:
-        _compressing(group, compress)
     if kind == "data":
         obj = ShardedObjective(objective_for(ctx, shard=(group.rank, group.size)), group)
         label = f"shard{group.rank}/{group.size}"
@@ -73,17 +71,6 @@ def _rank_window(group, ctx, kind, owners, state, steps, window, compress, shard
     if records:
         records[-1]["sync_ops"] = len(group.log)
     return state, records
-
-
-def _compressing(group, compress):
-    """Make every all-reduce of ``group`` use ``compress`` (error feedback per key)."""
-    plain = group.allreduce
-
-    def allreduce(tensor, **kw):
-        kw.setdefault("compress", compress)
-        return plain(tensor, **kw)
-
-    group.allreduce = allreduce
 
 
 def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resume=None,
@@ -117,10 +104,10 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
         state, k = TrainState(theta=full.init_params(ctx.seed)), 0
     total = ctx.optimizer.steps
     final = None if resume is None else resume[1]
-    options = {"method": strategy.method}
+    options = {"method": strategy.method, "compress": strategy.compress}
     while state.done is None and state.epoch < total:
         steps = min(strategy.window or total, total - state.epoch)
-        args = [(ctx, kind, owners, state, steps, k, strategy.compress, shards)] * n_ranks
+        args = [(ctx, kind, owners, state, steps, k, shards)] * n_ranks
         for attempt in range(strategy.retries + 1):
             try:
                 workers = None
