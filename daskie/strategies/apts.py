@@ -20,7 +20,8 @@ sharing ``overlap`` of their rows) and splits it into microbatches that all shar
 
 Shards. For :func:`daskie.fit` (a :class:`~daskie.train.module.ModuleObjective`) shard i of N
 holds rows ``i, i + N, ...`` and ``f(w; D_i)`` is the module's loss on those rows (the paper's
-mean over D_i for mean-reduced losses). For :func:`daskie.solve` shard i is
+mean over D_i for mean-reduced losses; N times the shard's sum of squares for
+:class:`~daskie.train.module.Residuals`). For :func:`daskie.solve` shard i is
 ``Objective(formulation.discretize(problem, seed=seed, shard=(i, N)))``; those losses sum to
 the full loss, so ``f(w; D_i)`` is N times the shard's loss (an estimate of the full loss, as
 the mean over a shard is). Objectives may also provide ``shard(k, n)`` (same convention as
@@ -48,8 +49,8 @@ from daskie.errors import SpecError, TrainingDiverged, check_int
 from daskie.strategies.base import Strategy
 from daskie.strategies.paraflow import _generator, _objective, _threads, _where
 from daskie.train.trust_region import (LossFunction, Point, SR1Memory, TrustRegionOptions,
-                                       complete, evaluate, reduction_ratio, resolve_model,
-                                       trust_region_iteration)
+                                       complete, evaluate, is_least_squares, reduction_ratio,
+                                       resolve_model, trust_region_iteration)
 
 __all__ = ["APTS", "SAPTS"]
 
@@ -75,6 +76,7 @@ def _shard(source, objective, k: int, n: int):
     if n == 1:
         return objective, 1.0
     from daskie.graph.tasks import RunContext
+    from daskie.train.module import ModuleObjective
 
     cache = _SHARDS.setdefault(source, {})
     if (k, n) not in cache:
@@ -86,7 +88,14 @@ def _shard(source, objective, k: int, n: int):
         elif callable(getattr(objective, "shard", None)):
             cache[(k, n)] = objective.shard(k, n), float(n)
         else:
-            cache[(k, n)] = _Rows(objective, torch.arange(k, _n_data(objective), n)), 1.0
+            rows = torch.arange(k, _n_data(objective), n)
+            if isinstance(objective, ModuleObjective):  # a module of its own: Jacobians too
+                part = ModuleObjective(objective.module, objective.loss_fn,
+                                       tuple(t[rows] for t in objective.data))
+            else:
+                part = _Rows(objective, rows)
+            # sums of squares add up over shards; other losses are taken as means
+            cache[(k, n)] = part, float(n) if is_least_squares(objective) else 1.0
     return cache[(k, n)]
 
 
@@ -235,6 +244,10 @@ class APTS(TrustRegionOptions, Strategy):
             raise SpecError(f"{type(self).__name__}.subdomains={n} exceeds the {_n_data(objective)} "
                             "rows of the data")
 
+    def resolve_model(self, objective) -> str:
+        """The trust-region model used (``"auto"``: Gauss-Newton for least squares)."""
+        return resolve_model(self.model, objective, type(self).__name__)
+
     # --- the two halves of an iteration ----------------------------------------------------------
     def local_solve(self, objective, source, carry: Carry, i: int, seed: int, model: str):
         """Subdomain i's preconditioning step (Algorithm 1 lines 5-6)."""
@@ -369,7 +382,7 @@ class APTS(TrustRegionOptions, Strategy):
 
         source = objective if source is None else source
         self.check(objective, source)
-        model = resolve_model(self.model, objective, type(self).__name__)
+        model = self.resolve_model(objective)
         if resume is not None:
             w0, outs = resume
             st = outs[0].state
@@ -521,6 +534,9 @@ class SAPTS(APTS):
         if self.model == "gauss-newton":
             raise SpecError("SAPTS.model='gauss-newton' is not available on minibatches; use "
                             "'sr1' or 'first-order'")
+
+    def resolve_model(self, objective):
+        return "sr1" if self.model == "auto" else self.model
 
     def batches(self, n_data: int) -> int:
         """Minibatches per epoch."""

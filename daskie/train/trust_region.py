@@ -37,7 +37,7 @@ from daskie.train.optimizers import Optimizer
 
 __all__ = ["MODELS", "RadiusRule", "TrustRegionOptions", "TrustRegion", "LossFunction", "Point",
            "SR1Memory", "solve_dense", "steihaug_cg", "model_step", "reduction_ratio",
-           "trust_region_iteration", "resolve_model"]
+           "trust_region_iteration", "resolve_model", "is_least_squares"]
 
 #: The quadratic models of the trust-region subproblem.
 MODELS = ("gauss-newton", "sr1", "first-order")
@@ -140,10 +140,20 @@ class TrustRegionOptions:
                           self.max_radius)
 
 
+def is_least_squares(objective) -> bool:
+    """True when ``objective.loss = r @ r`` with ``jacobian(theta) -> (r, J)`` available
+    (integral-equation objectives; torch modules trained on :class:`~daskie.train.module.Residuals`)."""
+    if not callable(getattr(objective, "jacobian", None)):
+        return False
+    from daskie.train.module import ModuleObjective, Residuals
+
+    return not isinstance(objective, ModuleObjective) or isinstance(objective.loss_fn, Residuals)
+
+
 def resolve_model(model: str, objective, owner: str = "TrustRegion") -> str:
-    """The model for ``objective``: ``"auto"`` picks Gauss-Newton when the objective is a
-    least-squares one with ``jacobian(theta) -> (r, J)``, SR1 otherwise."""
-    least_squares = callable(getattr(objective, "jacobian", None))
+    """The model for ``objective``: ``"auto"`` picks Gauss-Newton for least-squares objectives
+    (:func:`is_least_squares`), SR1 otherwise."""
+    least_squares = is_least_squares(objective)
     if model == "auto":
         return "gauss-newton" if least_squares else "sr1"
     if model == "gauss-newton" and not least_squares:
