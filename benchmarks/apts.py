@@ -241,8 +241,20 @@ def main(argv=None):
             e1_rows(records, client)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(records, fh, indent=1, default=float)
+        write_json(records, args.out)
+
+
+def write_json(records, path):
+    """One record per line, curve values to 5 significant digits (the file stays small)."""
+    def short(v):
+        if isinstance(v, float):
+            return float(f"{v:.5g}")
+        return [short(x) for x in v] if isinstance(v, list) else v
+
+    lines = [json.dumps({k: short(v) if k == "curves" or k == "curve" else v for k, v in r.items()},
+                        default=float) for r in records]
+    with open(path, "w") as fh:
+        fh.write("[\n" + ",\n".join(lines) + "\n]\n")
 
 
 if __name__ == "__main__":
