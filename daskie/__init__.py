@@ -15,7 +15,7 @@ _LAZY = {
     "QuadratureCollocation": "daskie.formulations", "OrderReduction": "daskie.formulations",
     "MLP": "daskie.nn",
     "Adam": "daskie.train", "LBFGS": "daskie.train", "LevenbergMarquardt": "daskie.train",
-    "Chain": "daskie.train",
+    "Chain": "daskie.train", "TrustRegion": "daskie.train",
     "Monolithic": "daskie.strategies", "CEPTF": "daskie.strategies",
     "DataParallel": "daskie.strategies",
     "ParaFlow": "daskie.strategies", "ParaFlowS": "daskie.strategies",

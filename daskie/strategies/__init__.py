@@ -5,4 +5,4 @@ from daskie.strategies.base import CEPTF, Monolithic, Strategy
 from daskie.strategies.paraflow import GradientDescent, ParaFlow, ParaFlowS
 from daskie.strategies.spmd import DataParallel
 
-__all__ = ["CEPTF", "DataParallel", "GradientDescent", "Monolithic", "ParaFlow", "ParaFlowS", "Strategy"]
+__all__ = ["APTS", "CEPTF", "DataParallel", "SAPTS", "GradientDescent", "Monolithic", "ParaFlow", "ParaFlowS", "Strategy"]

@@ -3,6 +3,7 @@
 from daskie.train.loop import TrainState, advance, train
 from daskie.train.objective import Objective
 from daskie.train.optimizers import LBFGS, Adam, Chain, LevenbergMarquardt, Optimizer
+from daskie.train.trust_region import TrustRegion
 
 __all__ = ["Adam", "Chain", "LBFGS", "LevenbergMarquardt", "Objective", "Optimizer",
-           "TrainState", "advance", "train"]
+           "TrainState", "TrustRegion", "advance", "train"]
