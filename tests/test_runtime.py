@@ -317,3 +317,14 @@ def test_module_jacobian_matches_jacrev_and_lm_needs_residuals():
     plain = ModuleObjective(net, torch.nn.MSELoss(), (x, y))
     with pytest.raises(SpecError, match="Residuals"):
         plain.jacobian(theta)
+
+
+def test_rebalancing_between_windows_changes_placement_not_numbers(e1, client):
+    opt = Adam(lr=1e-2, steps=6)
+    fixed = solve(e1, SMALL_OR, CEPTF(window=2), opt, client=client, workers=2)
+    moving = solve(e1, SMALL_OR, CEPTF(window=2, rebalance=True), opt, client=client, workers=2)
+    np.testing.assert_array_equal(_mu(moving), _mu(fixed))
+    placements = [p for p in moving["history_placement"].values if isinstance(p, str) and p]
+    assert len(placements) == 3 and all(" | " in p for p in placements)
+    with pytest.raises(SpecError, match="rebalance"):
+        CEPTF(order="jacobi", rebalance=True)

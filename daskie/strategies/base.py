@@ -114,6 +114,10 @@ class CEPTF(Strategy):
         Plan is made for ``workers // shards`` groups. First-order optimizers only
         (Levenberg-Marquardt's normal equations need ``shards=1``; use
         :class:`~daskie.strategies.DataParallel` for row-split LM).
+    rebalance : bool
+        ``"joint"``: after every window, re-pack the Plan's groups from each worker's
+        measured compute time per step (:func:`daskie.plan.planner.rebalance`); the numbers
+        do not change, only which worker evaluates which sub-model.
     method, compress, timeout, retries :
         Collective options of ``"joint"`` (see :class:`~daskie.strategies.DataParallel`).
     """
@@ -122,6 +126,7 @@ class CEPTF(Strategy):
     order: str = "joint"
     polish: int = 0
     shards: int = 1
+    rebalance: bool = False
     method: str = "gloo"
     compress: str | None = None
     timeout: float = 120.0
@@ -138,6 +143,10 @@ class CEPTF(Strategy):
         check_int("CEPTF.shards", self.shards)
         if self.shards > 1 and self.order != "joint":
             raise SpecError("CEPTF.shards > 1 (data-parallel groups) needs order='joint'")
+        if not isinstance(self.rebalance, bool):
+            raise SpecError(f"CEPTF.rebalance must be True or False, got {self.rebalance!r}")
+        if self.rebalance and self.order != "joint":
+            raise SpecError("CEPTF.rebalance needs order='joint'")
         if self.order == "joint" and self.polish:
             raise SpecError("CEPTF.polish applies to the block-coordinate orders ('jacobi', "
                             "'gauss-seidel'); order='joint' already trains jointly")

@@ -74,7 +74,7 @@ def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1):
 
 
 def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resume=None,
-                     on_window=None, resources=None, shards=1):
+                     on_window=None, resources=None, shards=1, replan=None):
     """Run a training as a chain of SPMD windows; returns the final outputs (one item).
 
     Parameters
@@ -93,6 +93,9 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
         ``on_window(k, outputs)`` after each window.
     resources : list of str, optional
         Resource tag per rank (``"GPU"`` ranks go to GPU-tagged workers).
+    replan : callable, optional
+        ``replan(per_rank_records) -> (owners, resources)`` after each window: the next
+        window's placement (the numbers do not depend on it).
     """
     from daskie.collectives import GroupError, run_group
 
@@ -133,6 +136,10 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
         if records:
             records[-1]["attempts"] = attempt + 1
             records[-1]["sync_s_max"] = max(rec[-1].get("sync_s", 0.0) for _, rec in results if rec)
+        if replan is not None:
+            owners, resources = replan([rec for _, rec in results])
+            if records:
+                records[-1]["placement"] = " | ".join("+".join(o) for o in owners)
         params = {n: v.clone() for n, v in full.layout.split(state.theta).items()}
         final = [WindowOutput(0, state, params, records)]
         if on_window is not None:
@@ -239,9 +246,27 @@ def joint_ceptf(strategy, ctx, groups, plan, client, *, resume=None, on_window=N
     if shards > 1 and any(isinstance(s, LevenbergMarquardt) for s in ctx.optimizer.stages()):
         raise SpecError("CEPTF.shards > 1 trains with first-order optimizers only; for "
                         "Levenberg-Marquardt split rows with DataParallel(...)")
-    resources = None
-    if plan is not None:
-        resources = [g.resource for g in plan.groups for _ in range(shards)]
+    def tags(p):
+        return None if p is None else [g.resource for g in p.groups for _ in range(shards)]
+
+    current = {"plan": plan}
+
+    def replan(per_rank):
+        """Re-pack the groups by each rank's measured compute time per step."""
+        from daskie.plan.planner import rebalance
+
+        times = {}
+        for r, recs in enumerate(per_rank):
+            if recs and "window_s" in recs[-1]:
+                compute = recs[-1]["window_s"] - recs[-1].get("sync_s", 0.0)
+                g = r // shards
+                times[g] = times.get(g, 0.0) + max(compute, 1e-9) / len(recs) / shards
+        if len(times) == len(current["plan"].groups):
+            current["plan"] = rebalance(current["plan"], times)
+        p = current["plan"]
+        return tuple(g.submodels for g in p.groups), tags(p)
+
+    use_replan = getattr(strategy, "rebalance", False) and plan is not None
     return run_spmd_windows(strategy, ctx, client, "model", len(groups) * shards, owners=groups,
-                            resume=resume, on_window=on_window, resources=resources,
-                            shards=shards)
+                            resume=resume, on_window=on_window, resources=tags(plan),
+                            shards=shards, replan=replan if use_replan else None)
