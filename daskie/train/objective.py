@@ -223,10 +223,11 @@ class Objective:
                 if name not in offsets:
                     continue
                 lo, hi = offsets[name]
+                # in place: no temporary as large as the Jacobian block
                 if kind == "diag":
-                    jb[:, lo:hi] += c[:, None] * point_jac(key)
+                    jb[:, lo:hi].addcmul_(point_jac(key), c[:, None])
                 elif kind == "dense":
-                    jb[:, lo:hi] += c @ point_jac(key)
+                    jb[:, lo:hi].addmm_(c, point_jac(key))
                 else:
                     jb[:, lo:hi] += point_jac(key, row_weights=c)
             rows.append(jb.mul_(scale))  # in place: J is the largest array of a step
