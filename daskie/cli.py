@@ -74,10 +74,12 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_plan(args) -> int:
+    from daskie.errors import check_int
     from daskie.plan import make_plan
     from daskie.problems import catalog
 
     problem = catalog.get(args.name)
+    check_int("--points", args.points, allow_none=True)  # 0 would fall back to the default
     disc = _formulation(args.formulation, args).discretize(problem, seed=args.seed)
     plan = make_plan(disc, workers=args.workers, gpus=args.gpus)
     print(plan.to_json() if args.json else plan.describe())

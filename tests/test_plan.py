@@ -15,7 +15,10 @@ from daskie.formulations.order_reduction import OrderReduction
 from daskie.formulations.quadrature import QuadratureCollocation
 from daskie.nn.mlp import MLP
 from daskie.plan import Placement, Plan, make_plan
+from daskie.plan.plan import ResidualBlock, SubmodelCost
+from daskie.plan.planner import rebalance
 from daskie.problems import catalog
+from daskie.train.objective import Objective
 
 TINY = MLP(hidden=(1,))  # flops(1) = 2, so a plain evaluation on p points costs 6 p
 
@@ -239,6 +242,160 @@ def test_large_simulated_cluster(e1):
     assert plan.dependencies == {0: (1, 2), 1: (0, 2), 2: (0, 1)}
 
 
+def test_simulated_large_cluster_tags_the_heaviest_submodels():
+    # 64 sub-models, C_eff = 63: one group each on 64 workers; the 8 heaviest go to the GPUs.
+    rng = np.random.default_rng(5)
+    costs = {f"s{k:02d}": int(p) for k, p in enumerate(rng.permutation(np.arange(10, 74)))}
+    disc = synthetic(costs)
+    disc.problem = _wide_problem(63)
+    plan = make_plan(disc, workers=64, gpus=8)
+    assert plan.n_sub == 64 and all(len(g.submodels) == 1 for g in plan.groups)
+    heaviest = sorted(costs, key=costs.get, reverse=True)[:8]
+    assert {g.submodels[0] for g in plan.groups if g.resource == "GPU"} == set(heaviest)
+    assert [g.resource for g in plan.groups] == ["GPU"] * 8 + ["CPU"] * 56
+
+
+# --- per sub-model estimates ----------------------------------------------------------------
+def restricted_jacobian(disc, names):
+    """The Jacobian an LM step of ``names`` forms, with the others frozen."""
+    full = Objective(disc)
+    params = full.layout.split(full.init_params(0))
+    obj = Objective(disc, trainable=names, frozen={n: v for n, v in params.items() if n not in names})
+    return obj.jacobian(obj.layout.join({n: params[n] for n in names}))[1]
+
+
+@pytest.mark.parametrize("which", ["e1", "e1_quad"])
+def test_submodel_costs_match_the_jacobians_lm_forms(which, request):
+    disc = request.getfixturevalue(which)
+    plan = make_plan(disc, workers=64)
+    assert [c.name for c in plan.costs] == list(disc.submodels)
+    for cost in plan.costs:
+        sub = disc.submodels[cost.name]
+        jac = restricted_jacobian(disc, [cost.name])
+        assert jac.shape == (cost.jacobian_rows, cost.n_params) == (cost.jacobian_rows, sub.n_params)
+        assert cost.jacobian_bytes == jac.numel() * 8
+        assert cost.points == sum(ev.size for ev in disc.evaluations.values()
+                                  if ev.submodel == cost.name)
+        alone = plan.groups[plan.group_of(cost.name)]
+        assert (cost.flops_per_step, cost.memory_bytes, cost.jacobian_bytes) == \
+            (alone.flops_per_step, alone.memory_bytes, alone.jacobian_bytes)
+    assert {b.name: b.submodels for b in plan.blocks} == disc.couplings
+
+
+def test_group_estimates_add_up_and_the_group_jacobian_is_its_lm_jacobian(e1):
+    plan = make_plan(e1, workers=2)
+    shared = next(g for g in plan.groups if len(g.submodels) == 2)
+    members = [plan.cost_of(n) for n in shared.submodels]
+    assert shared.flops_per_step == pytest.approx(sum(c.flops_per_step for c in members), rel=1e-15)
+    assert shared.memory_bytes == pytest.approx(sum(c.memory_bytes for c in members), rel=1e-15)
+    jac = restricted_jacobian(e1, list(shared.submodels))
+    assert shared.jacobian_bytes == jac.numel() * 8
+    # a shared block counts once for the group, once per sub-model for the sub-models
+    assert shared.jacobian_bytes < sum(c.jacobian_rows for c in members) * \
+        sum(c.n_params for c in members) * 8
+    with pytest.raises(KeyError, match="nope"):
+        plan.cost_of("nope")
+
+
+def test_block_rows_fall_back_to_the_largest_evaluation():
+    disc = synthetic({"a": 30, "b": 20}, couplings=[("a", "b")])  # residual_fn returns nothing
+    plan = make_plan(disc, workers=1)
+    rows = {b.name: b.rows for b in plan.blocks}
+    assert rows == {"owna": 30, "ownb": 20, "a~b": 30}
+    assert plan.cost_of("a").jacobian_rows == 60 and plan.cost_of("b").jacobian_rows == 50
+
+
+# --- rebalance ------------------------------------------------------------------------------
+def abc_plan(gpus=0):
+    # static costs 6000, 3600, 2400: LPT gives {a} and {b, c}
+    disc = synthetic({"a": 1000, "b": 600, "c": 400}, couplings=[("a", "c")])
+    plan = make_plan(disc, workers=2, gpus=gpus)
+    assert [g.submodels for g in plan.groups] == [("a",), ("b", "c")]
+    return plan
+
+
+def test_rebalance_with_times_proportional_to_flops_keeps_the_groups(e1):
+    for plan in (abc_plan(), make_plan(e1, workers=2, gpus=1)):
+        again = rebalance(plan, {c.name: c.flops_per_step * 1e-9 for c in plan.costs})
+        assert [g.submodels for g in again.groups] == [g.submodels for g in plan.groups]
+        assert [g.resource for g in again.groups] == [g.resource for g in plan.groups]
+        assert again.dependencies == plan.dependencies
+        assert [g.step_s for g in again.groups] == \
+            pytest.approx([g.flops_per_step * 1e-9 for g in plan.groups], rel=1e-12)
+        assert all(g.step_s is None for g in plan.groups)
+
+
+def test_rebalance_repacks_by_measured_times():
+    plan = abc_plan(gpus=1)
+    # measured: a is the cheapest after all; LPT on (b 3.5, c 2, a 1) gives {b} and {c, a}
+    new = rebalance(plan, {"a": 1.0, "b": 3.5, "c": 2.0})
+    assert [g.submodels for g in new.groups] == [("b",), ("a", "c")]
+    assert [g.step_s for g in new.groups] == [3.5, 3.0]
+    assert [g.resource for g in new.groups] == ["GPU", "CPU"]
+    assert new.dependencies == {0: (), 1: ()}  # a and c, the coupled pair, now train together
+    # static estimates travel with the groups
+    assert new.groups[1].flops_per_step == 6.0 * (1000 + 400)
+    assert (new.n_sub, new.costs, new.blocks, new.c_eff) == (plan.n_sub, plan.costs, plan.blocks,
+                                                             plan.c_eff)
+    assert Plan.from_json(new.to_json()) == new
+
+
+def test_rebalance_by_group_splits_a_groups_time_by_flops():
+    plan = abc_plan()
+    # group 1 = {b, c}: 5 s split 3 : 2 by their FLOPs (3600 : 2400); group 0 = {a}: 1 s
+    by_group = rebalance(plan, {0: 1.0, 1: 5.0})
+    assert by_group == rebalance(plan, {"a": 1.0, "b": 3.0, "c": 2.0})
+    # a sub-model's own time takes precedence over its group's share
+    assert rebalance(plan, {1: 5.0, "b": 0.5, "a": 1.0}).groups[0].submodels == ("c",)
+
+
+def test_rebalance_costs_unmeasured_submodels_at_the_measured_rate():
+    plan = abc_plan()
+    # a: 2 s for 6000 FLOPs -> b 1.2 s, c 0.8 s
+    new = rebalance(plan, {"a": 2.0})
+    assert [g.submodels for g in new.groups] == [("a",), ("b", "c")]
+    assert [g.step_s for g in new.groups] == pytest.approx([2.0, 2.0], rel=1e-15)
+
+
+def test_rebalance_a_single_group():
+    disc = synthetic({"a": 10, "b": 20})
+    plan = make_plan(disc, workers=1)
+    new = rebalance(plan, {0: 0.25})
+    assert new.groups[0].submodels == plan.groups[0].submodels and new.groups[0].step_s == 0.25
+
+
+@pytest.mark.parametrize("times, word", [
+    ({}, "non-empty"),
+    ([("a", 1.0)], "dict"),
+    ({"nope": 1.0}, "nope"),
+    ({2: 1.0}, "group index"),
+    ({-1: 1.0}, "group index"),
+    ({True: 1.0}, "group index"),
+    ({0: 0.0}, r"step_times\[0\]"),
+    ({"a": float("nan")}, "step_times"),
+    ({"a": True}, "step_times"),
+    ({"a": "1"}, "step_times"),
+])
+def test_rebalance_rejects_bad_times(times, word):
+    with pytest.raises(SpecError, match=word):
+        rebalance(abc_plan(), times)
+
+
+def test_rebalance_needs_a_plan_with_costs():
+    plan = abc_plan()
+    old = plan.to_dict()
+    del old["costs"], old["blocks"]
+    for g in old["groups"]:
+        del g["jacobian_bytes"]
+    legacy = Plan.from_dict(old)  # plans written before the estimates still read
+    assert legacy.costs == () and legacy.blocks == () and legacy.groups[0].jacobian_bytes == 0.0
+    assert [g.submodels for g in legacy.groups] == [g.submodels for g in plan.groups]
+    with pytest.raises(SpecError, match="make_plan"):
+        rebalance(legacy, {0: 1.0})
+    with pytest.raises(SpecError, match="plan"):
+        rebalance(plan.to_dict(), {0: 1.0})
+
+
 # --- data -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("workers, gpus", [(2, 0), (64, 8)])
 def test_json_round_trip_is_exact(e1, workers, gpus):
@@ -249,6 +406,9 @@ def test_json_round_trip_is_exact(e1, workers, gpus):
     assert json.loads(plan.to_json()) == plan.to_dict()
     assert Plan.from_dict(plan.to_dict()) == plan
     assert all(isinstance(g, Placement) for g in back.groups)
+    assert all(isinstance(c, SubmodelCost) for c in back.costs) and back.costs == plan.costs
+    assert all(isinstance(b, ResidualBlock) for b in back.blocks) and back.blocks == plan.blocks
+    assert "step_s" not in plan.to_dict()["groups"][0]
 
 
 def test_plan_is_deterministic():
@@ -288,6 +448,24 @@ def test_describe_shortens_long_groups():
     disc = synthetic({f"s{k}": 10 for k in range(20)})
     text = make_plan(disc, workers=1).describe()
     assert "+14 more" in text
+    assert "+8 more sub-models" in text
+
+
+def test_describe_lists_submodel_estimates_and_measured_times(e1):
+    plan = make_plan(e1, workers=2)
+    lines = plan.describe().splitlines()
+    head = lines.index(next(line for line in lines if line.startswith("sub-model")))
+    assert "LM Jacobian MB" in lines[head]
+    for cost, line in zip(sorted(plan.costs, key=lambda c: -c.flops_per_step), lines[head + 1:head + 4]):
+        assert line.split()[:3] == [cost.name, str(cost.n_params), str(cost.points)]
+        assert line.split()[-1] == f"{cost.jacobian_bytes / 1e6:.4g}"
+    assert "s/step" not in plan.describe()
+    timed = rebalance(plan, {0: 0.5, 1: 0.25})
+    lines = timed.describe().splitlines()
+    head = lines.index(next(line for line in lines if line.startswith("group")))
+    assert lines[head].split()[-3:] == ["s/step", "couples", "to"]
+    for g, line in zip(timed.groups, lines[head + 1:]):
+        assert line.split()[-2] == f"{g.step_s:.4g}"
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -310,6 +488,48 @@ def test_bad_arguments_name_themselves(e1, kwargs, word):
 def test_disc_must_be_a_discretization():
     with pytest.raises(SpecError, match="disc"):
         make_plan(catalog.get("E1"))
+
+
+# --- command line ---------------------------------------------------------------------------
+def test_cli_plan_prints_the_plan(capsys):
+    from daskie.cli import main
+
+    assert main(["plan", "E1", "--workers", "64", "--gpus", "8", "--points", "64", "--json"]) == 0
+    plan = Plan.from_json(capsys.readouterr().out)
+    assert (plan.workers, plan.gpus, plan.n_sub) == (64, 8, 3)
+    assert all(g.resource == "GPU" for g in plan.groups)
+    assert sorted(c.name for c in plan.costs) == ["F0.1", "F0.2", "mu"]
+    disc = OrderReduction(points=64).discretize(catalog.get("E1"))
+    assert plan == make_plan(disc, workers=64, gpus=8)
+    assert main(["plan", "E1", "--workers", "2", "--points", "64"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Plan for E1 (order_reduction): 3 sub-models in 2 groups on 2 workers")
+    assert "LM Jacobian MB" in text
+
+
+@pytest.mark.parametrize("args, word", [
+    (["plan", "E1", "--workers", "0"], "workers"),
+    (["plan", "E1", "--workers", "4", "--gpus", "5"], "gpus"),
+    (["plan", "E1", "--gpus", "-1"], "gpus"),
+    (["plan", "nosuch"], "unknown problem"),
+    (["plan", "E1", "--points", "0"], "points"),
+])
+def test_cli_plan_bad_input_is_one_line_and_exit_2(capsys, args, word):
+    from daskie.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert word in err and len(err.strip().splitlines()) == 1 and err.startswith("daskie: error:")
+
+
+def test_cli_plan_bad_option_value_exits_2(capsys):
+    from daskie.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", "E1", "--workers", "many"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--workers" in err and len(err.strip().splitlines()) == 1
 
 
 def test_planner_imports_no_dask_or_zarr():

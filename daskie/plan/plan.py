@@ -14,7 +14,7 @@ from functools import cached_property
 
 from daskie.errors import SpecError
 
-__all__ = ["Placement", "Plan"]
+__all__ = ["Placement", "Plan", "ResidualBlock", "SubmodelCost"]
 
 #: Resource tags a placement may carry (the names of Dask worker resources).
 RESOURCES = ("GPU", "CPU")
@@ -40,6 +40,13 @@ class Placement:
         Estimated training memory of the group: per sub-model ``n_params * 8 * 4`` (float64
         parameters, gradients and two Adam moments) plus ``points * sum(layer widths) * 8 * 3``
         for the stored activations.
+    jacobian_bytes : float
+        Bytes of the float64 Jacobian of one Levenberg-Marquardt step of the group:
+        ``rows x parameters x 8``, with the rows of every residual block that involves one of
+        its sub-models and the parameters of all of them (0 in plans written before it existed).
+    step_s : float or None
+        Measured seconds per training step, set by :func:`daskie.plan.planner.rebalance`
+        (None in a plan made from the static estimates alone).
     """
 
     index: int
@@ -47,21 +54,109 @@ class Placement:
     resource: str
     flops_per_step: float
     memory_bytes: float
+    jacobian_bytes: float = 0.0
+    step_s: float | None = None
 
     def to_dict(self) -> dict:
-        """JSON-compatible dict (the sub-models as a list)."""
-        return {"index": self.index, "submodels": list(self.submodels), "resource": self.resource,
-                "flops_per_step": self.flops_per_step, "memory_bytes": self.memory_bytes}
+        """JSON-compatible dict (the sub-models as a list; ``step_s`` only when measured)."""
+        out = {"index": self.index, "submodels": list(self.submodels), "resource": self.resource,
+               "flops_per_step": self.flops_per_step, "memory_bytes": self.memory_bytes,
+               "jacobian_bytes": self.jacobian_bytes}
+        if self.step_s is not None:
+            out["step_s"] = self.step_s
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Placement":
-        """Inverse of :meth:`to_dict`."""
-        _require(data, [f.name for f in fields(cls)], "placement")
+        """Inverse of :meth:`to_dict` (``jacobian_bytes`` and ``step_s`` may be absent)."""
+        _require(data, ["index", "submodels", "resource", "flops_per_step", "memory_bytes"],
+                 "placement")
         if data["resource"] not in RESOURCES:
             raise SpecError(f"placement resource must be one of {RESOURCES}, got {data['resource']!r}")
+        step_s = data.get("step_s")
         return cls(index=int(data["index"]), submodels=tuple(str(s) for s in data["submodels"]),
                    resource=str(data["resource"]), flops_per_step=float(data["flops_per_step"]),
-                   memory_bytes=float(data["memory_bytes"]))
+                   memory_bytes=float(data["memory_bytes"]),
+                   jacobian_bytes=float(data.get("jacobian_bytes", 0.0)),
+                   step_s=None if step_s is None else float(step_s))
+
+
+@dataclass(frozen=True)
+class SubmodelCost:
+    """The planner's estimates for one sub-model's training step.
+
+    Parameters
+    ----------
+    name : str
+        The sub-model.
+    n_params : int
+        Its number of parameters P.
+    points : int
+        Points over all of its evaluations (plain and derivative).
+    flops_per_step : float
+        Forward plus backward multiply-adds of its MLP at those points:
+        ``points * net.flops(in_dim) * 3`` per evaluation, doubled for a derivative evaluation.
+    memory_bytes : float
+        ``n_params * 8 * 4`` (float64 parameters, gradients, two Adam moments) plus
+        ``points * sum(layer widths) * 8 * 3`` (stored activations).
+    jacobian_rows : int
+        N: residual rows of the blocks that involve it (the rows of its columns of J).
+    jacobian_bytes : float
+        ``N * P * 8``: its float64 Jacobian columns in a Levenberg-Marquardt step.
+    """
+
+    name: str
+    n_params: int
+    points: int
+    flops_per_step: float
+    memory_bytes: float
+    jacobian_rows: int
+    jacobian_bytes: float
+
+    def to_dict(self) -> dict:
+        """JSON-compatible dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SubmodelCost":
+        """Inverse of :meth:`to_dict`."""
+        _require(data, [f.name for f in fields(cls)], "sub-model cost")
+        return cls(name=str(data["name"]), n_params=int(data["n_params"]),
+                   points=int(data["points"]),
+                   flops_per_step=float(data["flops_per_step"]),
+                   memory_bytes=float(data["memory_bytes"]),
+                   jacobian_rows=int(data["jacobian_rows"]),
+                   jacobian_bytes=float(data["jacobian_bytes"]))
+
+
+@dataclass(frozen=True)
+class ResidualBlock:
+    """One residual block of the discretization, as far as planning needs it.
+
+    Parameters
+    ----------
+    name : str
+        The block (``Discretization.block_evaluations`` key).
+    submodels : tuple of str
+        The sub-models whose evaluations it reads (sorted).
+    rows : int
+        Its number of residual rows.
+    """
+
+    name: str
+    submodels: tuple[str, ...]
+    rows: int
+
+    def to_dict(self) -> dict:
+        """JSON-compatible dict."""
+        return {"name": self.name, "submodels": list(self.submodels), "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ResidualBlock":
+        """Inverse of :meth:`to_dict`."""
+        _require(data, ["name", "submodels", "rows"], "residual block")
+        return cls(name=str(data["name"]), submodels=tuple(str(s) for s in data["submodels"]),
+                   rows=int(data["rows"]))
 
 
 @dataclass(frozen=True)
@@ -88,6 +183,12 @@ class Plan:
         For each group, the other groups it shares a residual block with (symmetric).
     workers, gpus : int
         The cluster the plan was made for.
+    costs : tuple of SubmodelCost
+        Per sub-model estimates, in the discretization's order (empty in plans written
+        before they existed).
+    blocks : tuple of ResidualBlock
+        The residual blocks and the sub-models each couples (what
+        :func:`daskie.plan.planner.rebalance` re-packs by); empty in older plans.
     """
 
     problem: str
@@ -101,6 +202,8 @@ class Plan:
     dependencies: dict[int, tuple[int, ...]]
     workers: int
     gpus: int
+    costs: tuple[SubmodelCost, ...] = ()
+    blocks: tuple[ResidualBlock, ...] = ()
 
     @property
     def complexity(self) -> float:
@@ -130,6 +233,20 @@ class Plan:
             raise KeyError(f"the plan has no sub-model {submodel!r}; it has "
                            f"{', '.join(self.submodels)}") from None
 
+    def cost_of(self, submodel: str) -> SubmodelCost:
+        """The planner's estimates for ``submodel``.
+
+        Raises
+        ------
+        KeyError
+            If the plan has no estimates for a sub-model of that name.
+        """
+        for cost in self.costs:
+            if cost.name == submodel:
+                return cost
+        raise KeyError(f"the plan has no cost estimates for {submodel!r}; it has them for "
+                       f"{', '.join(c.name for c in self.costs) or 'no sub-model'}")
+
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict:
         """JSON-compatible dict: lists for tuples, string keys for ``dependencies``."""
@@ -140,6 +257,8 @@ class Plan:
             "groups": [g.to_dict() for g in self.groups],
             "dependencies": {str(k): list(v) for k, v in self.dependencies.items()},
             "workers": self.workers, "gpus": self.gpus,
+            "costs": [c.to_dict() for c in self.costs],
+            "blocks": [b.to_dict() for b in self.blocks],
         }
 
     def to_json(self) -> str:
@@ -148,8 +267,11 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
-        """Inverse of :meth:`to_dict`: ``Plan.from_dict(p.to_dict()) == p``."""
-        _require(data, [f.name for f in fields(cls)], "plan")
+        """Inverse of :meth:`to_dict`: ``Plan.from_dict(p.to_dict()) == p``.
+
+        ``costs`` and ``blocks`` may be absent (plans written before they existed).
+        """
+        _require(data, [f.name for f in fields(cls) if f.name not in ("costs", "blocks")], "plan")
         return cls(
             problem=str(data["problem"]), formulation=str(data["formulation"]),
             term_weights=tuple(float(w) for w in data["term_weights"]),
@@ -158,6 +280,8 @@ class Plan:
             groups=tuple(Placement.from_dict(g) for g in data["groups"]),
             dependencies={int(k): tuple(int(j) for j in v) for k, v in data["dependencies"].items()},
             workers=int(data["workers"]), gpus=int(data["gpus"]),
+            costs=tuple(SubmodelCost.from_dict(c) for c in data.get("costs", ())),
+            blocks=tuple(ResidualBlock.from_dict(b) for b in data.get("blocks", ())),
         )
 
     @classmethod
@@ -166,13 +290,16 @@ class Plan:
         return cls.from_dict(json.loads(text))
 
     # --- display ------------------------------------------------------------------------
-    def describe(self, max_names: int = 6) -> str:
-        """A printable summary: Algorithm 1's quantities, then one row per group.
+    def describe(self, max_names: int = 6, max_submodels: int = 12) -> str:
+        """A printable summary: Algorithm 1's quantities, the heaviest sub-models' estimates,
+        then one row per group.
 
         Parameters
         ----------
         max_names : int
             Sub-model names listed per group before the rest is counted (``+N more``).
+        max_submodels : int
+            Sub-models listed with their estimates, heaviest first, before the rest is counted.
         """
         weights = ", ".join(f"{w:g}" for w in self.term_weights)
         dims = ", ".join(str(n) for n in self.term_dims)
@@ -186,17 +313,33 @@ class Plan:
             f"  C_eff = sum omega_i n_i = {self.c_eff:g}",
             f"  N_max = {self.n_max}, N_sub = min(ceil(C_eff) + 1, N_max, sub-models) = {self.n_sub}",
         ]
-        rows = [("group", "sub-models", "resource", "GFLOP/step", "memory MB", "couples to")]
+        if self.costs:
+            heaviest = sorted(self.costs, key=lambda c: -c.flops_per_step)
+            rows = [("sub-model", "params", "points", "GFLOP/step", "memory MB", "LM Jacobian MB")]
+            rows += [(c.name, str(c.n_params), str(c.points), f"{c.flops_per_step / 1e9:.4g}",
+                      f"{c.memory_bytes / 1e6:.4g}", f"{c.jacobian_bytes / 1e6:.4g}")
+                     for c in heaviest[:max_submodels]]
+            head += _table(rows)
+            if len(heaviest) > max_submodels:
+                head.append(f"+{len(heaviest) - max_submodels} more sub-models")
+        timed = any(g.step_s is not None for g in self.groups)
+        rows = [("group", "sub-models", "resource", "GFLOP/step", "memory MB", "LM Jacobian MB")
+                + (("s/step",) if timed else ()) + ("couples to",)]
         for g in self.groups:
             names = list(g.submodels[:max_names])
             if len(g.submodels) > max_names:
                 names.append(f"+{len(g.submodels) - max_names} more")
             deps = ", ".join(str(j) for j in self.dependencies.get(g.index, ())) or "-"
+            step = (("-" if g.step_s is None else f"{g.step_s:.4g}",) if timed else ())
             rows.append((str(g.index), ", ".join(names), g.resource, f"{g.flops_per_step / 1e9:.4g}",
-                         f"{g.memory_bytes / 1e6:.4g}", deps))
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        table = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-        return "\n".join(head + table)
+                         f"{g.memory_bytes / 1e6:.4g}", f"{g.jacobian_bytes / 1e6:.4g}")
+                        + step + (deps,))
+        return "\n".join(head + _table(rows))
+
+
+def _table(rows):
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
 
 
 def _count(n, noun):
