@@ -12,8 +12,9 @@ For each problem (order reduction: mu and the F_{i,m} sub-models) and each confi
 * ``ceptf``    — ``CEPTF(order="joint")``: the Plan's two groups on the two workers, values
   and gradients exchanged every step (exact joint training);
 * ``ceptf-dp`` — ``CEPTF(shards=2)``: one Plan group spread over both workers (data-parallel
-  group, first-order optimizers) — or, with ``--optimizer lm``, ``DataParallel`` (the row
-  split of the normal equations) next to ``ceptf`` (the column split).
+  group). With ``--optimizer lm`` instead: ``ceptf`` forms the normal equations by the row
+  split (its default), ``ceptf-cols`` by the column split (each worker the Jacobian columns
+  of its own sub-models), and ``dp`` is ``DataParallel`` for comparison.
 
 All configurations take the same steps (joint CEPTF is monolithic training split over
 workers), so they reach the target at the same step; the wall time to it is read from the
@@ -50,7 +51,8 @@ def configs(optimizer_name):
     out = {"mono-all": lambda w: mono(w, None), "mono-1t": lambda w: mono(w, 1),
            "ceptf": lambda w: (CEPTF(window=w), "cluster", 1)}
     if optimizer_name == "lm":
-        out["dp-rows"] = lambda w: (DataParallel(shards=2, window=w), "cluster", 1)
+        out["ceptf-cols"] = lambda w: (CEPTF(window=w, lm_split="columns"), "cluster", 1)
+        out["dp"] = lambda w: (DataParallel(shards=2, window=w), "cluster", 1)
     else:
         out["ceptf-dp"] = lambda w: (CEPTF(window=w, shards=2), "cluster", 1)
     return out

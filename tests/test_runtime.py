@@ -152,13 +152,15 @@ def test_data_parallel_adam_full_batch_equals_one_process(e1, client):
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("optimizer", [Adam(lr=1e-2, steps=6),
-                                       LevenbergMarquardt(steps=3, scaling="levenberg")],
-                         ids=["adam", "lm"])
-def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer):
+@pytest.mark.parametrize("optimizer, split", [
+    (Adam(lr=1e-2, steps=6), "rows"),
+    (LevenbergMarquardt(steps=3, scaling="levenberg"), "rows"),
+    (LevenbergMarquardt(steps=3, scaling="levenberg"), "columns")], ids=["adam", "lm-rows", "lm-columns"])
+def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer, split):
     mono = solve(e1, SMALL_OR, Monolithic(), optimizer, client="sync")
-    serial = solve(e1, SMALL_OR, CEPTF(window=3), optimizer, client="sync", workers=2)
-    dist = solve(e1, SMALL_OR, CEPTF(window=3), optimizer, client=client, workers=2)
+    strategy = CEPTF(window=3, lm_split=split)
+    serial = solve(e1, SMALL_OR, strategy, optimizer, client="sync", workers=2)
+    dist = solve(e1, SMALL_OR, strategy, optimizer, client=client, workers=2)
     np.testing.assert_array_equal(_mu(serial), _mu(dist))
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-9)
     assert dist.attrs["epochs"] == optimizer.steps
@@ -190,6 +192,7 @@ def test_divergence_on_a_rank_is_reported_not_retried(e1, client):
     (lambda: DataParallel(compress="bf16"), "DataParallel.compress"),
     (lambda: CEPTF(order="random"), "CEPTF.order"),
     (lambda: CEPTF(polish=5), "polish applies"),
+    (lambda: CEPTF(lm_split="diagonal"), "CEPTF.lm_split"),
     (lambda: LevenbergMarquardt(solver="qr"), "LevenbergMarquardt.solver"),
     (lambda: LevenbergMarquardt(memory_budget="lots"), "LevenbergMarquardt.memory_budget"),
     (lambda: LevenbergMarquardt(cg_tol=2.0), "LevenbergMarquardt.cg_tol"),
@@ -280,9 +283,13 @@ def test_ceptf_with_data_parallel_groups_on_a_cluster(e1, client):
     assert subs == {"mu+F0.1+F0.2 shard0/2"}
 
 
-def test_ceptf_shards_refuse_levenberg_marquardt(e1):
-    with pytest.raises(SpecError, match="DataParallel"):
-        solve(e1, SMALL_OR, CEPTF(window=2, shards=2), LevenbergMarquardt(steps=2), client="sync")
+def test_ceptf_shards_with_levenberg_marquardt(e1):
+    opt = LevenbergMarquardt(steps=2, scaling="levenberg")
+    mono = solve(e1, SMALL_OR, Monolithic(), opt, client="sync")
+    rows = solve(e1, SMALL_OR, CEPTF(window=2, shards=2), opt, client="sync")
+    np.testing.assert_allclose(_mu(rows), _mu(mono), rtol=0, atol=1e-9)
+    with pytest.raises(SpecError, match="lm_split='rows'"):
+        solve(e1, SMALL_OR, CEPTF(window=2, shards=2, lm_split="columns"), opt, client="sync")
 
 
 # --- Levenberg-Marquardt for plain torch models ---------------------------------------------

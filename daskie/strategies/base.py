@@ -111,9 +111,14 @@ class CEPTF(Strategy):
     shards : int
         Data-parallel groups (``"joint"``): every Plan group is spread over ``shards``
         workers, each evaluating every ``shards``-th row of the group's evaluations; the
-        Plan is made for ``workers // shards`` groups. First-order optimizers only
-        (Levenberg-Marquardt's normal equations need ``shards=1``; use
-        :class:`~daskie.strategies.DataParallel` for row-split LM).
+        Plan is made for ``workers // shards`` groups.
+    lm_split : str
+        How ``"joint"`` forms Levenberg-Marquardt's normal equations: ``"rows"`` (default:
+        each worker takes every n-th row of every block for all sub-models and one all-reduce
+        sums ``J^T J``) or ``"columns"`` (each worker the Jacobian columns of its own
+        sub-models, all-gathered, then its rows of ``J^T J``). Measured by
+        ``benchmarks/speedup.py --optimizer lm``; the row split moves P x P numbers where
+        the column split moves N x P.
     rebalance : bool
         ``"joint"``: after every window, re-pack the Plan's groups from each worker's
         measured compute time per step (:func:`daskie.plan.planner.rebalance`); the numbers
@@ -126,6 +131,7 @@ class CEPTF(Strategy):
     order: str = "joint"
     polish: int = 0
     shards: int = 1
+    lm_split: str = "rows"
     rebalance: bool = False
     method: str = "gloo"
     compress: str | None = None
@@ -143,6 +149,8 @@ class CEPTF(Strategy):
         check_int("CEPTF.shards", self.shards)
         if self.shards > 1 and self.order != "joint":
             raise SpecError("CEPTF.shards > 1 (data-parallel groups) needs order='joint'")
+        if self.lm_split not in ("rows", "columns"):
+            raise SpecError(f"CEPTF.lm_split must be 'rows' or 'columns', got {self.lm_split!r}")
         if not isinstance(self.rebalance, bool):
             raise SpecError(f"CEPTF.rebalance must be True or False, got {self.rebalance!r}")
         if self.rebalance and self.order != "joint":

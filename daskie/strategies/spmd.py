@@ -47,7 +47,7 @@ def _check_spmd_options(owner, timeout, retries, method, compress):
         raise SpecError(f"{owner}.compress must be None or 'fp16', got {compress!r}")
 
 
-def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1):
+def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1, lm_split="rows"):
     """One rank's part of one window (runs inside the rank's task)."""
     from daskie.train.collective import PartitionedObjective, ShardedObjective
 
@@ -56,7 +56,10 @@ def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1):
         obj = ShardedObjective(objective_for(ctx, shard=(group.rank, group.size)), group)
         label = f"shard{group.rank}/{group.size}"
     else:
-        obj = PartitionedObjective(objective_for(ctx), group, owners, shards)
+        rows = None
+        if lm_split == "rows":
+            rows = ShardedObjective(objective_for(ctx, shard=(group.rank, group.size)), group)
+        obj = PartitionedObjective(objective_for(ctx), group, owners, shards, rows=rows)
         label = "+".join(owners[group.rank // shards]) or "-"
         if shards > 1:
             label += f" shard{group.rank % shards}/{shards}"
@@ -110,7 +113,8 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
     options = {"method": strategy.method, "compress": strategy.compress}
     while state.done is None and state.epoch < total:
         steps = min(strategy.window or total, total - state.epoch)
-        args = [(ctx, kind, owners, state, steps, k, shards)] * n_ranks
+        args = [(ctx, kind, owners, state, steps, k, shards,
+                 getattr(strategy, "lm_split", "rows"))] * n_ranks
         for attempt in range(strategy.retries + 1):
             try:
                 workers = None
@@ -243,9 +247,10 @@ def joint_ceptf(strategy, ctx, groups, plan, client, *, resume=None, on_window=N
     from daskie.train.optimizers import LevenbergMarquardt
 
     shards = strategy.shards
-    if shards > 1 and any(isinstance(s, LevenbergMarquardt) for s in ctx.optimizer.stages()):
-        raise SpecError("CEPTF.shards > 1 trains with first-order optimizers only; for "
-                        "Levenberg-Marquardt split rows with DataParallel(...)")
+    if shards > 1 and strategy.lm_split == "columns" and \
+            any(isinstance(s, LevenbergMarquardt) for s in ctx.optimizer.stages()):
+        raise SpecError("CEPTF.shards > 1 with Levenberg-Marquardt needs lm_split='rows' (the "
+                        "column split gathers whole Jacobian columns per group)")
     def tags(p):
         return None if p is None else [g.resource for g in p.groups for _ in range(shards)]
 

@@ -129,12 +129,17 @@ class PartitionedObjective(_Delegate):
     shards : int
         Ranks per group (data-parallel groups): rank ``r`` belongs to group ``r // shards``
         and evaluates rows ``s, s + shards, ...`` (``s = r % shards``) of its group's
-        evaluations; the group size must be ``len(owners) * shards``. The normal equations
-        (Levenberg-Marquardt) need ``shards == 1``.
+        evaluations; the group size must be ``len(owners) * shards``. The column-split
+        normal equations need ``shards == 1``.
+    rows : ShardedObjective, optional
+        When given, the Gauss-Newton normal equations come from it (a row split over the
+        same ranks, all sub-models per rank) instead of gathering Jacobian columns: the row
+        split moves only ``J^T J`` (P x P) where the column split moves ``J`` (N x P).
     """
 
-    def __init__(self, local, group, owners, shards: int = 1):
+    def __init__(self, local, group, owners, shards: int = 1, rows=None):
         super().__init__(local, group)
+        self.rows = rows
         names = [n for own in owners for n in own]
         if sorted(names) != sorted(local.layout.names):
             raise ValueError(f"owners {owners} must cover the sub-models {local.layout.names} "
@@ -229,9 +234,11 @@ class PartitionedObjective(_Delegate):
     def normal_equations(self, theta):
         """Joint ``(loss, J^T J, J^T r)``: own Jacobian columns, all-gathered, then each rank
         forms its rows of ``J^T J`` and the rows are all-gathered (model-parallel LM)."""
+        if self.rows is not None:
+            return self.rows.normal_equations(theta)
         if self.shards != 1:
-            raise NotImplementedError("model-parallel normal equations need one rank per group "
-                                      "(shards=1); use DataParallel for row-split LM")
+            raise NotImplementedError("column-split normal equations need one rank per group "
+                                      "(shards=1); pass rows= for the row split")
         theta = theta.detach()
         with torch.no_grad():
             values = self.values(theta)
