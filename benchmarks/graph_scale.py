@@ -6,14 +6,12 @@ real Dask scheduler, without training.
 
 The plan comes from the real planner (``make_plan(disc, workers=64, gpus=8)``) applied to a
 synthetic discretization of 64 sub-models whose problem has 63 Fredholm terms (C_eff = 63, so
-N_sub = 64); the 8 heaviest groups are tagged GPU. The graph is the one
-``daskie.graph.builder`` builds for ``CEPTF(window=1, order="jacobi")``, with the same keys
-(``context-<token>``, ``init-g<g>-<token>``, ``window-<k:05d>-g<g>-<token>``), the same
-inputs (window k of group g reads its own and every other group's window k-1 output) and the
-Plan's resource tag on every window task (``dask.annotate``), but a trivial task function:
-nothing is trained. ``builder.build`` itself is timed on short chains (``--builder-windows``),
-since it grows faster than linearly in the number of windows (each ``delayed`` call merges
-its inputs' whole graphs) and cannot build 1000 windows of 64 groups in reasonable time.
+N_sub = 64); the 8 heaviest groups are tagged GPU. The "ceptf" graph is the one
+``daskie.graph.builder.build`` makes for ``CEPTF(window=1, order="jacobi")`` (keys
+``window-<k:05d>-g<g>-<token>``; window k of group g reads its own and every other group's
+window k-1 output; the Plan's resource tag on every window task), started from a resume
+point so that nothing can run: no training. ``build`` is linear in the number of tasks (one
+HighLevelGraph layer per group). ``--builder-windows`` also times shorter chains.
 
 The graph goes to a LocalCluster(2 workers x 1 thread, 127.0.0.1) whose workers declare no
 resources, so the scheduler accepts every task and none runs (they wait for a GPU/CPU
@@ -149,8 +147,9 @@ def submit_and_cancel(client, collection, expected: int, token: str):
     return submit, accept, info
 
 
-def time_builder(plan, windows: int) -> float:
-    """Seconds ``daskie.graph.builder.build`` takes for ``windows`` CEPTF (Jacobi) windows."""
+def builder_graph(plan, windows: int, token: str = "builder-scale"):
+    """``daskie.graph.builder.build`` for ``windows`` CEPTF (Jacobi) windows of ``plan``:
+    ``(final window's Delayed objects, seconds)``."""
     import torch
 
     from daskie.graph import builder
@@ -159,13 +158,18 @@ def time_builder(plan, windows: int) -> float:
     from daskie.train.loop import TrainState
 
     ctx = RunContext(problem=None, formulation=None, optimizer=None, seed=0, target_loss=0.0,
-                     threads=1, token="builder-scale")
+                     threads=1, token=token)
     groups = tuple(g.submodels for g in plan.groups)
     start = [WindowOutput(g, TrainState(theta=torch.zeros(1)), {}) for g in range(len(groups))]
     t0 = time.perf_counter()
-    builder.build(CEPTF(window=1, order="jacobi"), ctx, groups, plan, total_steps=windows,
-                  available={"CPU", "GPU"}, resume=(-1, start))
-    return time.perf_counter() - t0
+    graph = builder.build(CEPTF(window=1, order="jacobi"), ctx, groups, plan, total_steps=windows,
+                          available={"CPU", "GPU"}, resume=(-1, start))
+    return graph.windows[-1], time.perf_counter() - t0
+
+
+def time_builder(plan, windows: int) -> float:
+    """Seconds ``daskie.graph.builder.build`` takes for ``windows`` CEPTF (Jacobi) windows."""
+    return builder_graph(plan, windows)[1]
 
 
 def main(argv=None) -> int:
@@ -175,7 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--windows", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--builder-windows", type=int, nargs="*", default=[5, 10, 20],
+    p.add_argument("--builder-windows", type=int, nargs="*", default=[10, 100],
                    help="chain lengths at which to time daskie.graph.builder.build")
     p.add_argument("--out", help="JSON file for the records")
     args = p.parse_args(argv)
@@ -200,16 +204,20 @@ def main(argv=None) -> int:
         for variant in ("ceptf", "barrier"):
             builds, submits, accepts, info = [], [], [], None
             for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                collection = build_window_graph(plan, W, token, barrier=variant == "barrier")
-                builds.append(time.perf_counter() - t0)
+                if variant == "ceptf":
+                    collection, seconds = builder_graph(plan, W, token)
+                else:
+                    t0 = time.perf_counter()
+                    collection = build_window_graph(plan, W, token, barrier=True)
+                    seconds = time.perf_counter() - t0
+                builds.append(seconds)
                 submit, accept, info = submit_and_cancel(client, collection, G * W, token)
                 submits.append(submit)
                 accepts.append(accept)
                 del collection
             # task -> input edges: each window reads the context and its inputs; each init
             # task the context; each gather task the G outputs of its window
-            edges = G + (W * G * (1 + G) if variant == "ceptf" else W * G * 3 + W * G)
+            edges = W * G * (1 + G) if variant == "ceptf" else G + W * G * 3 + W * G
             rec = {"benchmark": "graph_scale", "variant": variant, "groups": G,
                    "gpu_groups": len(gpu_groups), "windows": W, "window_tasks": G * W,
                    "edges": edges, "plan_s": plan_s,

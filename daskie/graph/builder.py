@@ -106,12 +106,54 @@ def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, availabl
         start, outputs = resume
         first = list(outputs)
         start += 1
-    windows, prev = [], first
-    for k in range(start, n_windows):
-        prev = make_window(k, prev)
-        windows.append(prev)
+    windows = _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_windows,
+                     resume)
+    prev = windows[-1] if windows else first
     return WindowGraph(windows, make_polish(prev), tuple(groups), start, first, make_window,
                        make_polish)
+
+
+def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_windows, resume):
+    """All windows as one HighLevelGraph (one layer per group, carrying the group's resource
+    annotation), in time linear in the number of tasks: chaining ``delayed`` calls instead
+    merges every input's whole graph at each call (quadratic in the number of windows).
+    Returns, per window, the Delayed of each group; same keys and tasks as ``make_window``."""
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    token = ctx.token
+    ctx_key = f"context-{token}"
+    base = {ctx_key: ctx}
+    if resume is None:
+        base.update({f"init-g{g}-{token}": (init_task, ctx_key, g, list(names))
+                     for g, names in enumerate(groups)})
+        prev = [f"init-g{g}-{token}" for g in range(len(groups))]
+    else:
+        base.update({f"resume-g{g}-{token}": out for g, out in enumerate(resume[1])})
+        prev = [f"resume-g{g}-{token}" for g in range(len(groups))]
+    per_group = [{} for _ in groups]
+    keys = []
+    for k in range(start, n_windows):
+        steps = min(step, total_steps - k * step) if strategy.window else step
+        cur = [f"window-{k:05d}-g{g}-{token}" for g in range(len(groups))]
+        for g, names in enumerate(groups):
+            if strategy.sequential():
+                reads = [cur[h] if h < g else prev[h] for h in strategy.inputs(g, groups, plan)]
+            else:
+                reads = [prev[h] for h in strategy.inputs(g, groups, plan)]
+            per_group[g][cur[g]] = (window_task, ctx_key, k, g, list(names), steps, prev[g], *reads)
+        keys.append(cur)
+        prev = cur
+    layers = {f"start-{token}": MaterializedLayer(base)}
+    names = [f"windows-g{g}-{token}" for g in range(len(groups))]
+    deps = {f"start-{token}": set()}
+    for g in range(len(groups)):
+        res = _resources(plan, g, available)
+        with dask.annotate(**({"resources": res} if res else {})):
+            layers[names[g]] = MaterializedLayer(per_group[g])
+        deps[names[g]] = {f"start-{token}", *names} - {names[g]}
+    hlg = HighLevelGraph(layers, deps)
+    return [[Delayed(key, hlg, layer=names[g]) for g, key in enumerate(cur)] for cur in keys]
 
 
 def run(graph: WindowGraph, client, *, on_window=None):
@@ -139,7 +181,7 @@ def run(graph: WindowGraph, client, *, on_window=None):
             final = [polish.compute(scheduler="sync")]
     else:
         keys = [d for w in graph.windows for d in w] + ([graph.polish] if graph.polish is not None else [])
-        futures = client.compute(keys)
+        futures = client.compute(keys, optimize_graph=False)  # the graph is minimal already
         it = iter(futures)
         per_window = [[next(it) for _ in w] for w in graph.windows]
         polish_f = next(it) if graph.polish is not None else None

@@ -6,6 +6,6 @@ printable with :meth:`Plan.describe`, and made without any cluster.
 """
 
 from daskie.plan.plan import Placement, Plan
-from daskie.plan.planner import make_plan, term_weight
+from daskie.plan.planner import make_plan, rebalance, term_weight
 
-__all__ = ["Placement", "Plan", "make_plan", "term_weight"]
+__all__ = ["Placement", "Plan", "make_plan", "rebalance", "term_weight"]
