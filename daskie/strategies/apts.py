@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 
 from daskie.errors import SpecError, TrainingDiverged, check_int
-from daskie.strategies.base import Strategy
+from daskie.strategies.base import ObjectiveStrategy
 from daskie.strategies.paraflow import _generator, _objective, _threads, _where
 from daskie.train.trust_region import (LossFunction, Point, SR1Memory, TrustRegionOptions,
                                        complete, evaluate, is_least_squares, reduction_ratio,
@@ -162,7 +162,7 @@ def _check_finite(carry):
 
 # --- the strategies -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class APTS(TrustRegionOptions, Strategy):
+class APTS(TrustRegionOptions, ObjectiveStrategy):
     """APTS (seed 004 Algorithm 1): local trust-region solves on N data shards as parallel
     Dask tasks, global acceptance by rho, then one global trust-region step.
 
@@ -336,15 +336,6 @@ class APTS(TrustRegionOptions, Strategy):
         return LossFunction(objective).value(theta)
 
     # --- entry points ----------------------------------------------------------------------------
-    def execute(self, ctx, groups, plan, client, *, available=frozenset(), resume=None,
-                on_window=None):
-        """Train the problem's objective, shards from its formulation (see
-        :meth:`Strategy.execute` for the contract)."""
-        from daskie.graph.tasks import objective_for
-
-        return self.train(objective_for(ctx), client, seed=ctx.seed, target_loss=ctx.target_loss,
-                          threads=ctx.threads, resume=resume, on_window=on_window, source=ctx)
-
     def train(self, objective, client=None, *, seed: int = 0, target_loss: float = 0.0,
               threads: int | None = 1, resume=None, on_window=None, source=None, theta0=None):
         """Train ``objective`` from ``theta0`` (default ``objective.init_params(seed)``).

@@ -63,6 +63,25 @@ class Strategy:
         return final
 
 
+class ObjectiveStrategy(Strategy):
+    """A strategy that trains a whole flat-parameter objective through one method,
+
+        ``train(objective, client, *, seed, target_loss, threads, resume, on_window, source,
+        theta0) -> list[WindowOutput]``,
+
+    which serves both :func:`daskie.fit` (torch modules) and :func:`daskie.solve` (through
+    :meth:`execute`, with the problem's objective and ``source=ctx`` for the workers).
+    """
+
+    def execute(self, ctx, groups, plan, client, *, available=frozenset(), resume=None,
+                on_window=None):
+        """Train the problem's objective (see :meth:`Strategy.execute` for the contract)."""
+        from daskie.graph.tasks import objective_for
+
+        return self.train(objective_for(ctx), client, seed=ctx.seed, target_loss=ctx.target_loss,
+                          threads=ctx.threads, resume=resume, on_window=on_window, source=ctx)
+
+
 @dataclass(frozen=True)
 class Monolithic(Strategy):
     """Everything in one task: the baseline every speed-up is measured against.

@@ -38,7 +38,7 @@ import torch
 
 from daskie.errors import SpecError, TrainingDiverged, check_int
 from daskie.parallel_in_time.parareal import parareal, parareal_futures
-from daskie.strategies.base import Strategy
+from daskie.strategies.base import ObjectiveStrategy
 
 __all__ = ["ParaFlow", "ParaFlowS", "GradientDescent"]
 
@@ -186,7 +186,7 @@ def _finish(out, carry, strategy, target_loss):
 
 
 # --- the strategies -----------------------------------------------------------------------
-class _GradientFlowStrategy(Strategy):
+class _GradientFlowStrategy(ObjectiveStrategy):
     """Shared driver: iterations, budget, records, checkpoint windows, serial or on a client."""
 
     def _validate(self):
@@ -212,14 +212,6 @@ class _GradientFlowStrategy(Strategy):
         return None
 
     # --- entry points ----------------------------------------------------------------------
-    def execute(self, ctx, groups, plan, client, *, available=frozenset(), resume=None,
-                on_window=None):
-        """Train the problem's objective (see :meth:`Strategy.execute` for the contract)."""
-        from daskie.graph.tasks import objective_for
-
-        return self.train(objective_for(ctx), client, seed=ctx.seed, target_loss=ctx.target_loss,
-                          threads=ctx.threads, resume=resume, on_window=on_window, source=ctx)
-
     def train(self, objective, client=None, *, seed: int = 0, target_loss: float = 0.0,
               threads: int | None = 1, resume=None, on_window=None, source=None, theta0=None):
         """Train ``objective`` from ``theta0`` (default ``objective.init_params(seed)``).
