@@ -91,47 +91,61 @@ def main(argv=None) -> int:
           f"{optimizer!r}, window {window}, torch default threads {torch.get_num_threads()}",
           flush=True)
     table, records = [], []
-    with local_cluster(2, 1) as client:
-        for name in args.problems:
-            problem = catalog.get(name)
-            disc = formulation.discretize(problem)
-            plan = make_plan(disc, workers=2)
-            runs = {}
-            for label, make in configs(args.optimizer).items():
-                runs[label] = []
-                for rep in range(args.repeats):
-                    strategy, where, threads = make(window)
-                    t0 = time.perf_counter()
-                    ds = solve(problem, formulation, strategy, optimizer,
-                               client="sync" if where == "sync" else client,
-                               threads=threads, target_loss=0.0, workers=2)
-                    wall = time.perf_counter() - t0
-                    runs[label].append({"records": _records(ds), "wall_s": wall,
-                                        "mse": float(ds.attrs["mse"]), "epochs": int(ds.attrs["epochs"])})
-                    print(f"  {name} {label:<9} run {rep}: {wall:6.1f} s, MSE {ds.attrs['mse']:.2e}",
-                          flush=True)
-            reached = [min(r["mse"] for rec in runs[c] for r in rec["records"]) for c in runs]
-            target = args.target if max(reached) <= args.target else max(reached)
-            times = {c: statistics.median(time_to_target(rec["records"], target) for rec in runs[c])
-                     for c in runs}
-            n_sub = len(plan.groups)
-            c_eff = plan.c_eff
-            row = {"problem": name, "target": target, "target_asked": args.target,
-                   "optimizer": args.optimizer, "n_sub": n_sub, "c_eff": c_eff,
-                   **{f"t_{c}": t for c, t in times.items()}}
-            for par in [c for c in times if not c.startswith("mono")]:
-                sr = times["mono-all"] / times[par]
-                row[f"SR_{par}"] = sr
-                row[f"SR1t_{par}"] = times["mono-1t"] / times[par]
-                row[f"SE_{par}"] = sr / n_sub
-                row[f"CE_{par}"] = sr * math.exp(-math.log(n_sub) / c_eff)
-            table.append(row)
-            for c, rs in runs.items():
-                for i, r in enumerate(rs):
-                    records.append({"problem": name, "config": c, "repeat": i, "wall_s": r["wall_s"],
-                                    "mse": r["mse"], "epochs": r["epochs"],
-                                    "time_to_target": time_to_target(r["records"], target),
-                                    "target": target})
+    default_threads = torch.get_num_threads()
+    # The one-process runs go first, with no cluster in this process: a LocalCluster's
+    # scheduler thread here preempts torch's OpenMP threads and slowed 2-thread training
+    # down by up to 50x in trials (a spinning OpenMP barrier waits for a descheduled thread).
+    for name in args.problems:
+        problem = catalog.get(name)
+        disc = formulation.discretize(problem)
+        plan = make_plan(disc, workers=2)
+        runs = {}
+
+        def run(label, strategy, client, threads):
+            # solve(threads=1) sets this process's torch threads; "all cores" restores them
+            torch.set_num_threads(default_threads if threads is None else threads)
+            t0 = time.perf_counter()
+            ds = solve(problem, formulation, strategy, optimizer, client=client, threads=threads,
+                       target_loss=0.0, workers=2)
+            wall = time.perf_counter() - t0
+            runs.setdefault(label, []).append({"records": _records(ds), "wall_s": wall,
+                                               "mse": float(ds.attrs["mse"]),
+                                               "epochs": int(ds.attrs["epochs"])})
+            print(f"  {name} {label:<10} run {len(runs[label]) - 1}: {wall:6.1f} s, "
+                  f"MSE {ds.attrs['mse']:.2e}", flush=True)
+
+        made = {label: make(window) for label, make in configs(args.optimizer).items()}
+        for label, (strategy, where, threads) in made.items():
+            if where == "sync":
+                for _ in range(args.repeats):
+                    run(label, strategy, "sync", threads)
+        with local_cluster(2, 1) as client:
+            for label, (strategy, where, threads) in made.items():
+                if where != "sync":
+                    for _ in range(args.repeats):
+                        run(label, strategy, client, threads)
+        reached = [min(r["mse"] for rec in runs[c] for r in rec["records"]) for c in runs]
+        target = args.target if max(reached) <= args.target else max(reached)
+        times = {c: statistics.median(time_to_target(rec["records"], target) for rec in runs[c])
+                 for c in runs}
+        n_sub = len(plan.groups)
+        c_eff = plan.c_eff
+        row = {"problem": name, "target": target, "target_asked": args.target,
+               "optimizer": args.optimizer, "n_sub": n_sub, "c_eff": c_eff,
+               **{f"t_{c}": t for c, t in times.items()}}
+        for par in [c for c in times if not c.startswith("mono")]:
+            sr = times["mono-all"] / times[par]
+            row[f"SR_{par}"] = sr
+            row[f"SR1t_{par}"] = times["mono-1t"] / times[par]
+            row[f"SE_{par}"] = sr / n_sub
+            row[f"CE_{par}"] = sr * math.exp(-math.log(n_sub) / c_eff)
+        table.append(row)
+        for c, rs in runs.items():
+            for i, r in enumerate(rs):
+                records.append({"problem": name, "config": c, "repeat": i, "wall_s": r["wall_s"],
+                                "mse": r["mse"], "epochs": r["epochs"],
+                                "time_to_target": time_to_target(r["records"], target),
+                                "target": target})
     pars = [c for c in configs(args.optimizer) if not c.startswith("mono")]
     print("\n| problem | target MSE | T mono-all s | T mono-1t s | "
           + " | ".join(f"T {p} s | SR {p} | SR(1t) {p} | SE | CE" for p in pars) + " |")
