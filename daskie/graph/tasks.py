@@ -59,7 +59,9 @@ def objective_for(ctx: RunContext, shard=None) -> Objective:
     key = (ctx.token, None if shard is None else tuple(shard))
     obj = _CACHE.get(key)
     if obj is None:
-        disc = ctx.formulation.discretize(ctx.problem, seed=ctx.seed, shard=shard)
+        # user formulations may not know shards: ask for one only when sharding
+        extra = {} if shard is None else {"shard": shard}
+        disc = ctx.formulation.discretize(ctx.problem, seed=ctx.seed, **extra)
         obj = Objective(disc)
         _CACHE[key] = obj
         while len(_CACHE) > 8:
