@@ -49,8 +49,8 @@ from daskie.errors import SpecError, TrainingDiverged, check_int
 from daskie.strategies.base import ObjectiveStrategy
 from daskie.strategies.paraflow import _generator, _objective, _threads, _where
 from daskie.train.trust_region import (LossFunction, Point, SR1Memory, TrustRegionOptions,
-                                       complete, evaluate, is_least_squares, reduction_ratio,
-                                       resolve_model, trust_region_iteration)
+                                       complete, evaluate, evaluate_trial, is_least_squares,
+                                       reduction_ratio, resolve_model, trust_region_iteration)
 
 __all__ = ["APTS", "SAPTS"]
 
@@ -285,10 +285,7 @@ class APTS(TrustRegionOptions, ObjectiveStrategy):
         memory = SR1Memory(carry.S, carry.Y, self.memory) if model == "sr1" else None
         point = Point(carry.theta, carry.loss, carry.grad)
         trial = carry.theta + step
-        if model == "gauss-newton":
-            trial_loss, trial_grad = fn.value(trial), None
-        else:
-            trial_loss, trial_grad = fn.value_and_grad(trial)
+        trial_loss, trial_grad = evaluate_trial(fn, trial, model)
         rho = reduction_ratio(carry.loss, trial_loss, predicted)
         accepted, radius = self.rule.update(rho, carry.radius)
         if accepted:
@@ -404,24 +401,19 @@ class APTS(TrustRegionOptions, ObjectiveStrategy):
             return [WindowOutput(0, state, params, records, c.monitor)]
 
         t0 = time.perf_counter()
-        window, records, final = w0, [], None
         carry.wall_s = prior_wall
-        for c in self._iterations(objective, source, client, carry, seed, target_loss, threads,
-                                  model):
+
+        def record(c, previous, window):
             c.wall_s = prior_wall + time.perf_counter() - t0
-            records.append({"iteration": c.iteration, "epoch": c.iteration, "loss": c.monitor,
-                            "grad_calls": c.grad_calls, "loss_calls": c.loss_calls,
-                            "wall_s": c.wall_s, "step_s": c.wall_s - carry.wall_s, **c.last,
-                            "window": window, "group": 0, "submodels": names, "optimizer": label})
-            carry = c
-            if len(records) >= self.checkpoint_every or c.done is not None:
-                final = output(c, records)
-                if on_window is not None:
-                    on_window(window, final)
-                window, records = window + 1, []
-        if final is None and resume is None:
-            final = output(carry, [])
-        return final
+            return {"iteration": c.iteration, "epoch": c.iteration, "loss": c.monitor,
+                    "grad_calls": c.grad_calls, "loss_calls": c.loss_calls,
+                    "wall_s": c.wall_s, "step_s": c.wall_s - previous.wall_s, **c.last,
+                    "window": window, "group": 0, "submodels": names, "optimizer": label}
+
+        iterations = self._iterations(objective, source, client, carry, seed, target_loss,
+                                      threads, model)
+        return self.checkpoint_windows(iterations, carry, record, output, window=w0,
+                                       on_window=on_window, resume=resume)
 
     def _iterations(self, objective, source, client, carry, seed, target_loss, threads, model):
         """Yield the carry after each iteration until done."""

@@ -81,6 +81,31 @@ class ObjectiveStrategy(Strategy):
         return self.train(objective_for(ctx), client, seed=ctx.seed, target_loss=ctx.target_loss,
                           threads=ctx.threads, resume=resume, on_window=on_window, source=ctx)
 
+    def checkpoint_windows(self, iterations, carry, record, output, *, window, on_window,
+                           resume):
+        """Group an iteration stream into checkpoint windows of ``self.checkpoint_every``
+        records; returns the last window's outputs.
+
+        ``record(c, previous, window)`` makes the record of iterate ``c`` (or None for none);
+        ``output(c, records)`` the window outputs at ``c``, passed to
+        ``on_window(window, outputs)``. A window also closes at the iterate that ends the
+        training. Without any record (and no resume point) the start is the output.
+        """
+        records, final = [], None
+        for c in iterations:
+            rec = record(c, carry, window)
+            if rec is not None:
+                records.append(rec)
+            carry = c
+            if records and (len(records) >= self.checkpoint_every or c.done is not None):
+                final = output(c, records)
+                if on_window is not None:
+                    on_window(window, final)
+                window, records = window + 1, []
+        if final is None and resume is None:
+            final = output(carry, [])
+        return final
+
 
 @dataclass(frozen=True)
 class Monolithic(Strategy):

@@ -39,6 +39,7 @@ import torch
 from daskie.errors import SpecError, TrainingDiverged, check_int
 from daskie.parallel_in_time.parareal import parareal, parareal_futures
 from daskie.strategies.base import ObjectiveStrategy
+from daskie.train.objective import loss_and_grad
 
 __all__ = ["ParaFlow", "ParaFlowS", "GradientDescent"]
 
@@ -62,10 +63,9 @@ def _generator(seed: int, *stream: int) -> torch.Generator:
 
 
 def _value_and_grad(obj, theta, index=None):
-    th = theta.detach().requires_grad_(True)
-    loss = obj.loss(th) if index is None else obj.batch_loss(th, index)
-    (g,) = torch.autograd.grad(loss, th)
-    return float(loss.detach()), g
+    loss, g = loss_and_grad(obj.loss if index is None else lambda th: obj.batch_loss(th, index),
+                            theta)
+    return float(loss), g
 
 
 def _loss(obj, theta) -> float:
@@ -274,27 +274,22 @@ class _GradientFlowStrategy(ObjectiveStrategy):
             return [WindowOutput(0, state, params, records, c.loss)]
 
         t0 = time.perf_counter()
-        window, records, final = w0, [], None
         carry.wall_s = prior_wall
-        for c in self._iterations(objective, source, client, carry, seed, target_loss, threads,
-                                  n_data):
-            if c.last is not None and c.iteration > carry.iteration:
-                c.wall_s = prior_wall + time.perf_counter() - t0
-                records.append({"iteration": c.iteration, "epoch": c.iteration, "loss": c.loss,
-                                "grad_calls": c.grad_calls, "grad_calls_path": c.grad_calls_path,
-                                "wall_s": c.wall_s, **c.last, "window": window, "group": 0,
-                                "submodels": names, "optimizer": label})
-            else:
-                c.wall_s = carry.wall_s
-            carry = c
-            if records and (len(records) >= self.checkpoint_every or c.done is not None):
-                final = output(c, records)
-                if on_window is not None:
-                    on_window(window, final)
-                window, records = window + 1, []
-        if final is None and resume is None:
-            final = output(carry, [])
-        return final
+
+        def record(c, previous, window):
+            if c.last is None or c.iteration <= previous.iteration:
+                c.wall_s = previous.wall_s
+                return None
+            c.wall_s = prior_wall + time.perf_counter() - t0
+            return {"iteration": c.iteration, "epoch": c.iteration, "loss": c.loss,
+                    "grad_calls": c.grad_calls, "grad_calls_path": c.grad_calls_path,
+                    "wall_s": c.wall_s, **c.last, "window": window, "group": 0,
+                    "submodels": names, "optimizer": label}
+
+        iterations = self._iterations(objective, source, client, carry, seed, target_loss,
+                                      threads, n_data)
+        return self.checkpoint_windows(iterations, carry, record, output, window=w0,
+                                       on_window=on_window, resume=resume)
 
     def _iterations(self, objective, source, client, carry, seed, target_loss, threads, n_data):
         """Yield the carry after each iteration until done."""

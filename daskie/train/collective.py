@@ -88,10 +88,10 @@ class ShardedObjective(_Delegate):
 
     def value_and_grad(self, theta):
         """Total ``(loss, gradient)`` with one all-reduce."""
-        th = theta.detach().requires_grad_(True)
-        loss = self.local.loss(th)
-        (g,) = torch.autograd.grad(loss, th)
-        buf = torch.cat([loss.detach().reshape(1), g])
+        from daskie.train.objective import loss_and_grad
+
+        loss, g = loss_and_grad(self.local.loss, theta)
+        buf = torch.cat([loss.reshape(1), g])
         self.group.allreduce(buf, key="grad")
         return float(buf[0]), buf[1:]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.func import grad, jvp, vmap
 
-__all__ = ["Layout", "Objective"]
+__all__ = ["Layout", "Objective", "loss_and_grad"]
 
 #: Points per chunk when forming per-point parameter gradients (bounds memory).
 JAC_CHUNK = 4096
@@ -55,6 +55,15 @@ class Layout:
     def join(self, parts: dict):
         """Concatenate per-sub-model vectors in layout order."""
         return torch.cat([parts[n] for n in self.names])
+
+
+def loss_and_grad(loss_fn, theta):
+    """``(loss, gradient)`` of the scalar ``loss_fn(theta)`` by autograd; the loss is returned
+    as a detached 0-d tensor."""
+    th = theta.detach().requires_grad_(True)
+    loss = loss_fn(th)
+    (g,) = torch.autograd.grad(loss, th)
+    return loss.detach(), g
 
 
 def evaluate_one(sub, ev, theta):
@@ -286,10 +295,8 @@ class Objective:
 
     def value_and_grad(self, theta):
         """``(loss, dloss/dtheta)`` at ``theta``."""
-        th = theta.detach().requires_grad_(True)
-        loss = self.loss(th)
-        (g,) = torch.autograd.grad(loss, th)
-        return float(loss.detach()), g
+        loss, g = loss_and_grad(self.loss, theta)
+        return float(loss), g
 
     def gauss_newton_product(self, theta, v):
         """``J^T (J v)`` without forming J (one jvp and one vjp through the residuals)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from daskie.errors import SpecError, check_int
+from daskie.train.objective import loss_and_grad
 
 __all__ = ["Optimizer", "Adam", "LBFGS", "LevenbergMarquardt", "Chain"]
 
@@ -46,10 +47,8 @@ def value_and_grad(objective, theta):
     own = getattr(objective, "value_and_grad", None)
     if own is not None:
         return own(theta)
-    th = theta.detach().requires_grad_(True)
-    loss = objective.loss(th)
-    (g,) = torch.autograd.grad(loss, th)
-    return float(loss.detach()), g
+    loss, g = loss_and_grad(objective.loss, theta)
+    return float(loss), g
 
 
 class Optimizer:

@@ -495,6 +495,14 @@ def model_step(point: Point, radius: float, model: str, memory: SR1Memory | None
     return s, -(float(g @ s) + 0.5 * float(s @ Bs))
 
 
+def evaluate_trial(fn, trial, model: str):
+    """``(loss, gradient)`` at a trial point; the Gauss-Newton model needs no gradient there
+    (``None``: the next iteration forms its own), the others take it for their updates."""
+    if model == "gauss-newton":
+        return fn.value(trial), None
+    return fn.value_and_grad(trial)
+
+
 def reduction_ratio(loss: float, trial_loss: float, predicted: float) -> float:
     """``rho = (loss - trial_loss) / predicted``; ``-inf`` for a non-finite trial loss and 0
     when the model predicts no reduction (a step that cannot be trusted)."""
@@ -546,10 +554,7 @@ def trust_region_iteration(fn: LossFunction, point: Point, radius: float, rule: 
     bound = radius if step_bound is None else min(radius, step_bound)
     s, predicted = model_step(point, bound, model, memory)
     trial = point.theta + s
-    if model == "gauss-newton":
-        trial_loss, trial_grad = fn.value(trial), None
-    else:
-        trial_loss, trial_grad = fn.value_and_grad(trial)
+    trial_loss, trial_grad = evaluate_trial(fn, trial, model)
     rho = reduction_ratio(point.loss, trial_loss, predicted)
     accepted, new_radius = rule.update(rho, radius)
     if model == "sr1" and trial_grad is not None and float(s.norm()) > 0:
