@@ -52,6 +52,20 @@ def _resources(plan, g, available):
     return None
 
 
+def _annotations(plan, g, available, workers):
+    """Resource tag of group g (a hard restriction) and, given the cluster's workers, a
+    preferred worker per group (loose: Dask may move it), so that the groups of one window
+    start on different workers instead of wherever their shared inputs happen to lie."""
+    out = {}
+    res = _resources(plan, g, available)
+    if res:
+        out["resources"] = res
+    if workers:
+        out["workers"] = [workers[g % len(workers)]]
+        out["allow_other_workers"] = True
+    return out
+
+
 def check_resources(plan, client) -> set[str]:
     """Resource names the cluster's workers declare; raise :class:`PlanError` when a Plan's
     tag cannot be met (such a task would otherwise stay pending forever)."""
@@ -71,7 +85,7 @@ def check_resources(plan, client) -> set[str]:
 
 
 def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, available=frozenset(),
-          resume=None) -> WindowGraph:
+          resume=None, workers=None) -> WindowGraph:
     """Delayed graph of all windows (from ``resume``'s window on) and the polish task."""
     step = strategy.window or (total_steps + 1)
     n_windows = max(1, math.ceil(total_steps / step))
@@ -85,8 +99,7 @@ def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, availabl
                 reads = [cur[h] if h < g else prev[h] for h in strategy.inputs(g, groups, plan)]
             else:
                 reads = [prev[h] for h in strategy.inputs(g, groups, plan)]
-            res = _resources(plan, g, available)
-            with dask.annotate(**({"resources": res} if res else {})):
+            with dask.annotate(**_annotations(plan, g, available, workers)):
                 cur.append(delayed(window_task, pure=True)(
                     ctx_d, k, g, names, steps, prev[g], *reads,
                     dask_key_name=f"window-{k:05d}-g{g}-{ctx.token}"))
@@ -107,13 +120,14 @@ def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, availabl
         first = list(outputs)
         start += 1
     windows = _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_windows,
-                     resume)
+                     resume, workers)
     prev = windows[-1] if windows else first
     return WindowGraph(windows, make_polish(prev), tuple(groups), start, first, make_window,
                        make_polish)
 
 
-def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_windows, resume):
+def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_windows, resume,
+           workers=None):
     """All windows as one HighLevelGraph (one layer per group, carrying the group's resource
     annotation), in time linear in the number of tasks: chaining ``delayed`` calls instead
     merges every input's whole graph at each call (quadratic in the number of windows).
@@ -148,8 +162,7 @@ def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_w
     names = [f"windows-g{g}-{token}" for g in range(len(groups))]
     deps = {f"start-{token}": set()}
     for g in range(len(groups)):
-        res = _resources(plan, g, available)
-        with dask.annotate(**({"resources": res} if res else {})):
+        with dask.annotate(**_annotations(plan, g, available, workers)):
             layers[names[g]] = MaterializedLayer(per_group[g])
         deps[names[g]] = {f"start-{token}", *names} - {names[g]}
     hlg = HighLevelGraph(layers, deps)

@@ -57,8 +57,10 @@ class Strategy:
         """
         from daskie.graph import builder
 
+        workers = None if client == "sync" else \
+            sorted(client.scheduler_info(n_workers=-1)["workers"])
         graph = builder.build(self, ctx, groups, plan, total_steps=ctx.optimizer.steps,
-                              available=available, resume=resume)
+                              available=available, resume=resume, workers=workers)
         final, _ = builder.run(graph, client, on_window=on_window)
         return final
 
