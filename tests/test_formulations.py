@@ -237,6 +237,40 @@ def test_jacobian_matches_autograd_for_every_activation(formulation, activation)
     _check_jacobian(Objective(disc))
 
 
+@pytest.mark.parametrize("activation", ["tanh", "sin", "sigmoid", "softplus"])
+@pytest.mark.parametrize("zero_axis", [None, 0, 2])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_hand_written_input_derivative_equals_jvp(activation, zero_axis, axis):
+    # the closed-form tangent replaces torch.func.jvp for input derivatives: same values
+    # and the same parameter gradients (reverse mode through it)
+    from torch.func import jvp
+
+    from daskie.formulations.base import SubModel
+
+    sub = SubModel("F", 3, MLP(hidden=(5, 4), activation=activation), zero_axis=zero_axis,
+                   zero_value=0.25)
+    g = torch.Generator().manual_seed(3)
+    theta = sub.init_params(g).requires_grad_(True)
+    z = torch.rand(7, 3, generator=g, dtype=torch.float64)
+    e = torch.zeros_like(z)
+    e[:, axis] = 1.0
+    want = jvp(lambda zz: sub.apply(theta, zz), (z,), (e,))[1]
+    got = sub.apply_derivative(theta, z, axis)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-14)
+    w = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    (g_want,) = torch.autograd.grad(want @ w, theta)
+    (g_got,) = torch.autograd.grad(got @ w, theta)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-14)
+
+
+def test_gelu_input_derivative_falls_back_to_jvp():
+    from daskie.formulations.base import SubModel
+
+    sub = SubModel("F", 2, MLP(hidden=(3,), activation="gelu"))
+    theta = sub.init_params(torch.Generator().manual_seed(0))
+    assert sub.apply_derivative(theta, torch.zeros(4, 2, dtype=torch.float64), 0) is None
+
+
 @pytest.mark.parametrize("constraints", ["exact", "loss"])
 @pytest.mark.parametrize("name", ["E1", "E4", "volterra1d"])
 def test_order_reduction_jacobian_matches_autograd(name, constraints):

@@ -18,7 +18,8 @@ from daskie.errors import SpecError
 from daskie.nn import MLP
 from daskie.problems import catalog
 from daskie.train import LBFGS, Objective, TrainState, advance
-from daskie.train.collective import PartitionedObjective, ShardedObjective
+from daskie.train.collective import (PartitionedObjective, ShardedObjective,
+                                     balanced_pieces, evaluation_cost)
 
 SMALL_OR = OrderReduction(net=MLP(hidden=(10, 10)), points=96, aux_points=128)
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(12, 12)), points=160)
@@ -68,15 +69,20 @@ def _sharded(group, formulation, problem, theta):
     return float(loss.detach()), th.grad, obj.value_and_grad(theta), obj.normal_equations(theta)
 
 
-def _partitioned(group, formulation, problem, theta, owners):
-    obj = PartitionedObjective(Objective(formulation.discretize(problem)), group, owners)
+def _partitioned(group, formulation, problem, theta, owners, pieces=None):
+    local = Objective(formulation.discretize(problem))
+    rows = None
+    if pieces is not None:  # row pieces: the normal equations come from the row split
+        rows = ShardedObjective(Objective(formulation.discretize(
+            problem, shard=(group.rank, group.size))), group)
+    obj = PartitionedObjective(local, group, owners, rows=rows, pieces=pieces)
     th = theta.clone().requires_grad_(True)
     loss = obj.loss(th)
     loss.backward()
     return float(loss.detach()), th.grad, obj.value_and_grad(theta), obj.normal_equations(theta)
 
 
-@pytest.mark.parametrize("split", ["rows", "columns"])
+@pytest.mark.parametrize("split", ["rows", "columns", "balanced"])
 def test_objectives_over_ranks_equal_the_one_process_objective(e1, split):
     full = Objective(SMALL_OR.discretize(e1))
     theta = full.init_params(3)
@@ -85,9 +91,16 @@ def test_objectives_over_ranks_equal_the_one_process_objective(e1, split):
     with local_groups(2) as groups:
         if split == "rows":
             out = run_threads(groups, _sharded, [(SMALL_OR, e1, theta)] * 2)
-        else:
+        elif split == "columns":
             owners = [("F0.1",), ("mu", "F0.2")]
             out = run_threads(groups, _partitioned, [(SMALL_OR, e1, theta, owners)] * 2)
+        else:
+            owners = [("F0.1",), ("mu", "F0.2")]
+            # two evaluations cut between the ranks, one of them delivered out of row order
+            pieces = [[("dF0.1", 0, 256), ("F0.2<", 0, 128), ("mu@x", 50, 96)],
+                      [("mu@x", 0, 50), ("mu@F0.1", 0, 100), ("dF0.2", 0, 128), ("F0.2@x", 0, 96),
+                       ("mu@F0.1", 100, 256)]]
+            out = run_threads(groups, _partitioned, [(SMALL_OR, e1, theta, owners, pieces)] * 2)
     for l_bw, g_bw, (l_vg, g_vg), (l_ne, A_ne, g_ne) in out:
         assert l_bw == pytest.approx(loss, rel=1e-13)
         assert l_vg == pytest.approx(loss, rel=1e-13)
@@ -100,9 +113,44 @@ def test_objectives_over_ranks_equal_the_one_process_objective(e1, split):
 
 def test_partitioned_owners_must_cover_every_submodel_once(e1):
     full = Objective(SMALL_OR.discretize(e1))
+    owners = [("mu", "F0.1", "F0.2")]
     with local_groups(1) as (g,):
         with pytest.raises(ValueError, match="exactly once"):
             PartitionedObjective(full, g, [("mu", "F0.1")])
+        n = full.disc.evaluations["mu@x"].size
+        whole = [(k, 0, full.disc.evaluations[k].size) for k in full.eval_keys]
+        gap = [p if p[0] != "mu@x" else ("mu@x", 1, n) for p in whole]
+        with pytest.raises(ValueError, match="row of evaluation 'mu@x' exactly once"):
+            PartitionedObjective(full, g, owners, pieces=[gap])
+        with pytest.raises(ValueError, match="row of evaluation 'mu@x' exactly once"):
+            PartitionedObjective(full, g, owners, pieces=[whole + [("mu@x", 0, 1)]])
+        with pytest.raises(ValueError, match="unknown evaluation 'nope'"):
+            PartitionedObjective(full, g, owners, pieces=[whole + [("nope", 0, 1)]])
+        with pytest.raises(ValueError, match="pieces name 2 ranks"):
+            PartitionedObjective(full, g, owners, pieces=[whole, []])
+
+
+@pytest.mark.parametrize("ranks", [2, 3, 5])
+def test_balanced_pieces_cover_every_row_once_with_equal_estimated_work(ranks):
+    from daskie.formulations import OrderReduction
+
+    disc = OrderReduction(net=MLP(hidden=(40, 40, 40)), points=1024,
+                          aux_points=1024).discretize(catalog.get("E1"))
+    owners = [("F0.1",), ("mu", "F0.2")]
+    pieces = balanced_pieces(disc, owners, ranks)
+    for k, ev in disc.evaluations.items():
+        rows = sorted(r for p in pieces for kk, lo, hi in p if kk == k for r in range(lo, hi))
+        assert rows == list(range(ev.size)), k
+    loads = [sum(evaluation_cost(disc, k, hi - lo) for k, lo, hi in p) for p in pieces]
+    total = sum(evaluation_cost(disc, k) for k in disc.evaluations)
+    # every cut adds one call's cost; apart from that the shares are equal to 2 %
+    assert max(loads) <= total / ranks * 1.02 + max(evaluation_cost(disc, k, 0)
+                                                     for k in disc.evaluations)
+    assert min(loads) >= total / ranks * 0.9
+    # the Plan's order is kept: rank 0 starts with the first group's sub-model
+    assert pieces[0][0][0] == "dF0.1"
+    # the cost model: a derivative row costs more than a value row of the same network
+    assert evaluation_cost(disc, "dF0.1", 10) > evaluation_cost(disc, "F0.2<", 10)
 
 
 def _lbfgs_partitioned(group, problem, steps):
@@ -152,20 +200,25 @@ def test_data_parallel_adam_full_batch_equals_one_process(e1, client):
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("optimizer, split", [
-    (Adam(lr=1e-2, steps=6), "rows"),
-    (LevenbergMarquardt(steps=3, scaling="levenberg"), "rows"),
-    (LevenbergMarquardt(steps=3, scaling="levenberg"), "columns")], ids=["adam", "lm-rows", "lm-columns"])
-def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer, split):
+@pytest.mark.parametrize("optimizer, split, balance", [
+    (Adam(lr=1e-2, steps=6), "rows", True),
+    (Adam(lr=1e-2, steps=6), "rows", False),
+    (LevenbergMarquardt(steps=3, scaling="levenberg"), "rows", True),
+    (LevenbergMarquardt(steps=3, scaling="levenberg"), "columns", False)],
+    ids=["adam", "adam-whole-submodels", "lm-rows", "lm-columns"])
+def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer, split, balance):
     mono = solve(e1, SMALL_OR, Monolithic(), optimizer, client="sync")
-    strategy = CEPTF(window=3, lm_split=split)
+    strategy = CEPTF(window=3, lm_split=split, balance=balance)
     serial = solve(e1, SMALL_OR, strategy, optimizer, client="sync", workers=2)
     dist = solve(e1, SMALL_OR, strategy, optimizer, client=client, workers=2)
     np.testing.assert_array_equal(_mu(serial), _mu(dist))
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-9)
     assert dist.attrs["epochs"] == optimizer.steps
     subs = {s for s in dist["history_submodels"].values if isinstance(s, str) and s != "joint"}
-    assert subs and all("+" in s or s in ("mu", "F0.1", "F0.2") for s in subs)
+    if balance:  # rows of evaluations, e.g. "dF0.1[0:8]+F0.2<[0:5]"
+        assert subs and all("[" in s and "]" in s for s in subs)
+    else:
+        assert subs and all("+" in s or s in ("mu", "F0.1", "F0.2") for s in subs)
 
 
 def test_data_parallel_with_fp16_all_reduce_trains_close_to_full_precision(e1, client):
@@ -193,6 +246,9 @@ def test_divergence_on_a_rank_is_reported_not_retried(e1, client):
     (lambda: CEPTF(order="random"), "CEPTF.order"),
     (lambda: CEPTF(polish=5), "polish applies"),
     (lambda: CEPTF(lm_split="diagonal"), "CEPTF.lm_split"),
+    (lambda: CEPTF(balance="yes"), "CEPTF.balance"),
+    (lambda: CEPTF(rebalance=True), "needs balance=False"),
+    (lambda: CEPTF(lm_split="columns"), "pass balance=False"),
     (lambda: LevenbergMarquardt(solver="qr"), "LevenbergMarquardt.solver"),
     (lambda: LevenbergMarquardt(memory_budget="lots"), "LevenbergMarquardt.memory_budget"),
     (lambda: LevenbergMarquardt(cg_tol=2.0), "LevenbergMarquardt.cg_tol"),
@@ -258,7 +314,9 @@ def _adam_partitioned(group, problem, owners, shards, steps):
     obj = PartitionedObjective(Objective(SMALL_OR.discretize(problem)), group, owners, shards)
     state, _ = advance(obj, Adam(lr=1e-2, steps=steps), TrainState(theta=obj.init_params(0)), steps,
                        final_mse=False)
-    return state.theta, len(obj._evals["mu@x"].points) if "mu@x" in obj._evals else None
+    rows = {k: len(range(*sl.indices(obj.local.disc.evaluations[k].size)))
+            for k, sl in obj.pieces[group.rank]}
+    return state.theta, rows.get("mu@x")
 
 
 def test_data_parallel_groups_train_like_one_process(e1):
@@ -277,7 +335,8 @@ def test_data_parallel_groups_train_like_one_process(e1):
 def test_ceptf_with_data_parallel_groups_on_a_cluster(e1, client):
     opt = Adam(lr=1e-2, steps=4)
     mono = solve(e1, SMALL_OR, Monolithic(), opt, client="sync")
-    dist = solve(e1, SMALL_OR, CEPTF(window=2, shards=2), opt, client=client, workers=2)
+    dist = solve(e1, SMALL_OR, CEPTF(window=2, shards=2, balance=False), opt, client=client,
+                 workers=2)
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-10)
     subs = {s for s in dist["history_submodels"].values if isinstance(s, str) and "shard" in s}
     assert subs == {"mu+F0.1+F0.2 shard0/2"}
@@ -289,7 +348,8 @@ def test_ceptf_shards_with_levenberg_marquardt(e1):
     rows = solve(e1, SMALL_OR, CEPTF(window=2, shards=2), opt, client="sync")
     np.testing.assert_allclose(_mu(rows), _mu(mono), rtol=0, atol=1e-9)
     with pytest.raises(SpecError, match="lm_split='rows'"):
-        solve(e1, SMALL_OR, CEPTF(window=2, shards=2, lm_split="columns"), opt, client="sync")
+        solve(e1, SMALL_OR, CEPTF(window=2, shards=2, lm_split="columns", balance=False), opt,
+              client="sync")
 
 
 # --- Levenberg-Marquardt for plain torch models ---------------------------------------------
@@ -328,8 +388,9 @@ def test_module_jacobian_matches_jacrev_and_lm_needs_residuals():
 
 def test_rebalancing_between_windows_changes_placement_not_numbers(e1, client):
     opt = Adam(lr=1e-2, steps=6)
-    fixed = solve(e1, SMALL_OR, CEPTF(window=2), opt, client=client, workers=2)
-    moving = solve(e1, SMALL_OR, CEPTF(window=2, rebalance=True), opt, client=client, workers=2)
+    fixed = solve(e1, SMALL_OR, CEPTF(window=2, balance=False), opt, client=client, workers=2)
+    moving = solve(e1, SMALL_OR, CEPTF(window=2, balance=False, rebalance=True), opt,
+                   client=client, workers=2)
     np.testing.assert_array_equal(_mu(moving), _mu(fixed))
     placements = [p for p in moving["history_placement"].values if isinstance(p, str) and p]
     assert len(placements) == 3 and all(" | " in p for p in placements)

@@ -94,6 +94,21 @@ class SubModel:
             out = (z[..., self.zero_axis] - self.zero_value) * out
         return out
 
+    def apply_derivative(self, theta, z, axis: int):
+        """Derivative of the output along input ``axis`` at points ``z`` (shape
+        ``(n, in_dim)``), or None when the network has no closed-form tangent (then callers
+        use ``torch.func.jvp`` of :meth:`apply`)."""
+        tangent = getattr(self.net, "apply_tangent", None)
+        pair = tangent(theta, z, axis) if tangent is not None else None
+        if pair is None:
+            return None
+        out, d = pair
+        if self.zero_axis is not None:
+            d = (z[..., self.zero_axis] - self.zero_value) * d
+            if axis == self.zero_axis:
+                d = d + out
+        return d
+
 
 @dataclass(frozen=True, eq=False)
 class Evaluation:

@@ -102,6 +102,38 @@ class MLP:
                 h = act(h)
         return h[..., 0]
 
+    def apply_tangent(self, theta, z, axis: int):
+        """``(output, d output / d z[axis])`` at points ``z`` of shape ``(n, in_dim)``.
+
+        Forward-mode differentiation written out over the layers (the tangent of the first
+        layer is a column of its weights; each later one is ``tangent @ W.T`` times the
+        activation's derivative). Plain tensor operations, so reverse mode through it gives
+        parameter gradients; several times cheaper than ``torch.func.jvp`` of :meth:`apply`
+        for small networks. Returns None for activations without a closed-form derivative
+        here (gelu).
+        """
+        import torch
+
+        if self.activation == "gelu":
+            return None
+        act = _act(self.activation)
+        sizes = self.sizes(z.shape[-1])
+        h, t = z, None
+        offset = 0
+        last = len(sizes) - 2
+        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            w = theta[offset:offset + a * b].view(b, a)
+            offset += a * b
+            bias = theta[offset:offset + b]
+            offset += b
+            s = torch.nn.functional.linear(h, w, bias)
+            ds = w[:, axis] if t is None else t @ w.T  # first layer: the same for all points
+            if k < last:
+                h = act(s)
+                t = _dact(self.activation, s, h) * ds
+            else:
+                h, t = s, ds
+        return h[..., 0], t.expand_as(h)[..., 0]
 
     def point_jacobian(self, theta, z, row_weights=None):
         """Per-point parameter gradients of the output, shape ``(n, n_params)``.

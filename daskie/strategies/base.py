@@ -166,8 +166,15 @@ class CEPTF(Strategy):
         sub-models, all-gathered, then its rows of ``J^T J``). Measured by
         ``benchmarks/speedup.py --optimizer lm``; the row split moves P x P numbers where
         the column split moves N x P.
+    balance : bool
+        ``"joint"``: deal the evaluation rows to the workers by estimated work
+        (:func:`daskie.train.collective.balanced_pieces`): the Plan's groups keep their
+        sub-models together and the sub-model at each boundary is split over two workers, so
+        no worker waits for the heaviest sub-model. Assumes workers of equal speed: ranks
+        with different resource tags (GPU and CPU) keep whole sub-models. The numbers equal
+        the unbalanced ones up to rounding (gradients are summed over the ranks).
     rebalance : bool
-        ``"joint"``: after every window, re-pack the Plan's groups from each worker's
+        ``"joint"`` with ``balance=False``: after every window, re-pack the Plan's groups from each worker's
         measured compute time per step (:func:`daskie.plan.planner.rebalance`); the numbers
         do not change, only which worker evaluates which sub-model.
     method, compress, timeout, retries :
@@ -179,6 +186,7 @@ class CEPTF(Strategy):
     polish: int = 0
     shards: int = 1
     lm_split: str = "rows"
+    balance: bool = True
     rebalance: bool = False
     method: str = "gloo"
     compress: str | None = None
@@ -202,6 +210,13 @@ class CEPTF(Strategy):
             raise SpecError(f"CEPTF.rebalance must be True or False, got {self.rebalance!r}")
         if self.rebalance and self.order != "joint":
             raise SpecError("CEPTF.rebalance needs order='joint'")
+        if not isinstance(self.balance, bool):
+            raise SpecError(f"CEPTF.balance must be True or False, got {self.balance!r}")
+        if self.balance and self.rebalance:
+            raise SpecError("CEPTF.rebalance re-packs whole sub-models: it needs balance=False")
+        if self.balance and self.lm_split == "columns":
+            raise SpecError("CEPTF.lm_split='columns' needs whole sub-models per worker: "
+                            "pass balance=False")
         if self.order == "joint" and self.polish:
             raise SpecError("CEPTF.polish applies to the block-coordinate orders ('jacobi', "
                             "'gauss-seidel'); order='joint' already trains jointly")

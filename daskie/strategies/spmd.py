@@ -47,9 +47,10 @@ def _check_spmd_options(owner, timeout, retries, method, compress):
         raise SpecError(f"{owner}.compress must be None or 'fp16', got {compress!r}")
 
 
-def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1, lm_split="rows"):
+def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1, lm_split="rows",
+                 balance=False):
     """One rank's part of one window (runs inside the rank's task)."""
-    from daskie.train.collective import PartitionedObjective, ShardedObjective
+    from daskie.train.collective import PartitionedObjective, ShardedObjective, balanced_pieces
 
     _setup(ctx)
     if kind == "data":
@@ -59,10 +60,16 @@ def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1, lm_sp
         rows = None
         if lm_split == "rows":
             rows = ShardedObjective(objective_for(ctx, shard=(group.rank, group.size)), group)
-        obj = PartitionedObjective(objective_for(ctx), group, owners, shards, rows=rows)
-        label = "+".join(owners[group.rank // shards]) or "-"
-        if shards > 1:
-            label += f" shard{group.rank % shards}/{shards}"
+        local = objective_for(ctx)
+        if balance:
+            pieces = balanced_pieces(local.disc, owners, group.size)
+            obj = PartitionedObjective(local, group, owners, shards, rows=rows, pieces=pieces)
+            label = "+".join(f"{k}[{lo}:{hi}]" for k, lo, hi in pieces[group.rank]) or "-"
+        else:
+            obj = PartitionedObjective(local, group, owners, shards, rows=rows)
+            label = "+".join(owners[group.rank // shards]) or "-"
+            if shards > 1:
+                label += f" shard{group.rank % shards}/{shards}"
     profiler = WindowProfiler(ctx.token, window, group.rank, label)
     extra = {"window": window, "group": 0, "rank": group.rank, "submodels": label,
              "worker": _where()}
@@ -103,6 +110,11 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
     from daskie.collectives import GroupError, run_group
 
     full = objective_for(ctx)
+    balance = getattr(strategy, "balance", False) and kind == "model" and \
+        len({r or "CPU" for r in (resources or [None])}) == 1
+    if getattr(strategy, "balance", False) and kind == "model" and not balance:
+        log.info("%s: ranks with different resources keep whole sub-models (no balance)",
+                 strategy.label)
     if resume is not None:
         k, outs = resume
         state, k = outs[0].state, k + 1
@@ -114,7 +126,7 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
     while state.done is None and state.epoch < total:
         steps = min(strategy.window or total, total - state.epoch)
         args = [(ctx, kind, owners, state, steps, k, shards,
-                 getattr(strategy, "lm_split", "rows"))] * n_ranks
+                 getattr(strategy, "lm_split", "rows"), balance)] * n_ranks
         for attempt in range(strategy.retries + 1):
             try:
                 workers = None
