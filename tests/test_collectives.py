@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from daskie.collectives import (METHODS, Group, GroupError, free_port, local_groups, run_group,
-                                run_threads)
+from daskie.collectives import (METHODS, Group, GroupError, free_port, local_groups,
+                                release_groups, run_group, run_threads)
 from daskie.errors import PlanError, SpecError
 
 
@@ -217,6 +217,46 @@ def test_a_failing_rank_fails_the_group_without_hanging(client):
     assert time.perf_counter() - t0 < 30
     # the cluster is usable afterwards
     assert run_group(client, _rank_sum, [(1.0,), (1.0,)], timeout=30)[0][0] == 2.0
+
+
+def _rank_identity(group, value):
+    t = torch.full((10,), float(value), dtype=torch.float64)
+    group.allreduce(t)
+    return float(t[0]), id(group), len(group.log)
+
+
+def _cached_groups(dask_worker=None):
+    from daskie.collectives import spmd
+
+    return sorted(str(k[0]) for k in spmd._GROUPS)
+
+
+def test_reused_group_skips_the_rendezvous_and_is_released(client):
+    first = run_group(client, _rank_identity, [(1.0,), (2.0,)], reuse="test-reuse")
+    second = run_group(client, _rank_identity, [(3.0,), (4.0,)], reuse="test-reuse")
+    assert [v for v, _, _ in first] == [3.0, 3.0] and [v for v, _, _ in second] == [7.0, 7.0]
+    # the same Group objects served both calls, their logs reset in between
+    assert [g for _, g, _ in first] == [g for _, g, _ in second]
+    assert [n for _, _, n in second] == [1, 1]
+    assert all(keys and all(k.startswith("test-reuse@") for k in keys)
+               for keys in client.run(_cached_groups).values())
+    release_groups(client, "test-reuse")
+    assert all(not keys for keys in client.run(_cached_groups).values())
+    # after the release the key starts a fresh group
+    third = run_group(client, _rank_identity, [(1.0,), (1.0,)], reuse="test-reuse")
+    assert [v for v, _, _ in third] == [2.0, 2.0]
+    assert {g for _, g, _ in third}.isdisjoint({g for _, g, _ in first})
+    release_groups(client, "test-reuse")
+
+
+def test_a_failed_call_does_not_leave_a_reusable_group(client):
+    with pytest.raises(GroupError):
+        run_group(client, _fail_on_rank_one, [(), ()], timeout=5, reuse="test-fail")
+    # the same key after the failure: a fresh rendezvous on a fresh port, not a half group
+    out = run_group(client, _rank_identity, [(1.0,), (2.0,)], timeout=30, reuse="test-fail")
+    assert [v for v, _, _ in out] == [3.0, 3.0]
+    release_groups(client, "test-fail")
+    assert all(not keys for keys in client.run(_cached_groups).values())
 
 
 def test_run_group_needs_a_worker_per_rank(client):

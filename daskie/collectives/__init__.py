@@ -6,13 +6,14 @@
   operation bounded by a timeout and recorded in ``Group.log``.
 * :func:`run_group` — bootstrap a group through Dask (one pinned task per rank, a free port
   chosen at run time) and run an SPMD function on it; threads of this process with
-  ``client="sync"``.
+  ``client="sync"``; ``reuse=KEY`` keeps the group open for the next call
+  (:func:`release_groups` closes it).
 * :func:`local_groups` — a group of threads in this process (tests, the serial path).
 """
 
 from daskie.collectives.group import (METHODS, Group, GroupError, free_port, local_groups,
                                       run_threads)
-from daskie.collectives.spmd import group_workers, run_group
+from daskie.collectives.spmd import group_workers, release_groups, run_group
 
-__all__ = ["Group", "GroupError", "METHODS", "run_group", "group_workers", "local_groups",
-           "run_threads", "free_port"]
+__all__ = ["Group", "GroupError", "METHODS", "run_group", "group_workers", "release_groups",
+           "local_groups", "run_threads", "free_port"]

@@ -406,6 +406,12 @@ class Group:
         self._record("broadcast", "gloo", tensor.numel() * tensor.element_size(), t0)
         return tensor
 
+    def reset(self):
+        """Forget the operation log and the fp16 error feedback: the group behaves as a
+        fresh one (for a group reused by the next window of a run)."""
+        self.log.clear()
+        self._feedback.clear()
+
     def close(self):
         """Release the process group and the store."""
         self._pg = None

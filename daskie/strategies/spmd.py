@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -107,8 +108,20 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
         ``replan(per_rank_records) -> (owners, resources)`` after each window: the next
         window's placement (the numbers do not depend on it).
     """
-    from daskie.collectives import GroupError, run_group
+    from daskie.collectives import GroupError, release_groups, run_group
 
+    # One group serves every window until a failure (then a fresh one): no rendezvous per
+    # window. Closed on the workers when the run ends, however it ends.
+    base = f"daskie-{ctx.token[:12]}-{uuid.uuid4().hex[:8]}"
+    try:
+        return _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window,
+                        resources, shards, replan, base, run_group, GroupError)
+    finally:
+        release_groups(client, base)
+
+
+def _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window, resources, shards,
+             replan, base, run_group, GroupError):
     full = objective_for(ctx)
     balance = getattr(strategy, "balance", False) and kind == "model" and \
         len({r or "CPU" for r in (resources or [None])}) == 1
@@ -123,6 +136,7 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
     total = ctx.optimizer.steps
     final = None if resume is None else resume[1]
     options = {"method": strategy.method, "compress": strategy.compress}
+    generation = 0
     while state.done is None and state.epoch < total:
         steps = min(strategy.window or total, total - state.epoch)
         args = [(ctx, kind, owners, state, steps, k, shards,
@@ -135,9 +149,10 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
                     workers = _pick_workers(client, n_ranks, resources)
                 results = run_group(client, _rank_window, args, workers=workers,
                                     timeout=strategy.timeout, name=f"{strategy.label}-w{k:05d}",
-                                    options=options)
+                                    options=options, reuse=f"{base}-g{generation}")
                 break
             except (GroupError, TimeoutError, OSError) as exc:
+                generation += 1
                 if attempt == strategy.retries:
                     raise GroupError(f"window {k} failed {attempt + 1} times; the last completed "
                                      f"window is {k - 1}: {exc}") from exc
