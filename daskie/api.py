@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import numpy as np
@@ -298,6 +299,12 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         "store": None if run_store is None else str(run_store.path),
         "seed": int(seed), "workers": n_workers,
     }
+    if plan is not None:  # seed 000's per-run figures (SR needs a baseline: metrics.compare)
+        from daskie.metrics import plan_metrics
+
+        pm = plan_metrics(history, plan)
+        summary.update({f"metrics_{k}": (None if isinstance(v, float) and math.isnan(v) else v)
+                        for k, v in pm.items()})
     ds = solution_dataset(objective, theta, problem, grid)
     ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})
     if run_store is not None:

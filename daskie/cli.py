@@ -119,6 +119,18 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_metrics(args) -> int:
+    from daskie.metrics import compare
+
+    m = compare(args.baseline, args.run, args.target, write=not args.no_write)
+    print(f"target {args.key or 'mse'} {m['target']:.3e}: T_seq {m['t_seq']:.2f} s, "
+          f"T_par {m['t_par']:.2f} s, N_sub {m['n_sub']}, C_eff {m['c_ie']:.2f}")
+    print(f"SR {m['sr']:.3f}  SE {m['se']:.3f}  CE {m['ce']:.3f}  ARTP {m['artp']:.3f}")
+    if not args.no_write:
+        print(f"daskie: wrote metrics_* into {args.run}", file=sys.stderr)
+    return 0
+
+
 def _cmd_solve(args) -> int:
     from daskie.api import solve
 
@@ -218,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", help="HTML file to write (default: SOURCE with .html)")
     rp.add_argument("--quiet", action="store_true", help="do not print the path written")
     rp.set_defaults(func=_cmd_report)
+
+    me = sub.add_parser("metrics", help="SR, SE, CE and ARTP (seed 000 Eq 4.1, 4.3) of a "
+                                        "parallel run's store against a sequential one's")
+    me.add_argument("run", help="store of the parallel run (solve --strategy ceptf --store)")
+    me.add_argument("--baseline", required=True, help="store of the sequential run")
+    me.add_argument("--target", type=float, help="MSE both times are measured to (default: "
+                                                 "the loosest both reached)")
+    me.add_argument("--key", default=None, help=argparse.SUPPRESS)
+    me.add_argument("--no-write", action="store_true", help="print only; leave the store as is")
+    me.set_defaults(func=_cmd_metrics)
     return p
 
 

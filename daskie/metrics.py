@@ -29,7 +29,7 @@ import numpy as np
 from daskie.errors import SpecError, check_int
 
 __all__ = ["speedup_ratio", "speedup_efficiency", "computational_efficiency", "artp",
-           "time_to_target", "group_times", "run_metrics"]
+           "time_to_target", "group_times", "run_metrics", "plan_metrics", "compare"]
 
 #: ``group`` of the records :func:`daskie.solve` adds after each window (joint loss and MSE,
 #: ``elapsed_s`` since the run started).
@@ -384,3 +384,93 @@ def run_metrics(seq_records, par_records, n_sub: int, c_ie: float, target: float
         "t_k": t_k.tolist(),
         "artp": artp(t_k, w, c_ie) if t_k.any() else math.nan,
     }
+
+
+def plan_metrics(records, plan) -> dict:
+    """What one parallel run's history says on its own: ``n_sub``, ``c_eff``, each group's
+    time ``t_k`` (:func:`group_times`), the weights ``w_k`` (each group's share of the
+    plan's ``flops_per_step``) and ``artp`` (Eq 4.3; NaN when no window was profiled).
+
+    :func:`daskie.solve` stores these with every run that has a Plan (``CEPTF``), as the
+    attributes ``metrics_*`` of the returned dataset and of the run's store.
+    """
+    n_sub = len(plan.groups)
+    t_k = group_times(records, n_sub)
+    flops = np.array([max(float(g.flops_per_step), 0.0) for g in plan.groups])
+    w = flops / flops.sum() if flops.sum() > 0 else np.full(n_sub, 1.0 / n_sub)
+    c_eff = float(plan.c_eff)
+    return {"n_sub": n_sub, "c_eff": c_eff, "t_k": t_k.tolist(), "w_k": w.tolist(),
+            "artp": artp(t_k, w, c_eff) if t_k.any() else math.nan}
+
+
+def _history(run):
+    """Records and attributes of a run: a dataset returned by ``solve`` or a store path."""
+    import xarray as xr
+
+    from daskie.store import RunStore
+    from daskie.store.run_store import records_from_dataset
+
+    if isinstance(run, xr.Dataset):
+        return records_from_dataset(run), dict(run.attrs)
+    store = RunStore(run, mode="a")
+    return store.history(), store.read_meta()
+
+
+def compare(baseline, run, target: float | None = None, *, key: str = "mse",
+            write: bool = False) -> dict:
+    """SR, SE, CE and ARTP of ``run`` against ``baseline`` (seed 000 Eq 4.1 and 4.3).
+
+    Parameters
+    ----------
+    baseline, run : xarray.Dataset or path
+        What :func:`daskie.solve` returned, or the paths of their stores. ``baseline`` is
+        the sequential run (``Monolithic``); ``run`` the parallel one, whose stored
+        ``metrics_n_sub`` and ``metrics_c_eff`` (written by ``solve`` for a Plan) are used.
+    target : float, optional
+        The accuracy both times are measured to (``key <= target``). Default: the loosest
+        value both runs reached (the larger of their best ``key``), so the ratio compares
+        the same accuracy.
+    key : str
+        Record field compared with ``target``.
+    write : bool
+        Also store the result as ``metrics_*`` attributes in ``run``'s store (``run`` must
+        be a path, or a dataset whose ``store`` attribute names one).
+
+    Returns
+    -------
+    dict
+        :func:`run_metrics`' fields (``target``, ``t_seq``, ``t_par``, ``sr``, ``se``, ``ce``,
+        ``t_k``, ``artp``, ...).
+
+    Raises
+    ------
+    SpecError
+        When ``run`` carries no plan metrics (not a Plan-based strategy), or a record lacks
+        ``key``, or ``write`` has no store to write to.
+    """
+    seq_records, _ = _history(baseline)
+    par_records, attrs = _history(run)
+    if "metrics_n_sub" not in attrs:
+        raise SpecError("run has no metrics_n_sub: compare needs a run of a strategy with a "
+                        "Plan (CEPTF), as solve returns or stores it")
+    n_sub, c_eff = int(attrs["metrics_n_sub"]), float(attrs["metrics_c_eff"])
+    if target is None:
+        best = [min((float(r[key]) for r in recs if key in r and r[key] == r[key]),
+                    default=math.inf) for recs in (seq_records, par_records)]
+        if not all(math.isfinite(b) for b in best):
+            raise SpecError(f"no record of one of the runs holds {key!r}")
+        target = max(best)
+    weights = attrs.get("metrics_w_k")
+    out = run_metrics(seq_records, par_records, n_sub, c_eff, target,
+                      weights=list(weights) if weights is not None else None, key=key)
+    if write:
+        from daskie.store import RunStore
+
+        path = run if not hasattr(run, "attrs") else (run.attrs.get("store") or None)
+        if not path:
+            raise SpecError("write=True needs the run's store: pass its path, or a dataset "
+                            "solved with store=")
+        RunStore(path, mode="a").write_meta(
+            {f"metrics_{k}": (None if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in out.items()})
+    return out

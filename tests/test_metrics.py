@@ -185,6 +185,47 @@ def test_run_metrics_of_real_runs(sequential_run, order):
     assert m["artp"] == pytest.approx(sum(m["t_k"]) / 2 * 2 ** 0.5)
 
 
+def test_solve_stores_the_plan_metrics_and_compare_writes_sr(sequential_run, tmp_path):
+    from daskie.cli import main
+    from daskie.metrics import compare
+    from daskie.plan import make_plan
+    from daskie.store import RunStore
+
+    opt = LevenbergMarquardt(steps=4)
+    seq = daskie.solve("E1", formulation=FORM, strategy=Monolithic(window=2), optimizer=opt,
+                       client="sync", store=tmp_path / "seq")
+    par = daskie.solve("E1", formulation=FORM, strategy=CEPTF(window=2, order="jacobi"),
+                       optimizer=opt, client="sync", workers=2, store=tmp_path / "par")
+    plan = make_plan(FORM.discretize(daskie.problems.catalog.get("E1")), workers=2)
+    flops = np.array([g.flops_per_step for g in plan.groups])
+    t_k = group_times(records_from_dataset(par), 2)
+    assert par.attrs["metrics_n_sub"] == 2 and par.attrs["metrics_c_eff"] == plan.c_eff
+    np.testing.assert_allclose(par.attrs["metrics_w_k"], flops / flops.sum(), rtol=1e-15)
+    assert par.attrs["metrics_artp"] == pytest.approx(artp(t_k, flops / flops.sum(), plan.c_eff),
+                                                      rel=1e-12)
+    stored = RunStore(tmp_path / "par", mode="a").read_meta()
+    assert stored["metrics_artp"] == pytest.approx(par.attrs["metrics_artp"], rel=1e-12)
+    assert "metrics_n_sub" not in seq.attrs  # no plan, no per-run metrics
+
+    m = compare(tmp_path / "seq", tmp_path / "par", write=True)
+    best = [min(r["mse"] for r in records_from_dataset(ds) if r.get("mse") == r.get("mse")
+                and "mse" in r) for ds in (seq, par)]
+    assert m["target"] == max(best) and m["t_seq"] > 0 and m["t_par"] > 0
+    assert m["sr"] == pytest.approx(m["t_seq"] / m["t_par"], rel=1e-15)
+    assert m == compare(seq, par)  # datasets and stores give the same figures
+    stored = RunStore(tmp_path / "par", mode="a").read_meta()
+    assert stored["metrics_sr"] == pytest.approx(m["sr"], rel=1e-15)
+    assert stored["metrics_target"] == m["target"]
+    with pytest.raises(SpecError, match="metrics_n_sub"):
+        compare(par, seq)
+    with pytest.raises(SpecError, match="store"):
+        compare(seq, par.assign_attrs(store=""), write=True)
+
+    assert main(["metrics", str(tmp_path / "par"), "--baseline", str(tmp_path / "seq"),
+                 "--no-write"]) == 0
+    assert main(["metrics", str(tmp_path / "seq"), "--baseline", str(tmp_path / "par")]) == 2
+
+
 # --- validation ---------------------------------------------------------------------------
 @pytest.mark.parametrize("call, word", [
     (lambda: speedup_ratio(-1.0, 2.0), "t_seq"),

@@ -221,6 +221,24 @@ def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer, split, ba
         assert subs and all("+" in s or s in ("mu", "F0.1", "F0.2") for s in subs)
 
 
+def test_reaching_the_target_stops_the_window_chain_submitted_ahead(e1, client):
+    # on a cluster window k+1 is submitted on window k's futures before k ends; when k
+    # reaches the target, k+1 must take no step and the run must end with k
+    opt = Adam(lr=1e-2, steps=12)
+    first = solve(e1, SMALL_Q, Monolithic(), Adam(lr=1e-2, steps=1), client="sync",
+                  target_loss=0.0)
+    # a step records the loss before its update: the second step reports first's loss
+    target = 1.0001 * first.attrs["loss"]
+    serial = solve(e1, SMALL_Q, DataParallel(shards=2, window=3), opt, client="sync",
+                   target_loss=target)
+    dist = solve(e1, SMALL_Q, DataParallel(shards=2, window=3), opt, client=client,
+                 target_loss=target)
+    for ds in (serial, dist):
+        assert ds.attrs["done"] == "target" and ds.attrs["epochs"] == 2  # inside window 0
+        assert int((ds["history_group"].values == -2).sum()) == 1  # one window summary
+    np.testing.assert_array_equal(_mu(dist), _mu(serial))
+
+
 def test_data_parallel_with_fp16_all_reduce_trains_close_to_full_precision(e1, client):
     opt = Adam(lr=1e-2, steps=6)
     full = solve(e1, SMALL_Q, DataParallel(shards=2, window=3), opt, client=client)

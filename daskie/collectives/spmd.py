@@ -19,11 +19,13 @@ numbers, no cluster.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from daskie.collectives.group import Group, GroupError, free_port, local_groups, run_threads
 from daskie.errors import DaskieError, PlanError
 
-__all__ = ["run_group", "group_workers", "release_groups"]
+__all__ = ["run_group", "submit_group", "gather_group", "cancel_group", "GroupCall",
+           "group_workers", "release_groups"]
 
 
 def _host(address: str) -> str:
@@ -147,21 +149,61 @@ def run_group(client, fn, rank_args, *, workers=None, timeout: float = 60.0, nam
     if client is None or client == "sync":
         with local_groups(size, timeout=timeout, **options) as groups:
             return run_threads(groups, fn, rank_args)
-    from distributed import wait
-    from distributed.client import FuturesCancelledError
+    return gather_group(client, submit_group(client, fn, rank_args, workers=workers,
+                                             timeout=timeout, name=name, options=options,
+                                             reuse=reuse))
 
-    addrs = group_workers(client, size, workers)
+
+@dataclass
+class GroupCall:
+    """A submitted group (:func:`submit_group`): one future per rank, in rank order."""
+
+    futures: list
+    addrs: list
+    name: str
+    cache_key: tuple | None = None
+
+
+def submit_group(client, fn, rank_args, *, workers=None, timeout: float = 60.0,
+                 name: str = "group", options: dict | None = None,
+                 reuse: str | None = None) -> GroupCall:
+    """Submit the ranks of :func:`run_group` without waiting; :func:`gather_group` waits.
+
+    A rank's arguments may hold futures (of an earlier call's ranks, for example): the rank
+    starts when they are done, so a chain of calls with ``reuse`` runs back to back on the
+    workers while the client is still busy with an earlier result.
+    """
+    addrs = group_workers(client, len(rank_args), workers)
     host = _host(addrs[0])
     cache_key = None if reuse is None else (reuse, tuple(addrs))
     port = _PORTS.get(cache_key) if cache_key is not None else None
     if port is None:
         port = client.run(_free_port_here, workers=[addrs[0]])[addrs[0]]
+    if cache_key is not None:
+        _PORTS[cache_key] = port  # the next call with this key joins the same group
     worker_key = None if reuse is None else f"{reuse}@{port}"
     tag = uuid.uuid4().hex[:8]
-    futures = [client.submit(_rank_main, fn, r, size, host, port, timeout, options, rank_args[r],
-                             worker_key, key=f"{name}-rank{r}-{tag}", workers=[addrs[r]],
-                             allow_other_workers=False, pure=False)
+    size = len(rank_args)
+    futures = [client.submit(_rank_main, fn, r, size, host, port, timeout, dict(options or {}),
+                             rank_args[r], worker_key, key=f"{name}-rank{r}-{tag}",
+                             workers=[addrs[r]], allow_other_workers=False, pure=False)
                for r in range(size)]
+    return GroupCall(futures, addrs, name, cache_key)
+
+
+def cancel_group(client, call: GroupCall) -> None:
+    """Cancel a submitted group and forget its kept port."""
+    client.cancel(call.futures, force=True)
+    if call.cache_key is not None:
+        _PORTS.pop(call.cache_key, None)
+
+
+def gather_group(client, call: GroupCall) -> list:
+    """Wait for a submitted group; results in rank order (see :func:`run_group`)."""
+    from distributed import wait
+    from distributed.client import FuturesCancelledError
+
+    futures, addrs, name = call.futures, call.addrs, call.name
     # No deadline on the whole function (a window may train for hours): every collective
     # inside is bounded by `timeout`, a rank that cannot start (its worker died) leaves its
     # peers failing at the rendezvous or their next collective, and a worker that leaves the
@@ -190,12 +232,7 @@ def run_group(client, fn, rank_args, *, workers=None, timeout: float = 60.0, nam
                         and futures[r] in pending]
                 if lost:
                     raise GroupError(f"group {name}: the workers of ranks {lost} left the cluster")
-        results = client.gather(futures)
-        if cache_key is not None:
-            _PORTS[cache_key] = port
-        return results
+        return client.gather(futures)
     except BaseException:
-        client.cancel(futures, force=True)
-        if cache_key is not None:
-            _PORTS.pop(cache_key, None)
+        cancel_group(client, call)
         raise

@@ -50,8 +50,13 @@ def _check_spmd_options(owner, timeout, retries, method, compress):
 
 def _rank_window(group, ctx, kind, owners, state, steps, window, shards=1, lm_split="rows",
                  balance=False):
-    """One rank's part of one window (runs inside the rank's task)."""
+    """One rank's part of one window (runs inside the rank's task). ``state`` is the
+    window's input state, or this rank's output ``(state, records)`` of the previous window
+    (windows submitted ahead)."""
     from daskie.train.collective import PartitionedObjective, ShardedObjective, balanced_pieces
+
+    if isinstance(state, tuple):
+        state = state[0]
 
     _setup(ctx)
     if kind == "data":
@@ -108,20 +113,22 @@ def run_spmd_windows(strategy, ctx, client, kind, n_ranks, *, owners=None, resum
         ``replan(per_rank_records) -> (owners, resources)`` after each window: the next
         window's placement (the numbers do not depend on it).
     """
-    from daskie.collectives import GroupError, release_groups, run_group
+    from daskie.collectives import release_groups
 
     # One group serves every window until a failure (then a fresh one): no rendezvous per
     # window. Closed on the workers when the run ends, however it ends.
     base = f"daskie-{ctx.token[:12]}-{uuid.uuid4().hex[:8]}"
     try:
         return _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window,
-                        resources, shards, replan, base, run_group, GroupError)
+                        resources, shards, replan, base)
     finally:
         release_groups(client, base)
 
 
 def _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window, resources, shards,
-             replan, base, run_group, GroupError):
+             replan, base):
+    from daskie.collectives import GroupError, cancel_group, gather_group, run_group, submit_group
+
     full = objective_for(ctx)
     balance = getattr(strategy, "balance", False) and kind == "model" and \
         len({r or "CPU" for r in (resources or [None])}) == 1
@@ -137,45 +144,77 @@ def _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window, re
     final = None if resume is None else resume[1]
     options = {"method": strategy.method, "compress": strategy.compress}
     generation = 0
-    while state.done is None and state.epoch < total:
-        steps = min(strategy.window or total, total - state.epoch)
-        args = [(ctx, kind, owners, state, steps, k, shards,
-                 getattr(strategy, "lm_split", "rows"), balance)] * n_ranks
-        for attempt in range(strategy.retries + 1):
-            try:
-                workers = None
-                if client not in (None, "sync"):
-                    client.wait_for_workers(n_ranks, timeout=max(60.0, strategy.timeout))
-                    workers = _pick_workers(client, n_ranks, resources)
-                results = run_group(client, _rank_window, args, workers=workers,
-                                    timeout=strategy.timeout, name=f"{strategy.label}-w{k:05d}",
-                                    options=options, reuse=f"{base}-g{generation}")
-                break
-            except (GroupError, TimeoutError, OSError) as exc:
-                generation += 1
-                if attempt == strategy.retries:
-                    raise GroupError(f"window {k} failed {attempt + 1} times; the last completed "
-                                     f"window is {k - 1}: {exc}") from exc
-                log.warning("window %d: %s; running it again from its input (attempt %d of %d)",
-                            k, exc, attempt + 2, strategy.retries + 1)
-        states = [s for s, _ in results]
-        for r, s in enumerate(states[1:], 1):
-            if not torch.equal(s.theta, states[0].theta):
-                raise DaskieError(f"window {k}: rank {r} ended with other parameters than rank 0 "
-                                  "(the ranks must take identical steps)")
-        state, records = states[0], results[0][1]
-        if records:
-            records[-1]["attempts"] = attempt + 1
-            records[-1]["sync_s_max"] = max(rec[-1].get("sync_s", 0.0) for _, rec in results if rec)
-        if replan is not None:
-            owners, resources = replan([rec for _, rec in results])
+    lm_split = getattr(strategy, "lm_split", "rows")
+    # On a cluster the next window is submitted before this one ends, its ranks taking
+    # this window's rank outputs (futures) as input: the workers go on at once while the
+    # client checks and stores this window. Not with replan (it needs this window's times).
+    lookahead = client not in (None, "sync") and replan is None
+    ahead = None  # (k, call) of a window submitted on the previous window's futures
+
+    def submit(k_, inputs, steps_, workers_):
+        args = [(ctx, kind, owners, inputs[r], steps_, k_, shards, lm_split, balance)
+                for r in range(n_ranks)]
+        return submit_group(client, _rank_window, args, workers=workers_,
+                            timeout=strategy.timeout, name=f"{strategy.label}-w{k_:05d}",
+                            options=options, reuse=f"{base}-g{generation}")
+
+    try:
+        while state.done is None and state.epoch < total:
+            steps = min(strategy.window or total, total - state.epoch)
+            for attempt in range(strategy.retries + 1):
+                try:
+                    if client in (None, "sync"):
+                        args = [(ctx, kind, owners, state, steps, k, shards, lm_split,
+                                 balance)] * n_ranks
+                        results = run_group(client, _rank_window, args,
+                                            timeout=strategy.timeout, options=options)
+                        break
+                    if ahead is not None and ahead[0] == k and attempt == 0:
+                        call = ahead[1]
+                    else:
+                        client.wait_for_workers(n_ranks, timeout=max(60.0, strategy.timeout))
+                        call = submit(k, [state] * n_ranks, steps,
+                                      _pick_workers(client, n_ranks, resources))
+                    ahead = None
+                    nxt = state.epoch + steps
+                    if lookahead and nxt < total:
+                        ahead = (k + 1, submit(k + 1, call.futures,
+                                               min(strategy.window or total, total - nxt),
+                                               call.addrs))
+                    results = gather_group(client, call)
+                    break
+                except (GroupError, TimeoutError, OSError) as exc:
+                    if ahead is not None:
+                        cancel_group(client, ahead[1])
+                        ahead = None
+                    generation += 1
+                    if attempt == strategy.retries:
+                        raise GroupError(f"window {k} failed {attempt + 1} times; the last "
+                                         f"completed window is {k - 1}: {exc}") from exc
+                    log.warning("window %d: %s; running it again from its input (attempt %d "
+                                "of %d)", k, exc, attempt + 2, strategy.retries + 1)
+            states = [s for s, _ in results]
+            for r, s in enumerate(states[1:], 1):
+                if not torch.equal(s.theta, states[0].theta):
+                    raise DaskieError(f"window {k}: rank {r} ended with other parameters than "
+                                      "rank 0 (the ranks must take identical steps)")
+            state, records = states[0], results[0][1]
             if records:
-                records[-1]["placement"] = " | ".join("+".join(o) for o in owners)
-        params = {n: v.clone() for n, v in full.layout.split(state.theta).items()}
-        final = [WindowOutput(0, state, params, records)]
-        if on_window is not None:
-            on_window(k, final)
-        k += 1
+                records[-1]["attempts"] = attempt + 1
+                records[-1]["sync_s_max"] = max(rec[-1].get("sync_s", 0.0)
+                                                for _, rec in results if rec)
+            if replan is not None:
+                owners, resources = replan([rec for _, rec in results])
+                if records:
+                    records[-1]["placement"] = " | ".join("+".join(o) for o in owners)
+            params = {n: v.clone() for n, v in full.layout.split(state.theta).items()}
+            final = [WindowOutput(0, state, params, records)]
+            if on_window is not None:
+                on_window(k, final)
+            k += 1
+    finally:
+        if ahead is not None:  # the run ended (target, error) with a window still ahead
+            cancel_group(client, ahead[1])
     return final
 
 
