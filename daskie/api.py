@@ -245,7 +245,9 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         if client is None:
             client = stack.enter_context(local_cluster(workers, 1, gpus))
         available = set() if client == "sync" else builder.check_resources(plan, client)
-        n_workers = 1 if client == "sync" else len(client.scheduler_info(n_workers=-1)["workers"])
+        from daskie.collectives.spmd import cluster_workers
+
+        n_workers = 1 if client == "sync" else len(cluster_workers(client))
         live = None
         if client != "sync":  # the live page on the scheduler's dashboard; its link is logged
             from daskie.dashboard.plugin import LiveRun

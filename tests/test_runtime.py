@@ -13,7 +13,7 @@ import torch
 from daskie import (CEPTF, Adam, DataParallel, LevenbergMarquardt, Monolithic, OrderReduction,
                     QuadratureCollocation, solve)
 from daskie.api import local_cluster
-from daskie.collectives import local_groups, run_threads
+from daskie.collectives import cluster_workers, local_groups, run_threads
 from daskie.errors import SpecError
 from daskie.nn import MLP
 from daskie.problems import catalog
@@ -285,7 +285,7 @@ def test_killing_a_worker_mid_run_changes_nothing(e1):
     reference = solve(e1, formulation, strategy, opt, client="sync")
     with local_cluster(2) as client:
         def kill():
-            addr = sorted(client.scheduler_info(n_workers=-1)["workers"])[0]
+            addr = sorted(cluster_workers(client))[0]
             os.kill(client.run(os.getpid, workers=[addr])[addr], 9)
 
         def on_window(k, summary):

@@ -14,9 +14,10 @@
 
 from daskie.collectives.group import (METHODS, Group, GroupError, free_port, local_groups,
                                       run_threads)
-from daskie.collectives.spmd import (GroupCall, cancel_group, gather_group, group_workers,
-                                     release_groups, run_group, submit_group)
+from daskie.collectives.spmd import (GroupCall, cancel_group, cluster_workers, gather_group,
+                                     group_workers, release_groups, run_group, submit_group)
 
 __all__ = ["Group", "GroupError", "METHODS", "run_group", "submit_group", "gather_group",
-           "cancel_group", "GroupCall", "group_workers", "release_groups", "local_groups",
+           "cancel_group", "GroupCall", "group_workers", "cluster_workers", "release_groups",
+           "local_groups",
            "run_threads", "free_port"]

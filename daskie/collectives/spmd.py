@@ -25,7 +25,7 @@ from daskie.collectives.group import Group, GroupError, free_port, local_groups,
 from daskie.errors import DaskieError, PlanError
 
 __all__ = ["run_group", "submit_group", "gather_group", "cancel_group", "GroupCall",
-           "group_workers", "release_groups"]
+           "group_workers", "cluster_workers", "release_groups"]
 
 
 def _host(address: str) -> str:
@@ -93,12 +93,22 @@ def release_groups(client, prefix: str) -> None:
 _PORTS: dict = {}
 
 
+def cluster_workers(client) -> dict:
+    """``{address: info}`` of every worker of ``client``'s cluster, fetched from the scheduler.
+
+    Not ``client.scheduler_info()["workers"]``: the client's periodic refresh replaces that
+    cached dict with one that has no workers, and a read racing it found none (seen once in
+    about a hundred windows).
+    """
+    return dict(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+
+
 def group_workers(client, size: int, workers=None) -> list[str]:
     """Addresses of ``size`` workers, one per rank, each with a free thread.
 
     Raises :class:`~daskie.errors.PlanError` when the cluster has fewer workers than ranks.
     """
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = cluster_workers(client)
     if workers is not None:
         missing = [w for w in workers if w not in info]
         if missing:
@@ -227,7 +237,7 @@ def gather_group(client, call: GroupCall) -> list:
                                      f"{type(exc).__name__}: {exc}") from exc
             pending = list(not_done)
             if pending:
-                alive = client.scheduler_info(n_workers=-1)["workers"]
+                alive = cluster_workers(client)
                 lost = [r for r, a in enumerate(addrs) if a not in alive
                         and futures[r] in pending]
                 if lost:

@@ -69,7 +69,9 @@ def _annotations(plan, g, available, workers):
 def check_resources(plan, client) -> set[str]:
     """Resource names the cluster's workers declare; raise :class:`PlanError` when a Plan's
     tag cannot be met (such a task would otherwise stay pending forever)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    from daskie.collectives.spmd import cluster_workers
+
+    workers = cluster_workers(client)
     available = set()
     for w in workers.values():
         available |= {k for k, v in (w.get("resources") or {}).items() if v >= 1}

@@ -83,22 +83,25 @@ class MLP:
             chunks.append(torch.zeros(b, dtype=torch.float64))
         return torch.cat(chunks)
 
+    def layers(self, theta, in_dim: int):
+        """``(weight (out, in), bias, is_last)`` views of ``theta``, input layer first."""
+        sizes = self.sizes(in_dim)
+        offset = 0
+        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            w = theta[offset:offset + a * b].view(b, a)
+            offset += a * b
+            yield w, theta[offset:offset + b], k == len(sizes) - 2
+            offset += b
+
     def apply(self, theta, z):
         """Network output at points ``z`` of shape ``(n, in_dim)`` (or ``(in_dim,)``)."""
         import torch
 
         act = _act(self.activation)
         h = z
-        sizes = self.sizes(z.shape[-1])
-        offset = 0
-        last = len(sizes) - 2
-        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = theta[offset:offset + a * b].view(b, a)
-            offset += a * b
-            bias = theta[offset:offset + b]
-            offset += b
+        for w, bias, last in self.layers(theta, z.shape[-1]):
             h = torch.nn.functional.linear(h, w, bias)
-            if k < last:
+            if not last:
                 h = act(h)
         return h[..., 0]
 
@@ -117,18 +120,11 @@ class MLP:
         if self.activation == "gelu":
             return None
         act = _act(self.activation)
-        sizes = self.sizes(z.shape[-1])
         h, t = z, None
-        offset = 0
-        last = len(sizes) - 2
-        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = theta[offset:offset + a * b].view(b, a)
-            offset += a * b
-            bias = theta[offset:offset + b]
-            offset += b
+        for w, bias, last in self.layers(theta, z.shape[-1]):
             s = torch.nn.functional.linear(h, w, bias)
             ds = w[:, axis] if t is None else t @ w.T  # first layer: the same for all points
-            if k < last:
+            if not last:
                 h = act(s)
                 t = _dact(self.activation, s, h) * ds
             else:
@@ -150,18 +146,12 @@ class MLP:
         if self.activation == "gelu":
             return None
         act = _act(self.activation)
-        sizes = self.sizes(z.shape[-1])
         weights, hs, pre = [], [z], []
-        offset = 0
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            w = theta[offset:offset + a * b].view(b, a)
-            offset += a * b
-            bias = theta[offset:offset + b]
-            offset += b
+        for w, bias, last in self.layers(theta, z.shape[-1]):
             weights.append(w)
             s = torch.nn.functional.linear(hs[-1], w, bias)
             pre.append(s)
-            hs.append(act(s) if len(weights) < len(sizes) - 1 else s)
+            hs.append(s if last else act(s))
         n = z.shape[0]
         delta = torch.ones(n, 1, dtype=z.dtype)
         blocks = []

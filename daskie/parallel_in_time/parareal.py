@@ -115,7 +115,9 @@ def parareal_futures(client, coarse, fine, y0, n_slices: int, iterations: int, *
     _check(n_slices, iterations)
     token = token or uuid.uuid4().hex
     if workers is None:
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        from daskie.collectives.spmd import cluster_workers
+
+        workers = sorted(cluster_workers(client))
     workers = list(workers)
 
     def key(kind, k, n):

@@ -432,7 +432,9 @@ class APTS(TrustRegionOptions, ObjectiveStrategy):
         yield from self._distributed(client, source, carry, seed, target_loss, threads, model)
 
     def _distributed(self, client, source, carry, seed, target_loss, threads, model, lookahead=2):
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        from daskie.collectives.spmd import cluster_workers
+
+        workers = sorted(cluster_workers(client))
         token = uuid.uuid4().hex
         [src] = client.scatter([source], broadcast=True, hash=False)
         carry_f = client.scatter(carry, hash=False)

@@ -55,10 +55,10 @@ class Strategy:
         the last completed window, and ``on_window`` receives outputs whose ``params``
         together cover every sub-model.
         """
+        from daskie.collectives.spmd import cluster_workers
         from daskie.graph import builder
 
-        workers = None if client == "sync" else \
-            sorted(client.scheduler_info(n_workers=-1)["workers"])
+        workers = None if client == "sync" else sorted(cluster_workers(client))
         graph = builder.build(self, ctx, groups, plan, total_steps=ctx.optimizer.steps,
                               available=available, resume=resume, workers=workers)
         final, _ = builder.run(graph, client, on_window=on_window)

@@ -316,7 +316,9 @@ class _GradientFlowStrategy(ObjectiveStrategy):
 
     def _distributed(self, client, source, carry, seed, target_loss, threads, n_data, limit,
                      lookahead=2):
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        from daskie.collectives.spmd import cluster_workers
+
+        workers = sorted(cluster_workers(client))
         token = uuid.uuid4().hex
         [src] = client.scatter([source], broadcast=True, hash=False)
         carry_f = client.scatter(carry, hash=False)

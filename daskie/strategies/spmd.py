@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from daskie.errors import DaskieError, SpecError, check_int
+from daskie.errors import DaskieError, PlanError, SpecError, check_int
 from daskie.graph.tasks import WindowOutput, _setup, _where, objective_for
 from daskie.profiler import WindowProfiler
 from daskie.strategies.base import Strategy
@@ -178,9 +178,12 @@ def _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window, re
                     ahead = None
                     nxt = state.epoch + steps
                     if lookahead and nxt < total:
-                        ahead = (k + 1, submit(k + 1, call.futures,
-                                               min(strategy.window or total, total - nxt),
-                                               call.addrs))
+                        try:
+                            ahead = (k + 1, submit(k + 1, call.futures,
+                                                   min(strategy.window or total, total - nxt),
+                                                   call.addrs))
+                        except (PlanError, OSError) as exc:  # a worker left: no look-ahead
+                            log.info("window %d not submitted ahead: %s", k + 1, exc)
                     results = gather_group(client, call)
                     break
                 except (GroupError, TimeoutError, OSError) as exc:
@@ -220,27 +223,23 @@ def _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window, re
 
 def _pick_workers(client, n_ranks, resources):
     """One worker per rank; ranks tagged with a resource go to workers that declare it."""
-    from daskie.collectives import group_workers
+    from daskie.collectives import cluster_workers, group_workers
 
     if not resources or all(r in (None, "CPU") for r in resources):
         return group_workers(client, n_ranks)
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = cluster_workers(client)
     free = sorted(info)
     chosen: list = [None] * n_ranks
     for r, tag in enumerate(resources):  # tagged ranks first: they have fewer candidates
         if tag not in (None, "CPU"):
             pick = next((w for w in free if info[w].get("resources", {}).get(tag, 0) >= 1), None)
             if pick is None:
-                from daskie.errors import PlanError
-
                 raise PlanError(f"rank {r} needs a worker with resource {tag!r}; none is free")
             chosen[r] = pick
             free.remove(pick)
     for r in range(n_ranks):
         if chosen[r] is None:
             if not free:
-                from daskie.errors import PlanError
-
                 raise PlanError(f"a group of {n_ranks} ranks needs {n_ranks} workers")
             chosen[r] = free.pop(0)
     return chosen
@@ -298,7 +297,9 @@ class DataParallel(Strategy):
             return self.shards
         if client in (None, "sync"):
             return 2
-        return len(client.scheduler_info(n_workers=-1)["workers"])
+        from daskie.collectives import cluster_workers
+
+        return len(cluster_workers(client))
 
     def execute(self, ctx, groups, plan, client, *, available=frozenset(), resume=None,
                 on_window=None):
