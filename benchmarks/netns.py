@@ -229,8 +229,11 @@ def emulated_cluster(n_workers: int, rate: str = "1gbit", latency_ms: float = 0.
     with emulated_network(n_workers, rate=rate, latency_ms=latency_ms) as net:
         try:
             sched_file = os.path.join(logdir, "scheduler.json")
+            # as daskie.api.local_cluster: no statistical profiler in the workers (its
+            # thread takes the GIL every 10 ms from the training thread)
             base_env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-                            MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+                            MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+                            DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False")
             procs.append(_start([sys.executable, "-m", "distributed.cli.dask_scheduler",
                                  "--host", net.bridge_ip, "--port", "0", "--no-dashboard",
                                  "--scheduler-file", sched_file],

@@ -18,6 +18,17 @@ SMALL_OR = OrderReduction(net=MLP(hidden=(8, 8)), points=64, aux_points=64, test
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
 
+def _profiler_enabled():
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled")
+
+
+def test_embedded_cluster_workers_run_without_the_statistical_profiler(client):
+    # the fixture's cluster is daskie.api.local_cluster with its defaults
+    assert set(client.run(_profiler_enabled).values()) == {False}
+
+
 def test_ceptf_distributed_equals_serial(client):
     kw = dict(formulation=SMALL_OR, strategy=CEPTF(window=3, order="jacobi", polish=2),
               optimizer=LevenbergMarquardt(steps=9), seed=3)
