@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import numpy as np
@@ -313,11 +312,9 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         "seed": int(seed), "workers": n_workers,
     }
     if plan is not None:  # seed 000's per-run figures (SR needs a baseline: metrics.compare)
-        from daskie.metrics import plan_metrics
+        from daskie.metrics import metric_attrs, plan_metrics
 
-        pm = plan_metrics(history, plan)
-        summary.update({f"metrics_{k}": (None if isinstance(v, float) and math.isnan(v) else v)
-                        for k, v in pm.items()})
+        summary.update(metric_attrs(plan_metrics(history, plan)))
     ds = solution_dataset(objective, theta, problem, grid)
     ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})
     if run_store is not None:

@@ -29,7 +29,8 @@ import numpy as np
 from daskie.errors import SpecError, check_int
 
 __all__ = ["speedup_ratio", "speedup_efficiency", "computational_efficiency", "artp",
-           "time_to_target", "group_times", "run_metrics", "plan_metrics", "compare"]
+           "time_to_target", "group_times", "run_metrics", "plan_metrics", "compare",
+           "metric_attrs"]
 
 #: ``group`` of the records :func:`daskie.solve` adds after each window (joint loss and MSE,
 #: ``elapsed_s`` since the run started).
@@ -386,6 +387,12 @@ def run_metrics(seq_records, par_records, n_sub: int, c_ie: float, target: float
     }
 
 
+def metric_attrs(metrics: Mapping) -> dict:
+    """``metrics`` as run attributes: keys prefixed ``metrics_``, NaN stored as None."""
+    return {f"metrics_{k}": (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in metrics.items()}
+
+
 def plan_metrics(records, plan) -> dict:
     """What one parallel run's history says on its own: ``n_sub``, ``c_eff``, each group's
     time ``t_k`` (:func:`group_times`), the weights ``w_k`` (each group's share of the
@@ -470,7 +477,5 @@ def compare(baseline, run, target: float | None = None, *, key: str = "mse",
         if not path:
             raise SpecError("write=True needs the run's store: pass its path, or a dataset "
                             "solved with store=")
-        RunStore(path, mode="a").write_meta(
-            {f"metrics_{k}": (None if isinstance(v, float) and math.isnan(v) else v)
-             for k, v in out.items()})
+        RunStore(path, mode="a").write_meta(metric_attrs(out))
     return out

@@ -151,22 +151,26 @@ def _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window, re
     lookahead = client not in (None, "sync") and replan is None
     ahead = None  # (k, call) of a window submitted on the previous window's futures
 
-    def submit(k_, inputs, steps_, workers_):
-        args = [(ctx, kind, owners, inputs[r], steps_, k_, shards, lm_split, balance)
+    def window_steps(epoch):
+        return min(strategy.window or total, total - epoch)
+
+    def rank_args(k_, inputs, steps_):
+        return [(ctx, kind, owners, inputs[r], steps_, k_, shards, lm_split, balance)
                 for r in range(n_ranks)]
-        return submit_group(client, _rank_window, args, workers=workers_,
+
+    def submit(k_, inputs, steps_, workers_):
+        return submit_group(client, _rank_window, rank_args(k_, inputs, steps_), workers=workers_,
                             timeout=strategy.timeout, name=f"{strategy.label}-w{k_:05d}",
                             options=options, reuse=f"{base}-g{generation}")
 
     try:
         while state.done is None and state.epoch < total:
-            steps = min(strategy.window or total, total - state.epoch)
+            steps = window_steps(state.epoch)
             for attempt in range(strategy.retries + 1):
                 try:
                     if client in (None, "sync"):
-                        args = [(ctx, kind, owners, state, steps, k, shards, lm_split,
-                                 balance)] * n_ranks
-                        results = run_group(client, _rank_window, args,
+                        results = run_group(client, _rank_window,
+                                            rank_args(k, [state] * n_ranks, steps),
                                             timeout=strategy.timeout, options=options)
                         break
                     if ahead is not None and ahead[0] == k and attempt == 0:
@@ -179,8 +183,7 @@ def _windows(strategy, ctx, client, kind, n_ranks, owners, resume, on_window, re
                     nxt = state.epoch + steps
                     if lookahead and nxt < total:
                         try:
-                            ahead = (k + 1, submit(k + 1, call.futures,
-                                                   min(strategy.window or total, total - nxt),
+                            ahead = (k + 1, submit(k + 1, call.futures, window_steps(nxt),
                                                    call.addrs))
                         except (PlanError, OSError) as exc:  # a worker left: no look-ahead
                             log.info("window %d not submitted ahead: %s", k + 1, exc)

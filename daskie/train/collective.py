@@ -238,11 +238,14 @@ class PartitionedObjective(_Delegate):
                            for piece in pieces]
         # each evaluation's rows, in the order the pieces deliver them (rank, then piece)
         delivered: dict = {k: [] for k in local.eval_keys}
+        self._counts = []  # rows of each piece of each rank
         for piece in self.pieces:
+            self._counts.append([])
             for k, sl in piece:
                 if k not in delivered:
                     raise ValueError(f"pieces name an unknown evaluation {k!r}")
                 delivered[k].append(torch.arange(ev[k].size)[sl])
+                self._counts[-1].append(len(delivered[k][-1]))
         self._orders = {}
         for k, parts in delivered.items():
             got = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
@@ -253,8 +256,7 @@ class PartitionedObjective(_Delegate):
                 self._orders[k] = torch.argsort(got)
         self._evals = [Evaluation(ev[k].submodel, ev[k].points[sl].contiguous(), ev[k].derivative)
                        for k, sl in self.pieces[group.rank]]
-        self._sizes = [sum(len(range(*sl.indices(ev[k].size))) for k, sl in piece)
-                       for piece in self.pieces]
+        self._sizes = [sum(counts) for counts in self._counts]
         self._busy = bool(self._evals)
         if self.mine is not None:
             # Own columns of J; the other sub-models' values always come from their owners.
@@ -275,11 +277,9 @@ class PartitionedObjective(_Delegate):
             else torch.zeros(0, dtype=theta.dtype)
         parts = self.group.allgather(flat, sizes=self._sizes)
         delivered: dict = {}
-        ev = self.local.disc.evaluations
-        for r, piece in enumerate(self.pieces):
+        for r, (piece, counts) in enumerate(zip(self.pieces, self._counts)):
             start = 0
-            for i, (k, sl) in enumerate(piece):
-                n = len(range(*sl.indices(ev[k].size)))
+            for i, ((k, _), n) in enumerate(zip(piece, counts)):
                 delivered.setdefault(k, []).append(
                     own[i] if r == self.group.rank else parts[r][start:start + n])
                 start += n
