@@ -120,6 +120,11 @@ class IntegralTerm:
         ``M``; the identity by default.
     singularity : float
         Exponent ``a`` in [0, 1) of a weak singularity ``|x - t|^(-a)`` (1-D terms).
+    kink : sequence of int or bool
+        Coordinates ``k`` along which the kernel's derivative jumps at ``t_k = x_k``
+        (Green's functions, ``|x - t|``, ``min(x, t)``); ``True`` means every coordinate.
+        Quadrature rules and the reference split the integration interval there, which
+        restores their convergence order.
     """
 
     kernel: Callable
@@ -128,6 +133,7 @@ class IntegralTerm:
     upper: tuple[Limit, ...] | None = None
     nonlinearity: Nonlinearity = field(default_factory=Nonlinearity.identity)
     singularity: float = 0.0
+    kink: tuple[int, ...] | bool = ()
 
     @property
     def volterra_axes(self) -> tuple[int, ...]:
@@ -148,10 +154,13 @@ class IntegralTerm:
 
     def describe(self) -> dict:
         """Plain-data summary for plans, stores and reports."""
-        return {"lam": self.lam, "lower": list(self.lower), "upper": list(self.upper),
-                "nonlinearity": self.nonlinearity.name, "singularity": self.singularity,
-                "kind": "fredholm" if self.is_fredholm else
-                ("volterra" if len(self.volterra_axes) == len(self.upper) else "mixed")}
+        out = {"lam": self.lam, "lower": list(self.lower), "upper": list(self.upper),
+               "nonlinearity": self.nonlinearity.name, "singularity": self.singularity,
+               "kind": "fredholm" if self.is_fredholm else
+               ("volterra" if len(self.volterra_axes) == len(self.upper) else "mixed")}
+        if self.kink:  # only when set: stored runs without kinks keep their description
+            out["kink"] = list(self.kink) if isinstance(self.kink, tuple) else self.kink
+        return out
 
 
 @dataclass(frozen=True)
@@ -318,7 +327,15 @@ class Problem:
             raise SpecError(f"{where}.singularity must be in [0, 1) (weak singularity), got {a}")
         if a > 0 and d != 1:
             raise SpecError(f"{where}.singularity is supported for 1-D terms only (d = {d})")
-        return IntegralTerm(term.kernel, lam, lower, tuple(checked), term.nonlinearity, a)
+        kink = tuple(range(d)) if term.kink is True else (() if term.kink is False else term.kink)
+        try:
+            kink = tuple(sorted({int(k) for k in kink}))
+        except (TypeError, ValueError):
+            raise SpecError(f"{where}.kink must be True or a sequence of coordinates, "
+                            f"got {term.kink!r}") from None
+        if any(not 0 <= k < d for k in kink):
+            raise SpecError(f"{where}.kink = {term.kink!r} names a coordinate outside 0..{d - 1}")
+        return IntegralTerm(term.kernel, lam, lower, tuple(checked), term.nonlinearity, a, kink)
 
     def _check_data(self):
         x = self.domain.sample(16, seed=12345)
