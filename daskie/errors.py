@@ -3,7 +3,7 @@
 from numbers import Integral
 
 __all__ = ["DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "StoreMissingError",
-           "PlanError", "check_int"]
+           "PlanError", "CheckpointError", "StorePathError", "UnsafeStoreError", "check_int"]
 
 
 class DaskieError(Exception):
@@ -22,12 +22,31 @@ class TrainingDiverged(DaskieError, FloatingPointError):
     """The loss became NaN or infinite; the last good state is kept."""
 
 
+class DiscrepancyWarning(UserWarning):
+    """The neural answer differs from the classical reference by more than the tolerance
+    (or lies on another solution of a nonlinear equation); the message gives both errors."""
+
+
 class StoreExistsError(DaskieError, FileExistsError):
     """A run store exists already and neither ``overwrite`` nor ``resume`` was asked for."""
 
 
 class StoreMissingError(DaskieError, FileNotFoundError):
     """``resume`` was asked for, but there is no run store at the path."""
+
+
+class CheckpointError(DaskieError, ValueError):
+    """A stored checkpoint that cannot be read: another schema version, or damaged data."""
+
+
+class UnsafeStoreError(DaskieError, ValueError):
+    """A store holding arrays that only pickle (or another code-running codec) could read;
+    daskie refuses to open them."""
+
+
+class StorePathError(SpecError):
+    """A store (or output file) path that cannot be written: under a file, no permission, a
+    read-only or virtual file system; the message names the path and the reason."""
 
 
 def check_int(field: str, value, low: int = 1, *, allow_none: bool = False, alternative: str = ""):

@@ -1,47 +1,91 @@
 """One training run as one zarr group, written through xarray.
 
-Layout of a run at ``path`` (zarr format 2, root metadata consolidated so that a plain
+Layout of a run at ``path`` (zarr format 2, metadata consolidated so that a plain
 ``xarray.open_zarr(path)`` opens it without warnings)::
 
     path/                            root group
-        .zattrs                      run metadata (write_meta) and summary (write_result)
-        mu, exact, error, x0, ...    the solution (write_result)
-        record, history_<key>        the training history on dim "record" (write_result)
-        params_<name>                final flat parameters of sub-model <name> on dim "param_<name>"
+        .zattrs                      run metadata (write_meta), provenance (daskie and torch
+                                     versions, created_utc, the absolute path) and, after
+                                     write_result, the summary and finished_utc
+        mu, exact, error, x0, ...    the solution (write_result), with long_name/description
+                                     (and units where the problem gives them)
+        record, history_<key>        the training history on dim "record"; every variable's
+                                     description says what the field means
+        params_<name>                final flat parameters of sub-model <name>
         checkpoints/
             window_00007/            one group per training window (write_checkpoint)
-                params_<name>        parameters at the end of the window
-                blob                 opaque resume state, uint8 on dim "blob_byte"
+                state_00000, ...     the arrays of the window's state tree (daskie.store.checkpoint)
                 record, history_<key>  the records produced in this window
-                .zattrs              window, submodels, complete (set last)
+                .zattrs              window, schema_version, structure (JSON), complete
 
-A checkpoint counts only once its ``complete`` attribute is set, which happens after all of
-its arrays are written: a crash in the middle of a write leaves the previous checkpoint as the
-latest one. Zarr format 2 is used because format 3 has no specification for fixed-width
-unicode strings and no consolidated metadata (zarr warns about both).
+**Checkpoints are data.** A checkpoint is a state tree of arrays and plain values described by
+JSON (:mod:`daskie.store.checkpoint`); nothing in a store is ever unpickled or executed, and a
+checkpoint of another schema version is refused with :class:`~daskie.errors.CheckpointError`.
+
+**Every checkpoint write is atomic.** A checkpoint is written into a hidden directory beside
+the others (``checkpoints/.window_00007.writing-*``) and renamed into place only once all of
+its arrays are on disk, so a process killed in the middle of a write leaves the previous
+checkpoint as the latest one. (Rewriting a window that already exists moves the old one aside
+first; a crash in that instant leaves the window before it as the latest.) The consolidated
+metadata is replaced by a rename too.
+
+**Runs are transactional.** A new run (``mode="w-"`` or ``"w"``) is written into a staging
+directory beside the target (``.NAME.staging-PID-*`` in the same directory, hence the same file
+system) and takes the target's place only once it has *something worth keeping*: **at least
+one complete checkpoint, or a written result**. Until then an existing run at the target stays
+as it was, whatever happens to the new one. :meth:`RunStore.close` (or leaving the ``with``
+block) ends the transaction and sets :attr:`RunStore.outcome`:
+
+* ``"complete"`` — a result is in the store at ``path``;
+* ``"resumable"`` — the store at ``path`` holds at least one complete checkpoint and no
+  result: ``resume=True`` / ``--resume`` continues it;
+* ``"previous-run-kept"`` — the new run kept nothing, and the run that was at ``path`` before
+  is untouched;
+* ``"nothing-written"`` — the new run kept nothing and nothing is left at ``path`` (no
+  metadata-only shell store; directories created for it are removed again).
+
+Zarr format 2 is used because format 3 has no specification for fixed-width unicode strings
+and no consolidated metadata (zarr warns about both).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
 import zarr
 
-from daskie.errors import SpecError, StoreExistsError, StoreMissingError
+from daskie.errors import (CheckpointError, SpecError, StoreExistsError, StoreMissingError,
+                           StorePathError, UnsafeStoreError)
+from daskie.records import FIELDS
+from daskie.store.checkpoint import SCHEMA_VERSION, Checkpoint, decode_tree, encode_tree
 
-__all__ = ["RunStore", "history_to_dataset", "records_from_dataset"]
+__all__ = ["RunStore", "history_to_dataset", "records_from_dataset", "OUTCOMES"]
+
+#: The values of :attr:`RunStore.outcome` after :meth:`RunStore.close` (module docstring).
+OUTCOMES = ("complete", "resumable", "previous-run-kept", "nothing-written")
 
 _ZARR_FORMAT = 2
 _HISTORY = "history_"
 _PARAMS = "params_"
 _CHECKPOINTS = "checkpoints"
 _WINDOW = re.compile(r"^window_(\d+)$")
+_STATE = "state"
+# What a write leaves beside its target until it finishes: .NAME.<what>-<pid>-<8 hex>.
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>writing|staging|replaced)-(?P<pid>\d+)-[0-9a-f]{8}$")
+_META_FILES = (".zgroup", ".zattrs", ".zarray")
+# Units of the common record fields (descriptions come from daskie.records.FIELDS).
+_UNITS = {"step_s": "s", "wall_s": "s", "elapsed_s": "s", "window_s": "s", "sync_s": "s",
+          "peak_rss_mb": "MiB", "peak_cuda_mb": "MiB", "t_start": "s since 1970-01-01 UTC",
+          "t_end": "s since 1970-01-01 UTC"}
 # Columns whose values were ints or bools but had gaps are stored as float64 with NaN; this
 # variable attribute remembers the original type so that reading gives the same records back.
 _RECORD_TYPE = "record_type"
@@ -82,8 +126,29 @@ def history_to_dataset(records) -> xr.Dataset:
     for key in keys:
         values = [_plain_scalar(rec.get(key), f"records[{i}][{key!r}]")
                   for i, rec in enumerate(records)]
-        data_vars[_HISTORY + key] = _column(key, values)
-    return xr.Dataset(data_vars, coords={"record": np.arange(len(records), dtype=np.int64)})
+        column = _column(key, values)
+        column.attrs.update(_field_attrs(key))
+        data_vars[_HISTORY + key] = column
+    record = xr.Variable("record", np.arange(len(records), dtype=np.int64),
+                         attrs={"long_name": "record index",
+                                "description": "training records in the order they were "
+                                               "written; see each history_* variable"})
+    return xr.Dataset(data_vars, coords={"record": record})
+
+
+def _field_attrs(key: str) -> dict:
+    """``long_name``, ``description`` (and ``units``) of the history field ``key``."""
+    if key in FIELDS:
+        description = FIELDS[key]
+    elif key.startswith("loss_"):
+        description = f"loss (mean squared residual) of the residual block {key[5:]!r}"
+    else:
+        description = ("field recorded by the strategy or optimizer (not one of the common "
+                       "fields of daskie.records.FIELDS)")
+    attrs = {"long_name": key.replace("_", " "), "description": description}
+    if key in _UNITS:
+        attrs["units"] = _UNITS[key]
+    return attrs
 
 
 def _column(key, values) -> xr.Variable:
@@ -162,21 +227,132 @@ def _json_attrs(attrs, where) -> dict:
     return plain(attrs, where)
 
 
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _provenance(path: str) -> dict:
+    """Root attributes that let a reader of the store alone know where it came from."""
+    import torch
+
+    import daskie
+
+    return {"daskie_version": daskie.__version__, "torch_version": torch.__version__,
+            "xarray_version": xr.__version__, "zarr_version": zarr.__version__,
+            "created_utc": _utc_now(), "path": path}
+
+
+def _first_existing(path: str) -> str:
+    """``path`` or its nearest ancestor that exists."""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _check_writable_location(path: str) -> None:
+    """Raise :class:`StorePathError` when a store could not be created at ``path``."""
+    parent = os.path.dirname(path)
+    ancestor = _first_existing(parent)
+    if not os.path.isdir(ancestor):
+        raise StorePathError(f"cannot create a store at {path!r}: {ancestor!r} is a file, "
+                             f"not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise StorePathError(f"cannot create a store at {path!r}: no write permission in "
+                             f"{ancestor!r}")
+    try:
+        readonly = bool(os.statvfs(ancestor).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    if readonly:
+        raise StorePathError(f"cannot create a store at {path!r}: {ancestor!r} is on a "
+                             f"read-only file system")
+
+
+# Codecs that only transform bytes or numbers; anything else (pickle, msgpack, vlen, JSON
+# object codecs) could build arbitrary Python objects on reading, so such an array is refused.
+_SAFE_COMPRESSORS = {"blosc", "zstd", "zlib", "gzip", "bz2", "lzma", "lz4"}
+_SAFE_FILTERS = {"delta", "fixedscaleoffset", "quantize", "bitround", "shuffle", "astype"}
+
+
+def _check_plain_arrays(directory: str, error: type, what: str, skip: tuple = ()) -> None:
+    """Raise ``error`` if an array under ``directory`` is not plain numbers or strings.
+
+    zarr format 2 can store object arrays whose chunks are pickles; reading one would run
+    code chosen by whoever wrote the store. daskie never writes such arrays, so one found
+    here means a store from elsewhere or a tampered one.
+    """
+    for here, dirs, files in os.walk(directory):
+        top = here == directory
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not (top and d in skip)]
+        if ".zarray" not in files:
+            continue
+        name = os.path.relpath(here, directory)
+        try:
+            with open(os.path.join(here, ".zarray")) as fh:
+                meta = json.load(fh)
+            dtype = meta.get("dtype")
+            kind = np.dtype(dtype).kind if isinstance(dtype, str) else "V"
+            compressor = meta.get("compressor")
+            filters = meta.get("filters") or []
+            ok = (kind in "biufcUS"
+                  and (compressor is None or compressor.get("id") in _SAFE_COMPRESSORS)
+                  and all(isinstance(f, dict) and f.get("id") in _SAFE_FILTERS for f in filters))
+        except (OSError, ValueError, TypeError, AttributeError):
+            ok = False
+        if not ok:
+            raise error(f"{what}: array {name!r} is not plain numbers or strings (object dtype, "
+                        f"pickle or another code-running codec, or unreadable metadata); "
+                        f"daskie refuses to read it")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RunStore:
-    """One run = one zarr store at ``path`` (a local directory).
+    """One run = one zarr store at ``path`` (a local directory), written as a transaction.
 
     ``xarray.open_zarr(path)`` reads the main dataset (solution, history, final parameters,
-    metadata and summary as attributes) with nothing else. See the module docstring for the
-    layout.
+    metadata and summary as attributes, every variable described) with nothing else. See the
+    module docstring for the layout, the atomicity of checkpoints and the transaction: a new
+    run is staged beside ``path`` and replaces what is there only once it holds a complete
+    checkpoint or a result.
+
+    Use it as a context manager; leaving the block by an exception counts as a failure::
+
+        with RunStore("e1.zarr", mode="w") as store:
+            store.write_meta(meta)
+            store.write_checkpoint(Checkpoint(0, outputs, records))
+            store.write_result(solution, history, summary)
+        store.outcome   # "complete"; after a failure "resumable", "previous-run-kept"
+                        # or "nothing-written", and store.message says it in words
 
     Parameters
     ----------
     path : str or os.PathLike
-        Directory of the store.
+        Directory of the store. Missing parent directories are created (and removed again
+        if the run leaves nothing).
     mode : {"w-", "w", "a"}
-        ``"w-"`` creates a new store and refuses if anything exists at ``path``; ``"w"``
-        replaces an existing run store (it refuses to delete anything that is not a run store
-        or an empty directory); ``"a"`` opens an existing store to resume it.
+        ``"w-"`` starts a new run and refuses if anything exists at ``path``; ``"w"`` starts
+        a new run that replaces the run store at ``path`` once it has something to keep (it
+        refuses anything that is not a run store or an empty directory); ``"a"`` opens an
+        existing store to resume it (writes go straight into it, each checkpoint atomic).
+
+    Attributes
+    ----------
+    path : str
+        The absolute path of the store (where the run is, or will be once kept).
+    outcome : str or None
+        None while open; after :meth:`close` one of :data:`OUTCOMES`.
 
     Raises
     ------
@@ -184,28 +360,70 @@ class RunStore:
         ``mode="w-"`` and something exists at ``path``.
     StoreMissingError (a FileNotFoundError)
         ``mode="a"`` and nothing exists at ``path``.
+    StorePathError (a SpecError)
+        The store cannot be created at ``path``: under a file, without write permission, on a
+        read-only or virtual file system (``/proc``).
     SpecError
-        An unknown mode; ``mode="a"`` on something that is not a run store; ``mode="w"`` on
+        An unknown mode, a path that is not a string or path; ``mode="a"`` or ``"w"`` on
         something that is not a run store.
     """
 
     def __init__(self, path, mode: str = "w-"):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path):
+            # A process killed while replacing a run may have left the old one aside.
+            parent, name = os.path.split(os.path.abspath(os.fspath(path)))
+            self._remove_stale(parent, only=name)
         self.check(path, mode)
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(os.fspath(path))
         self.mode = mode
+        self.outcome: str | None = None
+        self._result_written = False
+        self._made: list[str] = []
         if mode == "a":
+            self._dir = self.path
+            self._staged = False
+            self._remove_stale(os.path.join(self.path, _CHECKPOINTS))
             return
-        if os.path.lexists(self.path):
-            self._remove_existing()
-        zarr.open_group(self.path, mode="w", zarr_format=_ZARR_FORMAT)
-        self._consolidate()
+        parent, name = os.path.split(self.path)
+        self._made = self._make_parents(parent)
+        self._dir = os.path.join(parent, f".{name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self._staged = True
+        try:
+            zarr.open_group(self._dir, mode="w-", zarr_format=_ZARR_FORMAT)
+            self._root("r+").attrs.update(_provenance(self.path))
+            self._consolidate()
+        except OSError as exc:
+            self._discard()
+            raise StorePathError(f"cannot create a store at {self.path!r}: "
+                                 f"{exc.strerror or exc}") from exc
 
     def __repr__(self):
         return f"RunStore({self.path!r}, mode={self.mode!r})"
 
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close(failed=exc_type is not None)
+        return False
+
     @classmethod
-    def check(cls, path, mode: str = "w-") -> None:
-        """Raise the error ``RunStore(path, mode)`` would raise, touching nothing on disk."""
+    def check(cls, path, mode: str = "w-", *, probe: bool = False) -> None:
+        """Raise the error ``RunStore(path, mode)`` would raise.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The store's path.
+        mode : {"w-", "w", "a"}
+            As for :class:`RunStore`.
+        probe : bool
+            Also create and remove an empty directory beside ``path`` (in its nearest
+            existing ancestor), which finds what only trying can: virtual file systems such
+            as ``/proc``. Without it, nothing on disk is touched.
+        """
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise SpecError(f"store must be a path (str or os.PathLike), got {path!r}")
         path = os.fspath(path)
         if mode not in ("w-", "w", "a"):
             raise SpecError(f"mode must be 'w-' (create), 'w' (overwrite) or 'a' (resume), "
@@ -219,15 +437,159 @@ class RunStore:
             if not cls.exists(path):
                 raise SpecError(f"{path!r} exists but is not a daskie run store "
                                 f"(no zarr group); cannot resume from it")
-        elif taken and mode == "w-":
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise StorePathError(f"cannot resume the store at {path!r}: no write permission")
+            return
+        if taken and mode == "w-":
             raise StoreExistsError(
                 f"a run store (or other file) exists at {path!r}; pass overwrite=True / "
                 f"--overwrite to replace it, or resume=True / --resume to continue it")
+        if taken and not (cls.exists(path) or (os.path.isdir(path) and not os.path.islink(path)
+                                               and not os.listdir(path))):
+            raise SpecError(f"{path!r} exists and is not a daskie run store; overwrite "
+                            f"only replaces run stores: choose another path or remove it")
+        absolute = os.path.abspath(path)
+        _check_writable_location(absolute)
+        if probe:
+            where = _first_existing(os.path.dirname(absolute))
+            trial = os.path.join(where, f".daskie-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                os.mkdir(trial)
+                os.rmdir(trial)
+            except OSError as exc:
+                raise StorePathError(f"cannot create a store at {path!r}: {exc.strerror or exc} "
+                                     f"(in {where!r})") from exc
 
     @staticmethod
     def exists(path) -> bool:
         """Whether a run store (a zarr group) is at ``path``."""
         return os.path.isfile(os.path.join(os.fspath(path), ".zgroup"))
+
+    # -- the transaction ------------------------------------------------------------------
+
+    @property
+    def has_result(self) -> bool:
+        """Whether the store holds a result (written now or by an earlier session)."""
+        return self._result_written or "finished_utc" in self.read_meta()
+
+    def close(self, failed: bool = False) -> str:
+        """End the run's transaction and say what is left at :attr:`path`.
+
+        Parameters
+        ----------
+        failed : bool
+            Whether the run failed (or was interrupted). Only matters for what the outcome
+            is called: a staged run that kept nothing is discarded either way.
+
+        Returns
+        -------
+        str
+            :attr:`outcome`, one of :data:`OUTCOMES` (module docstring). Closing again
+            returns the same outcome.
+        """
+        if self.outcome is not None:
+            return self.outcome
+        if self._staged:
+            self._discard()
+            self.outcome = "previous-run-kept" if self.exists(self.path) else "nothing-written"
+        elif self.has_result:
+            self.outcome = "complete"
+        else:
+            self.outcome = "resumable"
+        return self.outcome
+
+    @property
+    def message(self) -> str:
+        """The outcome in words, for a message to the user (e.g. after a failure)."""
+        if self.outcome is None:
+            return f"the run store at {self.path} is still open"
+        if self.outcome == "complete":
+            return f"the finished run is in {self.path}"
+        if self.outcome == "resumable":
+            windows = self._complete_windows()
+            last = f"last complete window {windows[-1][0]}; " if windows else ""
+            return (f"a resumable store is kept at {self.path} ({last}resume=True / --resume "
+                    f"continues it)")
+        if self.outcome == "previous-run-kept":
+            return f"nothing of this run was kept; the previous run at {self.path} is unchanged"
+        return f"nothing was written at {self.path}"
+
+    def _keep(self):
+        """Move the staged run to :attr:`path`: it has something worth keeping now."""
+        if not self._staged:
+            return
+        if os.path.lexists(self.path):
+            if self.mode == "w-":
+                raise StoreExistsError(f"a run store appeared at {self.path!r} while this run "
+                                       f"was starting; this run stays in {self._dir!r}")
+            parent, name = os.path.split(self.path)
+            aside = os.path.join(parent, f".{name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            os.rename(self.path, aside)
+            os.rename(self._dir, self.path)
+            shutil.rmtree(aside)
+        else:
+            os.rename(self._dir, self.path)
+        self._dir = self.path
+        self._staged = False
+        self._made = []
+
+    def _discard(self):
+        shutil.rmtree(self._dir, ignore_errors=True)
+        for made in reversed(self._made):  # innermost first; only if still empty
+            try:
+                os.rmdir(made)
+            except OSError:
+                break
+        self._made = []
+
+    def _open_check(self):
+        if self.outcome is not None:
+            raise SpecError(f"the run store at {self.path} is closed ({self.outcome})")
+
+    @staticmethod
+    def _make_parents(parent: str) -> list[str]:
+        missing = []
+        probe = parent
+        while probe and not os.path.lexists(probe):
+            missing.append(probe)
+            probe = os.path.dirname(probe)
+        try:
+            for d in reversed(missing):
+                os.mkdir(d)
+        except OSError as exc:
+            for d in missing:
+                if os.path.isdir(d):
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        pass
+            raise StorePathError(f"cannot create the directory {d!r} for a store: "
+                                 f"{exc.strerror or exc}") from exc
+        return list(reversed(missing))
+
+    @staticmethod
+    def _remove_stale(directory: str, only: str | None = None):
+        """Clean up after a process that was killed inside a write (its pid is in the names).
+
+        Half-written directories (``.NAME.writing-*``, ``.NAME.staging-*``) are removed. A
+        ``.NAME.replaced-*`` directory is the previous version moved aside just before its
+        replacement was renamed in: it is renamed back if the replacement never arrived.
+        """
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return
+        for entry in names:
+            match = _LEFTOVER.match(entry)
+            if not match or (only is not None and match["name"] != only) \
+                    or _pid_alive(int(match["pid"])):
+                continue
+            full = os.path.join(directory, entry)
+            final = os.path.join(directory, match["name"])
+            if match["what"] == "replaced" and not os.path.lexists(final):
+                os.rename(full, final)
+            else:
+                shutil.rmtree(full, ignore_errors=True)
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -236,57 +598,112 @@ class RunStore:
 
         Numpy scalars and arrays are converted to plain Python values.
         """
+        self._open_check()
         attrs = _json_attrs(attrs, "meta")
         self._root("r+").attrs.update(attrs)
         self._consolidate()
 
     def read_meta(self) -> dict:
-        """All root attributes: metadata and, after :meth:`write_result`, the summary."""
+        """All root attributes: metadata, provenance and, after :meth:`write_result`, the
+        summary."""
         return dict(self._root("r").attrs.asdict())
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def write_checkpoint(self, window: int, params: dict, blob: bytes, records: list) -> None:
-        """Store the state at the end of training window ``window``.
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store the state at the end of a training window, atomically.
 
         Parameters
         ----------
-        window : int
-            Window index (>= 0). Writing a window again replaces it.
-        params : dict of str to array
-            Flat float64 parameter vector per sub-model.
-        blob : bytes
-            Opaque state needed to resume exactly (optimizer state, counters).
-        records : list of dict
-            Training records produced during this window (see :func:`history_to_dataset`).
-        """
-        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
-            raise SpecError(f"window must be an int >= 0, got {window!r}")
-        if not isinstance(blob, (bytes, bytearray, memoryview)):
-            raise SpecError(f"blob must be bytes, got {type(blob).__name__}")
-        ds = history_to_dataset(records)
-        ds.update(self._params_dataset(params))
-        ds["blob"] = xr.Variable("blob_byte", np.frombuffer(bytes(blob), dtype=np.uint8))
-        ds.attrs = {"window": int(window), "submodels": list(params)}
-        group = f"{_CHECKPOINTS}/window_{int(window):05d}"
-        root = self._root("r+")
-        if group in root:
-            del root[group]
-        ds.to_zarr(self.path, group=group, mode="w", zarr_format=_ZARR_FORMAT,
-                   consolidated=False)
-        # Marked only after every array is on disk: an unmarked window is ignored on resume.
-        self._root("r+")[group].attrs["complete"] = True
-        self._consolidate()
+        checkpoint : Checkpoint
+            The window index, its outputs (a state tree: see :mod:`daskie.store.checkpoint`)
+            and its records. Writing a window again replaces it.
 
-    def latest_checkpoint(self) -> tuple[int, dict[str, np.ndarray], bytes] | None:
-        """``(window, params, blob)`` of the newest complete checkpoint, or None if none."""
+        Raises
+        ------
+        TypeError
+            ``checkpoint`` is not a :class:`Checkpoint`, or its outputs hold a value a state
+            tree cannot (the message names its path).
+        SpecError
+            A record that :func:`history_to_dataset` refuses.
+
+        Notes
+        -----
+        The first complete checkpoint of a new run moves the run to :attr:`path`, replacing
+        a previous run there (module docstring).
+        """
+        self._open_check()
+        if not isinstance(checkpoint, Checkpoint):
+            raise TypeError(f"checkpoint must be a daskie.store.Checkpoint, "
+                            f"got {type(checkpoint).__name__}")
+        window = int(checkpoint.window)
+        arrays, structure = encode_tree(checkpoint.outputs, prefix=_STATE)
+        ds = history_to_dataset(checkpoint.records)
+        for name, array in arrays.items():
+            ds[name] = xr.Variable(tuple(f"{name}_dim{j}" for j in range(array.ndim)), array,
+                                   attrs={"description": "an array of the window's state tree "
+                                                         "(see the group's 'structure')"})
+        ds.attrs = {"window": window, "schema_version": SCHEMA_VERSION, "structure": structure,
+                    "written_utc": _utc_now(), "complete": True}
+        folder = os.path.join(self._dir, _CHECKPOINTS)
+        if not os.path.isdir(folder):
+            self._root("r+").create_group(_CHECKPOINTS)
+        name = f"window_{window:05d}"
+        writing = os.path.join(folder, f".{name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            ds.to_zarr(writing, mode="w-", zarr_format=_ZARR_FORMAT, consolidated=False)
+            final = os.path.join(folder, name)
+            if os.path.lexists(final):
+                aside = os.path.join(folder, f".{name}.replaced-{os.getpid()}-"
+                                             f"{uuid.uuid4().hex[:8]}")
+                os.rename(final, aside)
+                os.rename(writing, final)
+                shutil.rmtree(aside)
+            else:
+                os.rename(writing, final)  # the commit: atomic on a POSIX file system
+        except BaseException:
+            shutil.rmtree(writing, ignore_errors=True)
+            raise
+        self._consolidate()
+        self._keep()
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest complete checkpoint, or None if there is none.
+
+        Raises
+        ------
+        CheckpointError
+            The checkpoint has another schema version, or cannot be read or decoded
+            (damaged or tampered with); the message names the checkpoint and the versions.
+        """
         windows = self._complete_windows()
         if not windows:
             return None
         window, group = windows[-1]
-        ds = self._open_group(group)
-        params = {name: ds[_PARAMS + name].values for name in ds.attrs["submodels"]}
-        return window, params, ds["blob"].values.tobytes()
+        try:
+            ds = self._open_group(group)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged store raises, one name
+            raise CheckpointError(f"checkpoint {group} in {self.path} cannot be read: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        version = ds.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise CheckpointError(
+                f"checkpoint {group} in {self.path} has schema version {version!r} "
+                f"({'written by an older daskie' if version is None else 'unknown here'}); "
+                f"this daskie reads version {SCHEMA_VERSION}: start a new run (overwrite)")
+        arrays = {str(n): v.values for n, v in ds.data_vars.items()
+                  if str(n).startswith(_STATE + "_")}
+        outputs = decode_tree(arrays, ds.attrs.get("structure"))
+        if not isinstance(outputs, list):
+            raise CheckpointError(f"checkpoint {group} in {self.path}: outputs are not a list")
+        try:
+            records = records_from_dataset(ds)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"checkpoint {group} in {self.path}: records cannot be "
+                                  f"read: {exc}") from exc
+        return Checkpoint(window, outputs, records)
 
     def history(self) -> list[dict]:
         """All records of all complete checkpoints, in window order."""
@@ -305,18 +722,24 @@ class RunStore:
         ----------
         solution : xarray.Dataset
             Solution variables (e.g. ``mu``, ``exact``, ``error``) on a grid (coords ``x0``,
-            ``x1``, ...) or on scattered points. Its attributes join the root attributes.
+            ``x1``, ...) or on scattered points. Its attributes join the root attributes; its
+            variables' attributes are kept, and ``mu``, ``exact``, ``error`` and the ``x<j>``
+            coordinates get a ``long_name`` and ``description`` (and ``units`` from the
+            problem's ``units``, if the metadata's ``problem_spec`` has them) where missing.
         history : list of dict
-            The full training history, stored as ``history_<key>`` on dim ``"record"``.
+            The full training history, stored as ``history_<key>`` on dim ``"record"``, each
+            variable described (:data:`daskie.records.FIELDS`).
         summary : dict
             JSON-serialisable figures (mse, rel_l2, epochs, wall_s, ...) merged into the root
             attributes.
         params : dict of str to array, optional
             Final flat parameters per sub-model, stored as ``params_<name>`` on dims
-            ``param_<name>``. Default: those of the latest complete checkpoint, if any.
+            ``param_<name>``. Default: none.
 
-        Writing a result again replaces the previous one; metadata and checkpoints stay.
+        Writing a result again replaces the previous one; metadata and checkpoints stay. A new
+        run's result moves the run to :attr:`path` (module docstring).
         """
+        self._open_check()
         if not isinstance(solution, xr.Dataset):
             raise SpecError(f"solution must be an xarray.Dataset, got {type(solution).__name__}")
         clash = [str(n) for n in solution.variables
@@ -326,56 +749,119 @@ class RunStore:
                             f"history ('record', 'history_*') and parameters ('params_*')")
         attrs = _json_attrs(solution.attrs, "solution.attrs")
         attrs.update(_json_attrs(summary, "summary"))
-        if params is None:
-            latest = self.latest_checkpoint()
-            params = latest[1] if latest is not None else {}
-        ds = xr.merge([solution, history_to_dataset(history), self._params_dataset(params)],
-                      compat="no_conflicts", join="exact", combine_attrs="drop")
         root = self._root("r+")
-        ds.attrs = {**root.attrs.asdict(), **attrs}
+        meta = root.attrs.asdict()
+        described = self._described(solution, meta.get("problem_spec"))
+        hist = history_to_dataset(history)
+        ds = xr.merge([described, hist, self._params_dataset(params or {})],
+                      compat="no_conflicts", join="exact", combine_attrs="drop")
+        for part in (described, hist):  # merge dropped the variables' attributes
+            for name, var in part.variables.items():
+                ds[name].attrs = _json_attrs(dict(var.attrs), f"{name}.attrs")
+        ds.attrs = {**meta, **attrs, "finished_utc": _utc_now()}
         # Drop the previous result first: its variables may have other shapes than the new ones.
         for name in [name for name, _ in root.arrays()]:
             del root[name]
         self._consolidate()
-        ds.to_zarr(self.path, mode="a", zarr_format=_ZARR_FORMAT, consolidated=True)
+        ds.to_zarr(self._dir, mode="a", zarr_format=_ZARR_FORMAT, consolidated=False)
+        self._consolidate()
+        self._result_written = True
+        self._keep()
 
     def read(self) -> xr.Dataset:
-        """The root dataset, exactly as ``xarray.open_zarr(path)`` gives it."""
-        return xr.open_zarr(self.path, consolidated=True)
+        """The root dataset, exactly as ``xarray.open_zarr(path)`` gives it.
+
+        Raises
+        ------
+        UnsafeStoreError
+            An array of the store could only be read by unpickling (a store from elsewhere
+            or a tampered one); nothing of it is read.
+        """
+        _check_plain_arrays(self._dir, UnsafeStoreError, f"store {self.path}",
+                            skip=(_CHECKPOINTS,))
+        return xr.open_zarr(self._dir, consolidated=True)
 
     # -- internals ------------------------------------------------------------------------
 
-    def _remove_existing(self):
-        if self.exists(self.path):
-            shutil.rmtree(self.path)
-        elif os.path.isdir(self.path) and not os.path.islink(self.path) \
-                and not os.listdir(self.path):
-            os.rmdir(self.path)
-        else:
-            raise SpecError(f"{self.path!r} exists and is not a daskie run store; overwrite "
-                            f"only replaces run stores: choose another path or remove it")
+    @staticmethod
+    def _described(solution: xr.Dataset, spec) -> xr.Dataset:
+        units = spec.get("units") if isinstance(spec, Mapping) else None
+        units = units if isinstance(units, Mapping) else {}
+        defaults = {
+            "mu": ("mu", "the trained network's solution mu(x)", units.get("mu")),
+            "exact": ("exact solution", "the problem's exact solution at the same points",
+                      units.get("mu")),
+            "error": ("error", "mu - exact (signed pointwise error)", units.get("mu")),
+        }
+        out = solution.copy()
+        for name in out.variables:
+            name = str(name)
+            if name in defaults:
+                long_name, description, unit = defaults[name]
+            elif re.fullmatch(r"x\d+", name):
+                j = int(name[1:])
+                long_name, description = f"x_{j + 1}", f"coordinate {j + 1} of the domain"
+                unit = units.get(name, units.get("x"))
+            else:
+                continue
+            attrs = dict(out[name].attrs)
+            attrs.setdefault("long_name", long_name)
+            attrs.setdefault("description", description)
+            if unit is not None:
+                attrs.setdefault("units", str(unit))
+            out[name].attrs = attrs
+        return out
 
     def _root(self, mode):
         # Never the consolidated copy: after a crash it may be older than the files.
-        return zarr.open_group(self.path, mode=mode, use_consolidated=False)
+        return zarr.open_group(self._dir, mode=mode, use_consolidated=False)
 
     def _consolidate(self):
-        # Keeps `xarray.open_zarr(path)` fast and warning-free; run after every write.
-        zarr.consolidate_metadata(self.path, zarr_format=_ZARR_FORMAT)
+        """Write the consolidated metadata of the whole tree, replacing it by a rename.
+
+        Keeps ``xarray.open_zarr(path)`` fast and warning-free. zarr's own
+        ``consolidate_metadata`` rewrites the file in place, which a crash can leave
+        truncated; this writes the same format beside it and renames it over.
+        """
+        metadata = {}
+        for here, dirs, files in os.walk(self._dir):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skip half-written
+            rel = os.path.relpath(here, self._dir)
+            for name in _META_FILES:
+                if name in files:
+                    with open(os.path.join(here, name)) as fh:
+                        key = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+                        metadata[key] = json.load(fh)
+        target = os.path.join(self._dir, ".zmetadata")
+        writing = f"{target}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with open(writing, "w") as fh:
+            json.dump({"metadata": metadata, "zarr_consolidated_format": 1}, fh)
+        os.replace(writing, target)
 
     def _complete_windows(self) -> list[tuple[int, str]]:
-        root = self._root("r")
-        if _CHECKPOINTS not in root:
+        folder = os.path.join(self._dir, _CHECKPOINTS)
+        try:
+            names = os.listdir(folder)
+        except OSError:
             return []
         found = []
-        for name, group in root[_CHECKPOINTS].groups():
+        for name in names:
             match = _WINDOW.match(name)
-            if match and group.attrs.get("complete") is True:
+            if not match:
+                continue
+            try:
+                with open(os.path.join(folder, name, ".zattrs")) as fh:
+                    complete = json.load(fh).get("complete") is True
+            except (OSError, ValueError, AttributeError):
+                complete = False
+            if complete:
                 found.append((int(match.group(1)), f"{_CHECKPOINTS}/{name}"))
         return sorted(found)
 
     def _open_group(self, group) -> xr.Dataset:
-        with xr.open_zarr(self.path, group=group, consolidated=False, chunks=None) as ds:
+        _check_plain_arrays(os.path.join(self._dir, group), CheckpointError,
+                            f"checkpoint {group} in {self.path}")
+        with xr.open_zarr(self._dir, group=group, consolidated=False, chunks=None) as ds:
             return ds.load()
 
     @staticmethod
@@ -390,5 +876,8 @@ class RunStore:
             if theta.ndim != 1:
                 raise SpecError(f"params[{name!r}] must be a flat (1-D) vector, "
                                 f"got shape {theta.shape}")
-            data_vars[_PARAMS + name] = xr.Variable(f"param_{name}", theta)
+            data_vars[_PARAMS + name] = xr.Variable(
+                f"param_{name}", theta,
+                attrs={"long_name": f"parameters of {name}",
+                       "description": f"final flat parameter vector of the sub-model {name}"})
         return xr.Dataset(data_vars)
