@@ -266,7 +266,8 @@ def _v_mixed(name):
 def _v_cubic(name):
     return Problem(domain=U2, name=name,
                    f=lambda p: _x(p) * _y(p) - (_x(p) + _y(p)) / 16.0,
-                   terms=(IntegralTerm(lambda p, t: _x(p) + _y(p), nonlinearity=Nonlinearity.power(3)),),
+                   terms=(IntegralTerm(lambda p, t: (_x(p) + _y(p)) * _ones(p, t),
+                                       nonlinearity=Nonlinearity.power(3)),),
                    exact=lambda p: _x(p) * _y(p),
                    description="u = f + Int Int (x + y) u^3, u = x y")
 
@@ -290,7 +291,7 @@ def _v_3dbox(name):
     lam = 0.5
     return Problem(domain=Domain((0.0,) * 3, (1.0, 1.0, 2.0)), name=name,
                    f=lambda p: np.exp(-np.sum(p, axis=-1)) - lam * c * np.prod(p, axis=-1),
-                   terms=(IntegralTerm(lambda p, t: np.prod(p, axis=-1), lam=lam,
+                   terms=(IntegralTerm(lambda p, t: np.prod(p, axis=-1) * _ones(p, t), lam=lam,
                                        nonlinearity=Nonlinearity.power(2)),),
                    exact=lambda p: np.exp(-np.sum(p, axis=-1)),
                    description="u = f + 1/2 Int x y z u^2 on [0,1]^2 x [0,2], u = e^(-x-y-z)")

@@ -34,7 +34,10 @@ class TrainState:
     opt_state : dict or None
         The current stage's optimizer state (None: not initialised yet).
     done : str or None
-        Why training ended: ``"target"`` (loss below target), ``"budget"`` or ``"stalled"``.
+        Why training ended: ``"target"`` (loss below target), ``"budget"`` (steps used up),
+        ``"stalled"`` (the damping hit its ceiling, or with convergence-based stopping the
+        loss stopped falling), ``"floor"`` (the loss reached the discretization floor) or
+        ``"time"`` (the wall-time budget of :class:`~daskie.train.optimizers.Stopping`).
     loss : float
         Last reported loss.
     wall_s : float
@@ -89,7 +92,7 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
         When the loss turns NaN or infinite; ``exc.state`` is the last good state.
     """
     stages = optimizer.stages()
-    state = replace(state)
+    state = replace(state, meta=dict(state.meta))
     records = []
     extra = dict(record_extra or {})
     for _ in range(int(n_steps)):
@@ -122,6 +125,14 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
             state.stage, state.stage_epoch, state.opt_state = state.stage + 1, 0, None
             if state.stage >= len(stages):
                 state.done = "stalled"
+        elif opt.stop is not None:
+            why = _converged(opt.stop, state, loss)
+            if why is not None:
+                rec["stopped_by"] = why
+                if why == "stalled" and state.stage + 1 < len(stages):
+                    state.stage, state.stage_epoch, state.opt_state = state.stage + 1, 0, None
+                else:
+                    state.done = why
         if loss < target_loss:
             state.done = "target"
         if eval_every and state.epoch % eval_every == 0:
@@ -132,6 +143,16 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
     if final_mse and records and "mse" not in records[-1]:
         records[-1]["mse"] = objective.mse(state.theta)
     return state, records
+
+
+def _converged(stop, state, loss):
+    """Keep the last ``stop.window + 1`` losses of the stage in ``state.meta`` and ask
+    ``stop`` whether to end; the history travels with the state across windows."""
+    losses = list(state.meta.get("stop_losses", ()))[-stop.window:] + [loss]
+    if state.stage_epoch == 1:
+        losses = [loss]  # a new stage starts its own history
+    state.meta["stop_losses"] = losses
+    return stop.check(losses, state.wall_s)
 
 
 def train(objective, optimizer, *, seed: int = 0, target_loss: float = 0.0, eval_every: int = 0,

@@ -23,7 +23,7 @@ import torch
 from daskie.errors import SpecError, check_int
 from daskie.train.objective import loss_and_grad
 
-__all__ = ["Optimizer", "Adam", "LBFGS", "LevenbergMarquardt", "Chain"]
+__all__ = ["Optimizer", "Adam", "LBFGS", "LevenbergMarquardt", "Chain", "Stopping"]
 
 
 def _check(cond: bool, msg: str):
@@ -51,10 +51,76 @@ def value_and_grad(objective, theta):
     return float(loss), g
 
 
+@dataclass(frozen=True)
+class Stopping:
+    """Convergence-based stopping of one optimizer stage (``steps="auto"``).
+
+    Training ends at the first of: the loss below the run's target (``"target"``); the loss
+    at the discretization floor (``"floor"``: below ``floor``, or stalled within
+    ``floor_band`` times it); a stall (``"stalled"``: the loss fell by less than the fraction
+    ``min_decrease`` over the last ``window`` steps); ``max_wall_s`` seconds of training
+    (``"time"``); ``max_steps`` steps (``"budget"``).
+
+    Parameters
+    ----------
+    max_steps : int
+        Step budget of the stage.
+    max_wall_s : float or None
+        Training time budget in seconds (None: none).
+    window : int
+        Steps over which a stall is judged.
+    min_decrease : float
+        Relative loss decrease over ``window`` below which training has stalled. Measured on
+        the validation set: LM's loss falls by 2x or more per 50 steps while it is still
+        converging (class 3 of issue 15: 1.5e-12 -> 7.9e-13 in the last 50 of 300 steps),
+        and by under 1 % once it sits at a floor or a bad minimum.
+    floor : float or None
+        Loss of the reference (or exact) solution in the discretization; set by ``solve``
+        from :func:`daskie.assess.discretization_floor`.
+    floor_band : float
+        A stall within this factor of ``floor`` counts as reaching the floor.
+    """
+
+    max_steps: int = 2000
+    max_wall_s: float | None = 90.0
+    window: int = 50
+    min_decrease: float = 0.1
+    floor: float | None = None
+    floor_band: float = 10.0
+
+    def __post_init__(self):
+        check_int("Stopping.max_steps", self.max_steps)
+        check_int("Stopping.window", self.window)
+        _numbers("Stopping", self, "min_decrease", "floor_band")
+        _check(0 < self.min_decrease < 1, f"Stopping.min_decrease must lie in (0, 1), got {self.min_decrease}")
+        _check(self.floor_band >= 1, f"Stopping.floor_band must be >= 1, got {self.floor_band}")
+        for name in ("max_wall_s", "floor"):
+            v = getattr(self, name)
+            _check(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and math.isfinite(v) and v >= 0),
+                   f"Stopping.{name} must be a number >= 0 or None, got {v!r}")
+
+    def check(self, losses, wall_s: float) -> str | None:
+        """Why to stop after the losses ``losses`` (oldest first, the last one current) and
+        ``wall_s`` seconds of training, or None."""
+        loss = losses[-1]
+        if self.floor is not None and loss <= self.floor:
+            return "floor"
+        if len(losses) > self.window and loss > (1.0 - self.min_decrease) * losses[-1 - self.window]:
+            if self.floor is not None and loss <= self.floor_band * self.floor:
+                return "floor"
+            return "stalled"
+        if self.max_wall_s is not None and wall_s >= self.max_wall_s:
+            return "time"
+        return None
+
+
 class Optimizer:
     """Base class of daskie's optimizers (see the module docstring for the protocol)."""
 
     steps: int
+    #: Convergence-based stopping (None: run the fixed ``steps``).
+    stop = None
 
     @property
     def label(self) -> str:
@@ -224,8 +290,9 @@ class LevenbergMarquardt(Optimizer):
         Stop (converged or stuck) when ``mu`` exceeds this: the step-size floor.
     max_tries : int
         Rejected trial steps allowed within one step before giving up on it.
-    steps : int
-        Iterations of this stage.
+    steps : int or "auto"
+        Iterations of this stage; ``"auto"``: until converged (see ``stop``), within
+        ``stop.max_steps``.
     solver : str
         ``"auto"`` (direct within the budget, else CG), ``"direct"`` or ``"cg"``.
     memory_budget : int, str or None
@@ -234,19 +301,30 @@ class LevenbergMarquardt(Optimizer):
         Conjugate-gradient iterations per trial step at most.
     cg_tol : float
         Relative residual at which CG stops.
+    stop : Stopping, optional
+        Convergence-based stopping; ``steps="auto"`` sets ``Stopping()`` and its budget.
+        With an int ``steps`` and no ``stop``, exactly ``steps`` iterations run (unless the
+        target is met or the damping hits ``max_damping``), as before.
     """
 
     damping: float = 1e-3
     scaling: str = "marquardt"
     max_damping: float = 1e10
     max_tries: int = 12
-    steps: int = 300
+    steps: int | str = 300
     solver: str = "auto"
     memory_budget: int | str | None = None
     cg_iters: int = 200
     cg_tol: float = 1e-10
+    stop: Stopping | None = None
 
     def __post_init__(self):
+        if self.stop is not None and not isinstance(self.stop, Stopping):
+            raise SpecError(f"LevenbergMarquardt.stop must be a Stopping or None, got {self.stop!r}")
+        if isinstance(self.steps, str) and self.steps == "auto":
+            stop = self.stop if self.stop is not None else Stopping()
+            object.__setattr__(self, "stop", stop)
+            object.__setattr__(self, "steps", stop.max_steps)
         _numbers("LevenbergMarquardt", self, "damping", "max_damping", "cg_tol")
         _check(self.damping > 0, f"LevenbergMarquardt.damping must be positive, got {self.damping}")
         _check(self.scaling in ("levenberg", "marquardt"),
@@ -254,7 +332,7 @@ class LevenbergMarquardt(Optimizer):
         _check(self.max_damping > self.damping,
                f"LevenbergMarquardt.max_damping must exceed damping, got {self.max_damping}")
         check_int("LevenbergMarquardt.max_tries", self.max_tries)
-        check_int("LevenbergMarquardt.steps", self.steps, 0)
+        check_int("LevenbergMarquardt.steps", self.steps, 0, alternative='"auto"')
         _check(self.solver in ("auto", "direct", "cg"),
                f"LevenbergMarquardt.solver must be 'auto', 'direct' or 'cg', got {self.solver!r}")
         parse_bytes(self.memory_budget, "LevenbergMarquardt.memory_budget")

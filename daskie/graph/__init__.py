@@ -1,1 +1,0 @@
-"""From a strategy and a Plan to a Dask graph of training windows."""

@@ -1,0 +1,131 @@
+"""Initial parameters: random, or the network fitted first to a known function.
+
+A nonlinear equation may have several solutions, and a network trained from a random start
+can reach a zero residual on any of them (issue 15, class 1). Fitting the solution network by
+least squares to the reference solution (``init="reference"``) or to ``f / alpha``
+(``init="f"``) before training on the equation puts it on that branch, and from the
+reference it also starts within reach of the target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from daskie.errors import SpecError
+
+__all__ = ["INITS", "fit_objective", "fit_to", "initial_params", "choose_init"]
+
+#: Accepted values of ``init``.
+INITS = ("auto", "random", "reference", "f")
+
+
+def _solution_points(disc) -> np.ndarray:
+    """Every point at which the equation reads the solution network (collocation points and
+    quadrature nodes), without repeats."""
+    pts = [ev.points.numpy() for ev in disc.evaluations.values()
+           if ev.submodel == disc.solution and ev.derivative is None]
+    return np.unique(np.concatenate(pts), axis=0)
+
+
+def fit_objective(objective, target):
+    """The least-squares objective ``mean (mu(x) - target(x))^2`` over the solution network
+    at the points where ``objective``'s equation reads it (other sub-models frozen at their
+    seed-0 values, which the fit does not touch)."""
+    from daskie.formulations.base import Discretization, Evaluation
+    from daskie.train.objective import Objective
+
+    disc = objective.disc
+    x = _solution_points(disc)
+    t = torch.as_tensor(np.asarray(target(x), dtype=float))
+    one = torch.ones(len(x), dtype=torch.float64)
+    fit = Discretization(
+        problem=disc.problem, submodels={disc.solution: disc.submodels[disc.solution]},
+        evaluations={"fit": Evaluation(disc.solution, torch.as_tensor(x))},
+        residual_fn=lambda v: {"fit": v["fit"] - t}, solution=disc.solution,
+        test_points=disc.test_points, test_exact=disc.test_exact,
+        block_evaluations={"fit": ("fit",)},
+        linear_parts=lambda v: {"fit": {"fit": ("diag", one)}}, info={"formulation": "fit"})
+    return Objective(fit)
+
+
+def fit_to(objective, target, theta, *, steps: int = 200, rel_tol: float = 1e-12):
+    """Parameters of ``objective`` with the solution network fitted to ``target`` (a numpy
+    callable), starting from ``theta``; the other sub-models keep their values.
+
+    Levenberg-Marquardt on the fit, until its mean squared misfit is below
+    ``rel_tol * mean(target^2)``, it stalls, or ``steps`` iterations.
+    """
+    from daskie.train.loop import TrainState, advance
+    from daskie.train.optimizers import LevenbergMarquardt, Stopping
+
+    fit = fit_objective(objective, target)
+    layout = objective.layout
+    name = objective.disc.solution
+    if name not in layout.names:
+        return theta
+    parts = layout.split(theta.detach().clone())
+    x = fit.disc.evaluations["fit"].points.numpy()
+    scale = float(np.mean(np.asarray(target(x), dtype=float) ** 2)) or 1.0
+    opt = LevenbergMarquardt(steps=steps, stop=Stopping(max_steps=steps, max_wall_s=None, window=20))
+    state, _ = advance(fit, opt, TrainState(theta=parts[name].clone()), steps,
+                       target_loss=rel_tol * scale, final_mse=False)
+    parts[name] = state.theta
+    return layout.join(parts)
+
+
+def choose_init(problem, reference=None) -> tuple[str, str]:
+    """The default ``init`` for ``problem`` and why: the reference where one was computed, else
+    ``f / alpha`` for nonlinear second-kind equations (it selects the branch Newton and the
+    fixed-point iteration start from), else random."""
+    if reference is not None:
+        return "reference", "the Nystrom reference fits this problem: the network is fitted to it first"
+    alpha_ok = callable(problem.alpha) or float(problem.alpha) != 0.0
+    if not problem.is_linear and alpha_ok:
+        return "f", "no reference: the network is fitted to f / alpha first (nonlinear equation)"
+    return "random", "no reference: random initial parameters"
+
+
+def initial_params(objective, init: str = "auto", *, seed: int = 0, reference=None):
+    """Initial parameters of ``objective`` and a description of how they were chosen.
+
+    Parameters
+    ----------
+    objective : Objective
+    init : {"auto", "random", "reference", "f"}
+        ``"reference"``: the seeded random start, then the solution network fitted to
+        ``reference`` by least squares; ``"f"``: fitted to ``f / alpha``; ``"auto"``: see
+        :func:`choose_init`.
+    seed : int
+        Seed of the random start.
+    reference : callable, optional
+        The reference solution (numpy ``mu(x)``), needed for ``init="reference"``.
+
+    Returns
+    -------
+    (torch.Tensor, dict)
+        ``theta`` and ``{"init": chosen, "init_reason": text, "init_fit_mse": misfit}``.
+    """
+    if init not in INITS:
+        raise SpecError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+    problem = objective.disc.problem
+    reason = f"init={init!r} was asked for"
+    if init == "auto":
+        init, reason = choose_init(problem, reference)
+    theta = objective.init_params(seed)
+    if init == "random":
+        return theta, {"init": "random", "init_reason": reason, "init_fit_mse": math.nan}
+    if init == "reference":
+        if reference is None:
+            raise SpecError("init='reference' needs the reference solution (reference=...)")
+        target = reference
+    else:
+        if not callable(problem.alpha) and float(problem.alpha) == 0.0:
+            raise SpecError("init='f' needs alpha != 0 (f / alpha); this is a first-kind equation")
+        target = lambda x: np.asarray(problem.f(x), dtype=float) / problem.alpha_at(x)  # noqa: E731
+    theta = fit_to(objective, target, theta)
+    pts = objective.disc.test_points
+    misfit = float(np.mean((objective.solution(theta, pts) - np.asarray(target(pts))) ** 2))
+    return theta, {"init": init, "init_reason": reason, "init_fit_mse": misfit}
