@@ -78,7 +78,7 @@ def test_domain_sample_rejects_nonpositive_counts():
     (dict(exact=2.0), r"exact must be callable or None"),
     (dict(noise=0.05), r"noise must be a daskie Noise, got float"),
     # f returning (n, 1) or (n, 2) instead of (n,)
-    (dict(f=lambda p: p), r"f must return one value per point: expected shape \(16,\)"),
+    (dict(f=lambda p: p), r"f must return one value per point: expected shape \(512,\)"),
     (dict(f=lambda p: np.stack([_x(p), _x(p)], -1)), r"f must return one value per point"),
     (dict(alpha=lambda p: p), r"alpha must return one value per point"),
     (dict(exact=lambda p: _x(p)[:3]), r"exact must return one value per point"),
@@ -416,3 +416,94 @@ def test_builtin_nonlinearities_match_numpy(m, fn, dfn):
     u = np.linspace(-2.0, 2.0, 9)
     np.testing.assert_allclose(m(u), fn(u), rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(m.grad(u), dfn(u), rtol=1e-14, atol=1e-15)
+
+
+# --- data checked where it is used (issue 16) ----------------------------------------------
+def test_check_values_names_the_field_on_the_points_a_discretization_evaluates():
+    # f is NaN on a sliver [0.9, 0.9005] that construction's samples may miss, but a
+    # discretization evaluating a point there must refuse it, naming f.
+    problem = Problem(domain=UNIT1, f=lambda p: np.where(np.abs(_x(p) - 0.90025) < 2.5e-4,
+                                                         np.nan, _x(p)),
+                      terms=(IntegralTerm(_ones),))
+    x = np.array([[0.1], [0.9002], [0.5]])
+    with pytest.raises(SpecError, match=r"^f is not finite on the domain: NaN or inf at 1 of "
+                                        r"the 3 points .*index \(1,\)"):
+        problem.check_values(x)
+    np.testing.assert_array_equal(problem.f_at(x[[0, 2]]), [0.1, 0.5])
+
+
+def test_kernels_are_checked_on_shared_and_per_point_nodes():
+    # inf on a sliver of t that construction's samples miss
+    kernel = lambda p, t: np.where(np.abs(t[..., 0] - 0.99731) < 1e-6, np.inf,  # noqa: E731
+                                   1.0 + 0 * p[..., 0])
+    problem = Problem(domain=UNIT1, f=_x, terms=(IntegralTerm(_ones), IntegralTerm(kernel)))
+    x = np.array([[0.2], [0.4]])
+    problem.check_values(x, np.array([[0.1], [0.5]]))
+    with pytest.raises(SpecError, match=r"terms\[1\]\.kernel is not finite"):
+        problem.check_values(x, np.array([[0.1], [0.99731]]))
+    with pytest.raises(SpecError, match=r"terms\[1\]\.kernel is not finite"):
+        problem.check_values(x, np.array([[[0.1], [0.2]], [[0.3], [0.99731]]]))
+    values = problem.kernel_at(0, x[:, None, :], np.array([[0.1], [0.5], [0.7]])[None])
+    assert values.shape == (2, 3) and values.dtype == np.float64
+    with pytest.raises(SpecError, match=r"nodes must have shape"):
+        problem.check_values(x, np.zeros((3, 2)))
+
+
+def test_check_values_refuses_complex_without_a_complex_warning():
+    # warnings are errors in this suite: a ComplexWarning would fail the test as well.
+    from daskie.problems.validate import check_values
+
+    for values in (np.array([1.0 + 0j, 2.0]), 0.1j):
+        with pytest.raises(SpecError, match=r"^K returned complex values"):
+            check_values(values, (2,), "K")
+    with pytest.raises(SpecError, match=r"^K returned non-numeric values \(dtype <U1\)"):
+        check_values(np.array(["a", "b"]), (2,), "K")
+    with pytest.raises(SpecError, match=r"^K returned non-numeric values \(objects"):
+        check_values(np.array(["a", 1.0], dtype=object), (2,), "K")
+    np.testing.assert_array_equal(check_values(np.array([True, False]), (2,), "K"), [1.0, 0.0])
+    np.testing.assert_array_equal(check_values(3, (2,), "K"), [3.0, 3.0])
+
+
+def test_volterra_kernels_are_checked_only_below_the_diagonal():
+    # sqrt(x - t) is real on the integration region t <= x, NaN above it.
+    with np.errstate(invalid="ignore"):
+        problem = Problem(domain=UNIT1, f=_x,
+                          terms=(IntegralTerm(lambda p, t: np.sqrt(p[..., 0] - t[..., 0]),
+                                              upper=(VOLTERRA,)),))
+    assert problem.terms[0].volterra_axes == (0,)
+
+
+def test_nonlinearity_is_probed_at_construction():
+    assert Nonlinearity(torch.tanh, name="tanh").grad(np.array([0.0]))[0] == 1.0
+    Nonlinearity(lambda u: u**3, lambda u: 3 * u**2, name="cube")
+    cases = [
+        (lambda u: np.sin(u), "raised .* on a torch tensor"),
+        (lambda u: u.sum(), r"elementwise: a tensor of shape \(3, 4\) gave shape \(\)"),
+        (lambda u: 2.0, "returned float, not a torch tensor"),
+        (lambda u: torch.log(u), r"not real and finite on values in \[-1, 1\]"),
+        (lambda u: torch.as_tensor(u.detach().numpy() ** 2), "cannot be differentiated"),
+    ]
+    for fn, match in cases:
+        with pytest.raises(SpecError, match=f"^Nonlinearity 'bad'.*{match}"):
+            Nonlinearity(fn, name="bad")
+    with pytest.raises(SpecError, match=r"'bad'\.derivative must return a tensor"):
+        Nonlinearity(torch.sin, lambda u: 1.0, name="bad")
+    with pytest.raises(SpecError, match=r"Nonlinearity.name must be a non-empty str"):
+        Nonlinearity(torch.sin, name=3)
+
+
+def test_empty_domain_and_argument_types_are_named():
+    with pytest.raises(SpecError, match="domain must have at least one coordinate"):
+        Domain((), ())
+    with pytest.raises(SpecError, match=r"^name must be a str, got 3"):
+        Problem(domain=UNIT1, f=_x, terms=(IntegralTerm(_ones),), name=3)
+    with pytest.raises(SpecError, match=r"terms\[0\]\.lam must be one number per term, got '2'"):
+        _fredholm(lam="2")
+    with pytest.raises(SpecError, match=r"terms\[0\]\.lower\[0\] must be a number, got 'a'"):
+        _fredholm(lower=("a",))
+    with pytest.raises(SpecError, match=r"terms\[0\]\.upper must be a sequence"):
+        _fredholm(upper=1.0)
+    with pytest.raises(SpecError, match=r"terms\[0\]\.singularity must be a number"):
+        _fredholm(singularity="0.5")
+    with pytest.raises(SpecError, match=r"^alpha must be a finite number or a callable"):
+        Problem(domain=UNIT1, f=_x, terms=(IntegralTerm(_ones),), alpha=True)

@@ -47,6 +47,9 @@ class Domain:
     def __post_init__(self):
         lower = _as_bounds(self.lower, "domain.lower")
         upper = _as_bounds(self.upper, "domain.upper")
+        if not lower:
+            raise SpecError("domain must have at least one coordinate: lower and upper are "
+                            "empty")
         if len(lower) != len(upper):
             raise SpecError(
                 f"domain.lower has {len(lower)} coordinates but domain.upper has {len(upper)}"

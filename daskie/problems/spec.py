@@ -18,6 +18,7 @@ import numpy as np
 
 from daskie.errors import SpecError
 from daskie.problems.domain import Domain
+from daskie.problems.validate import _number, check_values, evaluate, probe_nonlinearity
 
 __all__ = ["Nonlinearity", "IntegralTerm", "Noise", "Problem", "VOLTERRA"]
 
@@ -25,6 +26,10 @@ __all__ = ["Nonlinearity", "IntegralTerm", "Noise", "Problem", "VOLTERRA"]
 VOLTERRA = "x"
 
 Limit = Union[float, str]
+
+# Points at which a problem's data are checked at construction (16 until issue 16 found an f
+# that was NaN on a small part of the domain pass).
+_CHECK_POINTS = 512
 
 
 def _torch():
@@ -54,6 +59,22 @@ class Nonlinearity:
     derivative: Callable | None = None
     name: str = "M"
     linear: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise SpecError(f"Nonlinearity.name must be a non-empty str, got {self.name!r}")
+        where = f"Nonlinearity {self.name!r}"
+        if not callable(self.fn):
+            raise SpecError(f"{where}: fn must be callable (a map of torch tensors), "
+                            f"got {self.fn!r}")
+        if self.derivative is not None and not callable(self.derivative):
+            raise SpecError(f"{where}: derivative must be callable or None, "
+                            f"got {self.derivative!r}")
+        if not isinstance(self.linear, bool):
+            raise SpecError(f"{where}: linear must be True or False, got {self.linear!r}")
+        # Probed now, so that a numpy-written, raising or scalar M fails here and not on a
+        # worker in the middle of training.
+        probe_nonlinearity(self.fn, self.derivative, where)
 
     def __call__(self, u):
         torch = _torch()
@@ -197,17 +218,7 @@ class Noise:
 
 
 def _check_values(values, n: int, what: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if arr.shape == ():
-        arr = np.full(n, float(arr))
-    if arr.shape != (n,):
-        raise SpecError(
-            f"{what} must return one value per point: expected shape ({n},), got {arr.shape} "
-            "(callables take arrays of shape (..., d) and return shape (...))"
-        )
-    if not np.all(np.isfinite(arr)):
-        raise SpecError(f"{what} is not finite on the domain (NaN or inf at some points)")
-    return arr
+    return check_values(values, (n,), what)
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,6 +261,9 @@ class Problem:
     def __post_init__(self):
         if not isinstance(self.domain, Domain):
             raise SpecError(f"domain must be a daskie Domain, got {type(self.domain).__name__}")
+        for label in ("name", "description"):
+            if not isinstance(getattr(self, label), str):
+                raise SpecError(f"{label} must be a str, got {getattr(self, label)!r}")
         if not callable(self.f):
             raise SpecError("f must be callable: f(x) with x of shape (..., d)")
         terms = tuple(self.terms) if isinstance(self.terms, (list, tuple)) else (self.terms,)
@@ -262,8 +276,8 @@ class Problem:
         object.__setattr__(self, "terms", tuple(fixed))
         if not callable(self.alpha):
             try:
-                ok = math.isfinite(float(self.alpha))
-            except (TypeError, ValueError):
+                ok = math.isfinite(_number(self.alpha, "alpha"))
+            except SpecError:
                 ok = False
             if not ok:
                 raise SpecError(f"alpha must be a finite number or a callable, got {self.alpha!r}")
@@ -280,18 +294,23 @@ class Problem:
         if not callable(term.kernel):
             raise SpecError(f"{where}.kernel must be callable: K(x, t)")
         try:
-            lam = float(term.lam)
-        except (TypeError, ValueError) as exc:
+            lam = _number(term.lam, f"{where}.lam", finite=False)
+        except SpecError as exc:
             raise SpecError(f"{where}.lam must be one number per term, got {term.lam!r}") from exc
         if not math.isfinite(lam):
             raise SpecError(f"{where}.lam must be finite, got {lam}")
+        for label in ("lower", "upper"):
+            limits = getattr(term, label)
+            if limits is not None and not isinstance(limits, (list, tuple, np.ndarray)):
+                raise SpecError(f"{where}.{label} must be a sequence with one limit per "
+                                f"coordinate, got {limits!r}")
         lower = self.domain.lower if term.lower is None else tuple(term.lower)
         upper = self.domain.upper if term.upper is None else tuple(term.upper)
         if len(lower) != d:
             raise SpecError(f"{where}.lower has {len(lower)} limits but the domain has {d} coordinates")
         if len(upper) != d:
             raise SpecError(f"{where}.upper has {len(upper)} limits but the domain has {d} coordinates")
-        lower = tuple(float(a) for a in lower)
+        lower = tuple(_number(a, f"{where}.lower[{j}]") for j, a in enumerate(lower))
         checked = []
         for j, (a, b) in enumerate(zip(lower, upper)):
             if isinstance(b, str):
@@ -307,7 +326,7 @@ class Problem:
                     )
                 checked.append(VOLTERRA)
                 continue
-            b = float(b)
+            b = _number(b, f"{where}.upper[{j}]")
             if not b > a:
                 raise SpecError(f"{where}: lower[{j}] = {a} must be below upper[{j}] = {b}")
             checked.append(b)
@@ -322,7 +341,7 @@ class Problem:
             raise SpecError(f"{where}: Volterra limits on a domain with holes are not supported")
         if not isinstance(term.nonlinearity, Nonlinearity):
             raise SpecError(f"{where}.nonlinearity must be a Nonlinearity, got {term.nonlinearity!r}")
-        a = float(term.singularity)
+        a = _number(term.singularity, f"{where}.singularity")
         if not 0 <= a < 1:
             raise SpecError(f"{where}.singularity must be in [0, 1) (weak singularity), got {a}")
         if a > 0 and d != 1:
@@ -338,16 +357,93 @@ class Problem:
         return IntegralTerm(term.kernel, lam, lower, tuple(checked), term.nonlinearity, a, kink)
 
     def _check_data(self):
-        x = self.domain.sample(16, seed=12345)
-        n = len(x)
-        _check_values(self.f(x), n, "f")
-        if callable(self.alpha):
-            _check_values(self.alpha(x), n, "alpha")
-        if self.exact is not None:
-            _check_values(self.exact(x), n, "exact")
-        t = self.domain.sample(17, seed=54321)[1:]
+        # Dense enough to catch data that fail on a small part of the domain; the points a
+        # discretization evaluates are checked again where they are used (check_values).
+        x = self.domain.sample(_CHECK_POINTS, seed=12345)
+        self.check_values(x)
+        # Kernels on pairs (x, t) inside each term's integration box (Volterra: t <= x).
+        u = self.domain.sample(_CHECK_POINTS + 1, seed=54321)[1:]
+        lo, hi = np.asarray(self.domain.lower), np.asarray(self.domain.upper)
+        u = (u - lo) / (hi - lo)
         for i, term in enumerate(self.terms):
-            _check_values(term.kernel(x, t), n, f"terms[{i}].kernel")
+            a = np.asarray(term.lower, dtype=float)
+            t = a + u * (term.upper_limits(x) - a)
+            self.kernel_at(i, x, t)
+        # And a dense block of all pairs of a few points (shared Fredholm nodes).
+        xs, ts = x[:32], u[:32]
+        for i, term in enumerate(self.terms):
+            if term.is_fredholm:
+                a = np.asarray(term.lower, dtype=float)
+                t = a + ts * (np.asarray(term.upper, dtype=float) - a)
+                self.kernel_at(i, xs[:, None, :], t[None, :, :])
+
+    def check_values(self, points, nodes=None) -> None:
+        """Check every data field where a discretization evaluates it.
+
+        Parameters
+        ----------
+        points : array of shape (n, d)
+            The points where the equation is enforced (collocation points): ``f``,
+            ``alpha`` and ``exact`` are evaluated there.
+        nodes : array of shape (m, d) or (n, q, d), optional
+            Quadrature nodes: shared by all points (``(m, d)``, kernels evaluated on all
+            ``n x m`` pairs) or per point (``(n, q, d)``). Each kernel is evaluated there.
+
+        Raises
+        ------
+        SpecError
+            Naming the field (``f``, ``alpha``, ``exact``, ``terms[i].kernel``): it raised,
+            or returned non-numeric, complex, wrongly shaped or non-finite values.
+        """
+        x = np.asarray(points, dtype=float)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise SpecError(f"points must have shape (n, {self.dim}), got {x.shape}")
+        self.f_at(x)
+        self.alpha_at(x)
+        if self.exact is not None:
+            self.exact_at(x)
+        if nodes is None:
+            return
+        t = np.asarray(nodes, dtype=float)
+        if t.ndim == 2 and t.shape[1] == self.dim:
+            xt = (x[:, None, :], t[None, :, :])
+        elif t.ndim == 3 and t.shape[0] == len(x) and t.shape[2] == self.dim:
+            xt = (x[:, None, :], t)
+        else:
+            raise SpecError(f"nodes must have shape (m, {self.dim}) or ({len(x)}, q, "
+                            f"{self.dim}), got {t.shape}")
+        for i in range(len(self.terms)):
+            self.kernel_at(i, *xt)
+
+    def f_at(self, x) -> np.ndarray:
+        """``f`` at points ``x`` (shape ``(..., d)``), checked: float64 of shape ``(...)``.
+
+        Raises
+        ------
+        SpecError
+            Naming ``f``: it raised, or its values are non-numeric, complex, wrongly shaped
+            or not finite (:func:`daskie.problems.validate.check_values`).
+        """
+        x = np.asarray(x, dtype=float)
+        return evaluate(self.f, "f", x, shape=x.shape[:-1])
+
+    def exact_at(self, x) -> np.ndarray:
+        """``exact`` at points ``x`` (shape ``(..., d)``), checked like :meth:`f_at`."""
+        if self.exact is None:
+            raise SpecError(f"problem {self.name!r} has no exact solution")
+        x = np.asarray(x, dtype=float)
+        return evaluate(self.exact, "exact", x, shape=x.shape[:-1])
+
+    def kernel_at(self, i: int, x, t) -> np.ndarray:
+        """Kernel of ``terms[i]`` at ``x``, ``t`` (broadcasting ``(..., d)`` arrays), checked.
+
+        Returns float64 of shape ``broadcast(x, t).shape[:-1]``; raises SpecError naming
+        ``terms[i].kernel`` like :meth:`f_at`.
+        """
+        x = np.asarray(x, dtype=float)
+        t = np.asarray(t, dtype=float)
+        shape = np.broadcast_shapes(x.shape, t.shape)[:-1]
+        return evaluate(self.terms[i].kernel, f"terms[{i}].kernel", x, t, shape=shape)
 
     # --- derived data -------------------------------------------------------------------
     @property
@@ -361,10 +457,12 @@ class Problem:
         return all(t.nonlinearity.linear for t in self.terms)
 
     def alpha_at(self, x: np.ndarray) -> np.ndarray:
-        """``alpha`` at points ``x`` (shape ``(n, d)``) as an array of shape ``(n,)``."""
+        """``alpha`` at points ``x`` (shape ``(..., d)``) as a checked array of shape ``(...)``
+        (see :meth:`f_at`)."""
+        x = np.asarray(x, dtype=float)
         if callable(self.alpha):
-            return np.asarray(self.alpha(x), dtype=float)
-        return np.full(len(x), float(self.alpha))
+            return evaluate(self.alpha, "alpha", x, shape=x.shape[:-1])
+        return np.full(x.shape[:-1], float(self.alpha))
 
     def describe(self) -> dict:
         """Plain-data summary (JSON-serialisable) stored with every run."""
