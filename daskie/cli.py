@@ -1,6 +1,12 @@
-"""The ``daskie`` command: ``list``, ``plan NAME``, ``solve NAME``, ``report PATH``.
+"""The ``daskie`` command: ``list``, ``plan NAME``, ``solve NAME``, ``report PATH``, ``metrics``.
 
-Bad input prints one line (``daskie: error: ...``) and exits with status 2, no traceback.
+Bad input prints one line (``daskie: error: ...``) and exits with status 2, no traceback:
+options are checked by argparse (types and ranges), paths before anything starts (a store
+under a file, in ``/proc``, without write permission; a report's output directory), the rest
+by daskie's own named errors. Ctrl-C prints one line and exits with 130 (a second Ctrl-C
+during the shutdown ends the process at once); a closed pipe (``daskie list --json | head``)
+ends it quietly with 141, as other Unix tools do. Defaults come from dask's configuration
+(:mod:`daskie.config`), so ``DASK_DASKIE__WORKERS=4 daskie solve E1`` uses four workers.
 ``solve`` reports progress on stderr: a progress bar (epochs, loss, test MSE, ETA) when stderr
 is a terminal, one line per window otherwise (logs, pipes), nothing under ``--json`` or
 ``--quiet``; the address of the run's live page on the Dask dashboard comes first.
@@ -10,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
+import signal
 import sys
 
 __all__ = ["main"]
@@ -21,11 +30,50 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"daskie: error: {message}\n")
 
 
+class _Help(argparse.HelpFormatter):
+    """Shows every option's default as ``(default: ...)``, unless its help says it already.
+
+    Flags (``store_true``) show nothing: their default is always off.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        if value < low:
+            kind = "a positive int" if low == 1 else f"an int >= {low}"
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _formulation(name: str, args):
     from daskie.formulations import OrderReduction, QuadratureCollocation
     from daskie.nn import MLP
 
     net = MLP(hidden=tuple(args.hidden)) if args.hidden else MLP()
+    # --points 0 is refused by argparse; None means the formulation's default.
     if name == "quadrature":
         return QuadratureCollocation(net=net, **({"points": args.points} if args.points else {}))
     if name == "order-reduction":
@@ -65,7 +113,7 @@ def _cmd_list(args) -> int:
 
     rows = catalog.summaries()
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps(rows), flush=True)
         return 0
     width = max(map(len, rows))
     for name, text in rows.items():
@@ -79,7 +127,7 @@ def _cmd_plan(args) -> int:
     from daskie.problems import catalog
 
     problem = catalog.get(args.name)
-    check_int("--points", args.points, allow_none=True)  # 0 would fall back to the default
+    check_int("--points", args.points, allow_none=True)
     disc = _formulation(args.formulation, args).discretize(problem, seed=args.seed)
     plan = make_plan(disc, workers=args.workers, gpus=args.gpus)
     print(plan.to_json() if args.json else plan.describe())
@@ -88,18 +136,40 @@ def _cmd_plan(args) -> int:
 
 def _progress_printer(stream):
     def show(rec):
-        if rec.get("group") == -2:  # one line per completed window
+        if rec.get("kind") == "window":  # one line per completed window (daskie.records)
             stream.write(f"window {rec['window']:>4}  epoch {rec['epoch']:>5}  loss {rec['loss']:.3e}  "
                          f"mse {rec['mse']:.3e}\n")
             stream.flush()
     return show
 
 
-def _show_dashboard_link(stream):
-    """Print the live page's address, which ``solve`` logs on ``daskie.dashboard``."""
-    import logging
+class _Header:
+    """The ``daskie: solving ...`` line, printed once the run has started (its first log
+    line or progress record), so that an error found before that is the only line shown."""
 
-    handler = logging.StreamHandler(stream)
+    def __init__(self, text: str, stream):
+        self.text, self.stream, self.shown = text, stream, False
+
+    def show(self):
+        if not self.shown:
+            self.shown = True
+            self.stream.write(self.text + "\n")
+            self.stream.flush()
+
+
+class _HeaderFirst(logging.StreamHandler):
+    def __init__(self, stream, header):
+        super().__init__(stream)
+        self.header = header
+
+    def emit(self, record):
+        self.header.show()
+        super().emit(record)
+
+
+def _show_dashboard_link(stream, header=None):
+    """Print the live page's address, which ``solve`` logs on ``daskie.dashboard``."""
+    handler = _HeaderFirst(stream, header) if header is not None else logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("daskie: %(message)s"))
     handler.daskie_cli = True
     log = logging.getLogger("daskie.dashboard")
@@ -120,7 +190,14 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_metrics(args) -> int:
+    from daskie.errors import SpecError
     from daskie.metrics import compare
+    from daskie.store import RunStore
+
+    for option, path in (("RUN", args.run), ("--baseline", args.baseline)):
+        if not RunStore.exists(path):
+            there = "nothing is there" if not os.path.lexists(path) else "it is not a run store"
+            raise SpecError(f"{option} {path!r}: no daskie run store at that path ({there})")
 
     m = compare(args.baseline, args.run, args.target, write=not args.no_write)
     print(f"target {args.key or 'mse'} {m['target']:.3e}: T_seq {m['t_seq']:.2f} s, "
@@ -138,27 +215,42 @@ def _cmd_solve(args) -> int:
     from daskie.problems import catalog
 
     catalog.get(args.name)  # fail on bad input before any output
-    if args.workers < 1:
-        raise SpecError(f"--workers must be a positive int, got {args.workers}")
+    if args.resume and args.overwrite:
+        raise SpecError("--resume and --overwrite exclude each other")
+    if args.resume and not args.store:
+        raise SpecError("--resume needs the --store of the run to continue")
     if args.store:
         from daskie.store import RunStore
 
-        RunStore.check(args.store, "a" if args.resume else ("w" if args.overwrite else "w-"))
+        mode = "a" if args.resume else ("w" if args.overwrite else "w-")
+        RunStore.check(args.store, mode, probe=True)
+        if args.resume and RunStore(args.store, mode="a").has_result:
+            # Nothing to train: say so from the store, without starting a cluster.
+            stored = RunStore(args.store, mode="a").read_meta()
+            if stored.get("problem", args.name) != args.name:
+                raise SpecError(f"--store {args.store!r} holds a run of {stored['problem']}, "
+                                f"not {args.name}")
+            return _print_summary(stored, args, note="already complete; nothing to resume")
     quiet = args.json or args.quiet
     formulation = _formulation(args.formulation, args)
     strategy = _strategy(args.strategy, args.window)
     optimizer = _optimizer(args.optimizer, args.steps, formulation)
     progress, bar = None, None
     if not quiet:
-        print(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, {args.optimizer}) "
-              f"on {args.workers} worker(s)", file=sys.stderr, flush=True)
-        _show_dashboard_link(sys.stderr)
+        header = _Header(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, "
+                         f"{args.optimizer}) on {args.workers} worker(s)", sys.stderr)
+        _show_dashboard_link(sys.stderr, header)
         if sys.stderr.isatty():
             from daskie.dashboard.progress import ProgressBar
 
-            progress = bar = ProgressBar(optimizer.steps + strategy.polish_steps(), sys.stderr)
+            shown = ProgressBar(optimizer.steps + strategy.polish_steps(), sys.stderr)
+            bar = shown
         else:
-            progress = _progress_printer(sys.stderr)
+            shown = _progress_printer(sys.stderr)
+
+        def progress(rec, shown=shown):
+            header.show()
+            shown(rec)
     try:
         ds = solve(args.name, formulation=formulation, strategy=strategy,
                    optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
@@ -167,9 +259,13 @@ def _cmd_solve(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    return _print_summary(ds.attrs, args)
+
+
+def _print_summary(attrs, args, note: str = "") -> int:
     keys = ("problem", "formulation", "strategy", "optimizer", "mse", "rel_l2", "max_abs_error",
             "loss", "epochs", "wall_s", "n_params", "done", "store", "seed", "workers")
-    summary = {k: ds.attrs.get(k) for k in keys}
+    summary = {k: attrs.get(k) for k in keys}
     summary["store"] = summary["store"] or None
     summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
     if args.json:
@@ -181,85 +277,200 @@ def _cmd_solve(args) -> int:
         print(f"{summary['problem']}: MSE {fmt(summary['mse'], '.3e')}  "
               f"relative L2 {fmt(summary['rel_l2'], '.3e')}  epochs {summary['epochs']}  "
               f"wall {fmt(summary['wall_s'], '.1f')} s  ({summary['done']})"
-              + (f"  store {summary['store']}" if summary["store"] else ""))
+              + (f"  store {summary['store']}" if summary["store"] else "")
+              + (f"  ({note})" if note else ""))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``daskie`` command."""
-    p = _Parser(prog="daskie", description="Neural-network solvers for integral equations on Dask.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    """The argument parser of the ``daskie`` command (defaults from :mod:`daskie.config`)."""
+    from daskie import config
 
-    ls = sub.add_parser("list", help="list the catalog problems")
-    ls.add_argument("--json", action="store_true")
+    p = _Parser(prog="daskie", formatter_class=_Help,
+                description="Neural-network solvers for integral equations on Dask. Defaults "
+                            "come from dask's configuration (daskie.* settings, e.g. "
+                            "DASK_DASKIE__WORKERS=4).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           metavar="{list,plan,solve,report,metrics}")
+
+    ls = sub.add_parser("list", help="list the catalog problems", formatter_class=_Help,
+                        description="List the catalog problems.")
+    ls.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ls.set_defaults(func=_cmd_list)
 
-    def common(sp):
+    def common(sp, formulation_default, formulation_help):
         sp.add_argument("name", help="catalog problem (see `daskie list`)")
-        sp.add_argument("--formulation", choices=["quadrature", "order-reduction"], default="quadrature")
-        sp.add_argument("--workers", type=int, default=2)
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths (default 20 20 20)")
-        sp.add_argument("--points", type=int, help="collocation points")
+        sp.add_argument("--formulation", choices=["quadrature", "order-reduction"],
+                        default=formulation_default, help=formulation_help)
+        sp.add_argument("--workers", type=_int_at_least(1), default=config.get("workers"),
+                        help="worker processes (setting daskie.workers)")
+        sp.add_argument("--seed", type=_int_at_least(0), default=config.get("seed"),
+                        help="seed of the networks' initialisation and the points")
+        sp.add_argument("--hidden", type=_int_at_least(1), nargs="+", metavar="WIDTH",
+                        help="hidden layer widths of each network (default: 20 20 20)")
+        sp.add_argument("--points", type=_int_at_least(1),
+                        help="collocation points (default: the formulation's own)")
         sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    pl = sub.add_parser("plan", help="print the CEPTF plan (Algorithm 1) of a problem")
-    common(pl)
-    pl.add_argument("--gpus", type=int, default=0)
-    pl.set_defaults(func=_cmd_plan, formulation="order-reduction")
+    pl = sub.add_parser("plan", help="print the CEPTF plan (Algorithm 1) of a problem",
+                        formatter_class=_Help,
+                        description="Print the CEPTF plan (seed 000, Algorithm 1) of a problem; "
+                                    "no cluster is needed. The default formulation here is "
+                                    "order reduction, whose sub-models the plan spreads "
+                                    "(solve's default is quadrature collocation).")
+    common(pl, "order-reduction", "formulation to plan (order reduction: the sub-models mu and "
+                                  "F_{i,m} that CEPTF spreads over workers)")
+    pl.add_argument("--gpus", type=_int_at_least(0), default=0,
+                    help="GPUs in the cluster: the heaviest sub-models are tagged GPU")
+    pl.set_defaults(func=_cmd_plan)
 
-    so = sub.add_parser("solve", help="train a neural solver on an embedded LocalCluster")
-    common(so)
+    so = sub.add_parser("solve", help="train a neural solver on an embedded LocalCluster",
+                        formatter_class=_Help,
+                        description="Train a neural solver on an embedded LocalCluster. The "
+                                    "default formulation is quadrature collocation (daskie."
+                                    "formulation); plan's default is order reduction.")
+    common(so, config.get("formulation"), "formulation (setting daskie.formulation)")
     so.add_argument("--strategy", choices=["monolithic", "ceptf", "data-parallel"],
-                    default="monolithic")
-    so.add_argument("--optimizer", choices=["lm", "adam", "adam+lbfgs"], default="lm")
-    so.add_argument("--steps", type=int, help="optimizer steps (default: 300 for lm)")
-    so.add_argument("--window", type=int,
-                    help="steps per window (monolithic default 25, 0 = one task; ceptf and "
-                         "data-parallel 50)")
-    so.add_argument("--target-loss", type=float, default=1e-14)
-    so.add_argument("--store", help="zarr store directory for this run")
-    so.add_argument("--resume", action="store_true", help="continue the run in --store")
-    so.add_argument("--overwrite", action="store_true", help="replace an existing --store")
+                    default=config.get("strategy"),
+                    help="how training is split over the workers (setting daskie.strategy)")
+    so.add_argument("--optimizer", choices=["lm", "adam", "adam+lbfgs"],
+                    default=config.get("optimizer"),
+                    help="lm: Levenberg-Marquardt; adam+lbfgs: Adam then L-BFGS "
+                         "(setting daskie.optimizer)")
+    so.add_argument("--steps", type=_int_at_least(1),
+                    help="optimizer steps (default: 300 for lm, 2000 for adam, 2500 for "
+                         "adam+lbfgs)")
+    so.add_argument("--window", type=_int_at_least(0),
+                    help="steps per window, one checkpoint each (default: monolithic 25, "
+                         "0 = one task; ceptf and data-parallel 50)")
+    so.add_argument("--target-loss", type=_nonnegative_float, default=config.get("target-loss"),
+                    help="stop once the loss is below this (setting daskie.target-loss)")
+    so.add_argument("--store", help="zarr store directory for this run (default: none)")
+    so.add_argument("--resume", action="store_true",
+                    help="continue the run in --store from its newest complete checkpoint")
+    so.add_argument("--overwrite", action="store_true",
+                    default=config.get("store.overwrite"),
+                    help="replace an existing --store, once this run has a checkpoint "
+                         "(setting daskie.store.overwrite)")
     so.add_argument("--quiet", action="store_true", help="no progress output")
     so.set_defaults(func=_cmd_solve)
 
-    rp = sub.add_parser("report", help="write a self-contained HTML report of a run store or a "
-                                       "benchmark's JSON records")
+    rp = sub.add_parser("report", formatter_class=_Help,
+                        help="write a self-contained HTML report of a run store or a "
+                             "benchmark's JSON records",
+                        description="Write a self-contained HTML report of a run store or a "
+                                    "benchmark's JSON records; no cluster is needed.")
     rp.add_argument("source", help="a run's zarr store (solve --store) or a benchmark JSON file")
     rp.add_argument("-o", "--output", help="HTML file to write (default: SOURCE with .html)")
     rp.add_argument("--quiet", action="store_true", help="do not print the path written")
     rp.set_defaults(func=_cmd_report)
 
-    me = sub.add_parser("metrics", help="SR, SE, CE and ARTP (seed 000 Eq 4.1, 4.3) of a "
-                                        "parallel run's store against a sequential one's")
+    me = sub.add_parser("metrics", formatter_class=_Help,
+                        help="SR, SE, CE and ARTP (seed 000 Eq 4.1, 4.3) of a parallel run's "
+                             "store against a sequential one's",
+                        description="SR, SE, CE and ARTP (seed 000 Eq 4.1, 4.3) of a parallel "
+                                    "run's store against a sequential one's.")
     me.add_argument("run", help="store of the parallel run (solve --strategy ceptf --store)")
     me.add_argument("--baseline", required=True, help="store of the sequential run")
-    me.add_argument("--target", type=float, help="MSE both times are measured to (default: "
-                                                 "the loosest both reached)")
+    me.add_argument("--target", type=_nonnegative_float,
+                    help="MSE both times are measured to (default: the loosest both reached)")
     me.add_argument("--key", default=None, help=argparse.SUPPRESS)
     me.add_argument("--no-write", action="store_true", help="print only; leave the store as is")
     me.set_defaults(func=_cmd_metrics)
     return p
 
 
+_QUIET_LOGGERS = ("distributed", "asyncio", "tornado", "bokeh")
+
+
+def _quiet_shutdown():
+    """Silence what a cluster torn down by Ctrl-C would print: distributed's and asyncio's
+    log records about tasks cut short ("Task exception was never retrieved") and warnings."""
+    import warnings
+
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    warnings.simplefilter("ignore")
+
+
+def _on_sigint(signum, frame):
+    _quiet_shutdown()
+    # A second Ctrl-C while the cluster shuts down ends the process at once: no atexit
+    # handlers, so no tracebacks from them either.
+    signal.signal(signal.SIGINT, _second_sigint)
+    raise KeyboardInterrupt
+
+
+def _second_sigint(signum, frame):
+    try:
+        sys.stderr.write("daskie: interrupted again; stopped without cleaning up\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(130)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``daskie`` console script."""
     from daskie.errors import DaskieError, TrainingDiverged
 
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+    except DaskieError as exc:  # a bad value in dask's config (e.g. DASK_DASKIE__WORKERS=0)
+        print(f"daskie: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    previous = None
+    if threading_main():
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return status
     except TrainingDiverged as exc:
-        print(f"daskie: training diverged: {exc}", file=sys.stderr)
+        print(f"daskie: training diverged: {_one_line(exc)}", file=sys.stderr)
         return 1
     except DaskieError as exc:
-        print(f"daskie: error: {exc}", file=sys.stderr)
+        print(f"daskie: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, and keep Python's final flush
+        # of stdout from raising again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # files and directories the user named
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"daskie: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        kept = "; completed windows are kept in the store (--resume)" if getattr(args, "store", None) else ""
-        print(f"daskie: interrupted{kept}", file=sys.stderr)
+        _quiet_shutdown()
+        print(f"daskie: interrupted{_kept(args)}", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread (only it may install signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
+
+
+def _kept(args) -> str:
+    """What an interrupted solve left in its store, in words."""
+    store = getattr(args, "store", None)
+    if not store:
+        return ""
+    from daskie.store import RunStore
+
+    if RunStore.exists(store):
+        return f"; a resumable store is kept at {os.path.abspath(store)} (--resume continues it)"
+    return f"; nothing was written at {os.path.abspath(store)}"
 
 
 if __name__ == "__main__":  # pragma: no cover

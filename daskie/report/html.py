@@ -5,9 +5,31 @@ from __future__ import annotations
 import json
 import os
 
-from daskie.errors import SpecError
+from daskie.errors import SpecError, StorePathError
 
-__all__ = ["write_report", "run_report", "bench_report"]
+__all__ = ["write_report", "run_report", "bench_report", "check_output"]
+
+
+def check_output(path) -> str:
+    """Raise :class:`~daskie.errors.StorePathError` unless a file can be written at ``path``.
+
+    Checked before a report is drawn, so that a wrong ``-o`` costs nothing and says which
+    directory is missing, instead of failing at the very end with a raw OSError.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise StorePathError(f"cannot write {path!r}: it is a directory")
+    if not os.path.isdir(folder):
+        parent = folder
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if os.path.isdir(parent):
+            raise StorePathError(f"cannot write {path!r}: the directory {folder!r} does not exist")
+        raise StorePathError(f"cannot write {path!r}: {parent!r} is a file, not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StorePathError(f"cannot write {path!r}: no write permission in {folder!r}")
+    return path
 
 
 def run_report(store, out) -> str:
@@ -57,6 +79,7 @@ def write_report(source, out=None) -> str:
     path = os.fspath(source).rstrip("/")
     if out is None:
         out = os.path.splitext(path)[0] + ".html"
+    check_output(out)
     if path.endswith(".json") or os.path.isfile(path):
         return bench_report(path, out)
     if not os.path.exists(path):
@@ -68,8 +91,11 @@ def _write(layout, out, title) -> str:
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
 
-    out = os.fspath(out)
+    out = check_output(out)
     text = file_html(layout, resources=INLINE, title=title)
-    with open(out, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    try:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise StorePathError(f"cannot write {out!r}: {exc.strerror or exc}") from exc
     return out
