@@ -507,3 +507,11 @@ def test_empty_domain_and_argument_types_are_named():
         _fredholm(singularity="0.5")
     with pytest.raises(SpecError, match=r"^alpha must be a finite number or a callable"):
         Problem(domain=UNIT1, f=_x, terms=(IntegralTerm(_ones),), alpha=True)
+
+
+def test_units_are_validated_and_described_only_when_given():
+    problem = Problem(domain=UNIT1, f=_x, terms=(IntegralTerm(_ones),), units={"x": "m", "mu": "K"})
+    assert problem.describe()["units"] == {"x": "m", "mu": "K"}
+    assert "units" not in Problem(domain=UNIT1, f=_x, terms=(IntegralTerm(_ones),)).describe()
+    with pytest.raises(SpecError, match=r"^units must be a dict of \['mu', 'x', 'x0'\]"):
+        Problem(domain=UNIT1, f=_x, terms=(IntegralTerm(_ones),), units={"y": "m"})

@@ -241,6 +241,9 @@ class Problem:
         Data perturbations (errors are still measured against ``exact``).
     name, description : str
         Labels.
+    units : dict of str to str, optional
+        Units for stores and reports: ``"x"`` (every coordinate) or ``"x0"``, ``"x1"``, ...
+        (one coordinate), and ``"mu"`` (the solution), e.g. ``{"x": "m", "mu": "K"}``.
 
     Raises
     ------
@@ -257,6 +260,7 @@ class Problem:
     noise: Noise | None = None
     name: str = "custom"
     description: str = ""
+    units: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.domain, Domain):
@@ -264,6 +268,13 @@ class Problem:
         for label in ("name", "description"):
             if not isinstance(getattr(self, label), str):
                 raise SpecError(f"{label} must be a str, got {getattr(self, label)!r}")
+        if self.units is not None:
+            allowed = {"x", "mu", *(f"x{j}" for j in range(self.domain.dim))}
+            if not isinstance(self.units, dict) or not all(
+                    k in allowed and isinstance(v, str) for k, v in self.units.items()):
+                raise SpecError(f"units must be a dict of {sorted(allowed)} to unit strings, "
+                                f"got {self.units!r}")
+            object.__setattr__(self, "units", dict(self.units))
         if not callable(self.f):
             raise SpecError("f must be callable: f(x) with x of shape (..., d)")
         terms = tuple(self.terms) if isinstance(self.terms, (list, tuple)) else (self.terms,)
@@ -471,4 +482,6 @@ class Problem:
                 "alpha": None if callable(self.alpha) else float(self.alpha),
                 "terms": [t.describe() for t in self.terms],
                 "has_exact": self.exact is not None,
-                "noise": None if self.noise is None else vars(self.noise)}
+                "noise": None if self.noise is None else vars(self.noise),
+                # only when set: stored runs without units keep their description (resume)
+                **({"units": self.units} if self.units else {})}
