@@ -186,7 +186,7 @@ def e1_row(records, name, client="sync", **kw):
     ds = daskie.solve("E1", formulation=formulation, client=client, **kw)
     wall = time.perf_counter() - t0
     if kw.get("strategy") is not None:  # one summary record (with the MSE) per iteration
-        joint = ds.history_group.values == -2
+        joint = ds.history_kind.values == "window"
         its, mse = ds.history_epoch.values[joint], ds.history_mse.values[joint]
         times = ds.history_elapsed_s.values[joint]
     else:

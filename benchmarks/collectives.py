@@ -51,7 +51,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from daskie.collectives import Group, group_workers, run_group  # noqa: E402
+from daskie.collectives import Group  # noqa: E402
+from daskie.runtime import DaskExecutor, run_group  # noqa: E402
+from daskie.runtime.groups import group_workers  # noqa: E402
 from daskie.collectives.group import DEFAULT_METHOD, METHODS  # noqa: E402
 
 MB = 2**20
@@ -114,7 +116,7 @@ def _plain_run_group(client, fn, rank_args, *, timeout, name):
     import uuid
 
     size = len(rank_args)
-    addrs = group_workers(client, size)
+    addrs = group_workers(DaskExecutor(client), size)
     port = client.run(_free_port, workers=[addrs[0]])[addrs[0]]
     tag = uuid.uuid4().hex[:8]
     futures = [client.submit(_rank_main, fn, r, size, _host(addrs[0]), port, timeout,

@@ -7,7 +7,7 @@ real Dask scheduler, without training.
 The plan comes from the real planner (``make_plan(disc, workers=64, gpus=8)``) applied to a
 synthetic discretization of 64 sub-models whose problem has 63 Fredholm terms (C_eff = 63, so
 N_sub = 64); the 8 heaviest groups are tagged GPU. The "ceptf" graph is the one
-``daskie.graph.builder.build`` makes for ``CEPTF(window=1, order="jacobi")`` (keys
+``daskie.runtime.window_graph.build`` makes for ``BlockCoordinate(window=1, order="jacobi")`` (keys
 ``window-<k:05d>-g<g>-<token>``; window k of group g reads its own and every other group's
 window k-1 output; the Plan's resource tag on every window task), started from a resume
 point so that nothing can run: no training. ``build`` is linear in the number of tasks (one
@@ -148,13 +148,13 @@ def submit_and_cancel(client, collection, expected: int, token: str):
 
 
 def builder_graph(plan, windows: int, token: str = "builder-scale"):
-    """``daskie.graph.builder.build`` for ``windows`` CEPTF (Jacobi) windows of ``plan``:
+    """``daskie.runtime.window_graph.build`` for ``windows`` CEPTF (Jacobi) windows of ``plan``:
     ``(final window's Delayed objects, seconds)``."""
     import torch
 
-    from daskie.graph import builder
-    from daskie.graph.tasks import RunContext, WindowOutput
-    from daskie.strategies import CEPTF
+    from daskie.runtime import window_graph as builder
+    from daskie.runtime.context import RunContext, WindowOutput
+    from daskie.strategies import BlockCoordinate
     from daskie.train.loop import TrainState
 
     ctx = RunContext(problem=None, formulation=None, optimizer=None, seed=0, target_loss=0.0,
@@ -162,13 +162,13 @@ def builder_graph(plan, windows: int, token: str = "builder-scale"):
     groups = tuple(g.submodels for g in plan.groups)
     start = [WindowOutput(g, TrainState(theta=torch.zeros(1)), {}) for g in range(len(groups))]
     t0 = time.perf_counter()
-    graph = builder.build(CEPTF(window=1, order="jacobi"), ctx, groups, plan, total_steps=windows,
+    graph = builder.build(BlockCoordinate(window=1, order="jacobi"), ctx, groups, plan, total_steps=windows,
                           available={"CPU", "GPU"}, resume=(-1, start))
     return graph.windows[-1], time.perf_counter() - t0
 
 
 def time_builder(plan, windows: int) -> float:
-    """Seconds ``daskie.graph.builder.build`` takes for ``windows`` CEPTF (Jacobi) windows."""
+    """Seconds ``daskie.runtime.window_graph.build`` takes for ``windows`` CEPTF (Jacobi) windows."""
     return builder_graph(plan, windows)[1]
 
 
@@ -180,13 +180,13 @@ def main(argv=None) -> int:
     p.add_argument("--windows", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--builder-windows", type=int, nargs="*", default=[10, 100],
-                   help="chain lengths at which to time daskie.graph.builder.build")
+                   help="chain lengths at which to time daskie.runtime.window_graph.build")
     p.add_argument("--out", help="JSON file for the records")
     args = p.parse_args(argv)
 
     from distributed import Client, LocalCluster
 
-    from daskie.graph.builder import run_token
+    from daskie.runtime.window_graph import run_token
 
     plan, plan_s = simulated_plan(args.groups, args.gpus)
     token = run_token("graph-scale", plan.to_json(), args.windows)
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     records = []
     builder_s = {w: time_builder(plan, w) for w in args.builder_windows}
     for w, s in builder_s.items():
-        print(f"daskie.graph.builder.build, {G} groups x {w} windows: {s:.2f} s")
+        print(f"daskie.runtime.window_graph.build, {G} groups x {w} windows: {s:.2f} s")
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         for variant in ("ceptf", "barrier"):

@@ -79,7 +79,7 @@ def _worker_memory(dask_worker=None):
 def _warm(dask_worker=None):
     import torch  # noqa: F401
 
-    import daskie.graph.tasks  # noqa: F401
+    import daskie.runtime.window_graph  # noqa: F401
     import daskie.train.collective  # noqa: F401
 
     return _rss_mb()

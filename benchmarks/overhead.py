@@ -9,7 +9,7 @@ thread, 127.0.0.1) with a zarr store, with order reduction (3 sub-models in 2 gr
 per worker) and Levenberg-Marquardt. For every window ``k`` after the first:
 
 * ``wall_s``: the wall time between windows as the client sees it, the difference of the
-  ``elapsed_s`` of consecutive joint records (``group == -2``);
+  ``elapsed_s`` of consecutive joint records (``kind == "window"``);
 * ``task_s``: the window's compute, its longest task's own time (the profiler's
   ``window_s``: from the start of the task to the end of its last step; the groups run in
   parallel, so the longest one is the critical path); ``steps_s``: that task's summed
@@ -66,7 +66,7 @@ def timed_store_writes(log: list):
 
 def window_rows(records, done_at: dict, store: dict) -> list[dict]:
     """One row per window from a run's history (see the module docstring)."""
-    joint = {int(r["window"]): r for r in records if r.get("group") == -2}
+    joint = {int(r["window"]): r for r in records if r.get("kind") == "window"}
     rows = []
     for k in sorted(joint):
         tasks = [r for r in records if r.get("window") == k and r.get("group", -1) >= 0]
@@ -93,11 +93,15 @@ def window_rows(records, done_at: dict, store: dict) -> list[dict]:
 def run(order: str, steps: int, window: int | None, points: int, hidden, client, workers: int):
     """One solve; returns its summary record and per-window rows."""
     import daskie
-    from daskie import CEPTF, MLP, LevenbergMarquardt, OrderReduction
+    from daskie import CEPTF, MLP, BlockCoordinate, LevenbergMarquardt, OrderReduction
     from daskie.store import records_from_dataset
 
     formulation = OrderReduction(net=MLP(hidden=tuple(hidden)), points=points, aux_points=2 * points)
-    strategy = CEPTF(order=order) if window is None else CEPTF(window=window, order=order)
+    if order == "joint":
+        strategy = CEPTF() if window is None else CEPTF(window=window)
+    else:
+        strategy = BlockCoordinate(order=order) if window is None else \
+            BlockCoordinate(window=window, order=order)
     optimizer = LevenbergMarquardt(steps=steps, scaling="levenberg")
     done_at, store_log = {}, []
     with tempfile.TemporaryDirectory() as tmp, timed_store_writes(store_log):

@@ -50,7 +50,7 @@ import numpy as np
 
 
 def _records(ds):
-    keep = ds["history_group"].values == -2
+    keep = ds["history_kind"].values == "window"
     return [{"elapsed_s": float(t), "mse": float(m), "epoch": int(e)}
             for t, m, e in zip(ds["history_elapsed_s"].values[keep], ds["history_mse"].values[keep],
                                ds["history_epoch"].values[keep])]
@@ -65,10 +65,10 @@ def configs(optimizer_name):
     out = {"mono-all": lambda w: mono(w, None), "mono-1t": lambda w: mono(w, 1),
            "ceptf": lambda w: (CEPTF(window=w), "cluster", 1)}
     if optimizer_name == "lm":
-        out["ceptf-cols"] = lambda w: (CEPTF(window=w, lm_split="columns", balance=False),
+        out["ceptf-cols"] = lambda w: (CEPTF(window=w, placement=Whole(lm_split="columns")),
                                        "cluster", 1)
     else:
-        out["ceptf-whole"] = lambda w: (CEPTF(window=w, balance=False), "cluster", 1)
+        out["ceptf-whole"] = lambda w: (CEPTF(window=w, placement=Whole()), "cluster", 1)
     out["dp"] = lambda w: (DataParallel(shards=2, window=w), "cluster", 1)
     return out
 

@@ -1,20 +1,32 @@
-"""``daskie.solve``: problem -> formulation -> plan -> Dask graph -> store -> xarray Dataset."""
+"""``daskie.solve``: problem -> formulation -> strategy spec -> plan -> runtime -> store -> Dataset.
+
+``solve`` is a short sequence of named steps (see ``docs/architecture.md``): resolve the
+arguments (:func:`_resolve`), prepare the run -- discretize once, plan, the run's token and
+context (:func:`_prepare`) --, open the store and find the resume point (:func:`_open`),
+execute the strategy on the executor (:func:`_execute`), and summarize (:func:`_summarize`).
+The public ``client`` argument becomes an executor here and nowhere else.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from daskie import records as kinds
 from daskie.errors import SpecError, TrainingDiverged, check_int
 
 __all__ = ["solve", "default_formulation", "default_optimizer", "solution_dataset", "local_cluster"]
 
+log = logging.getLogger("daskie")
+
 
 def default_formulation():
-    """Quadrature collocation with a 3 x 20 tanh network (DESIGN.md section 6: the most
-    accurate per second on the 2-D catalog)."""
+    """Quadrature collocation with a 3 x 20 tanh network (the most accurate per second on
+    the 2-D catalog; ``docs/architecture.md``, measured facts)."""
     from daskie.formulations.quadrature import QuadratureCollocation
 
     return QuadratureCollocation()
@@ -126,6 +138,198 @@ def _check_same_run(stored: dict, meta: dict):
                             f"or start a new store")
 
 
+@dataclass
+class _Run:
+    """What the steps of one ``solve`` pass on: the resolved arguments and the prepared run."""
+
+    problem: object
+    formulation: object
+    strategy: object
+    optimizer: object
+    seed: int
+    target_loss: float
+    disc: object = None
+    plan: object = None
+    groups: tuple = ()
+    ctx: object = None
+    objective: object = None
+    meta: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    resume_point: tuple | None = None
+
+
+def _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
+             overwrite, store, workers, gpus) -> _Run:
+    """Validate the arguments (named errors, before anything starts) and fill the defaults."""
+    from daskie.formulations.base import Formulation
+    from daskie.problems import Problem, catalog
+    from daskie.strategies import Monolithic, Strategy
+    from daskie.train.optimizers import Optimizer
+
+    if isinstance(problem, str):
+        problem = catalog.get(problem)
+    if not isinstance(problem, Problem):
+        raise SpecError(f"problem must be a Problem or a catalog name, got {type(problem).__name__}")
+    formulation = default_formulation() if formulation is None else formulation
+    if not isinstance(formulation, Formulation):
+        raise SpecError(f"formulation must be a daskie Formulation (QuadratureCollocation(), "
+                        f"OrderReduction()), got {formulation!r}")
+    strategy = Monolithic() if strategy is None else strategy
+    optimizer = default_optimizer(formulation) if optimizer is None else optimizer
+    if not isinstance(strategy, Strategy):
+        raise SpecError(f"strategy must be a daskie Strategy (Monolithic(), CEPTF(...)), got {strategy!r}")
+    if not isinstance(optimizer, Optimizer):
+        raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SpecError(f"seed must be an int, got {seed!r}")
+    if isinstance(target_loss, bool) or not (isinstance(target_loss, (int, float)) and target_loss >= 0):
+        raise SpecError(f"target_loss must be a number >= 0, got {target_loss!r}")
+    if resume and overwrite:
+        raise SpecError("resume and overwrite exclude each other")
+    if resume and store is None:
+        raise SpecError("resume=True needs the store of the run to continue")
+    check_int("workers", workers)
+    check_int("gpus", gpus, 0)
+    if client is not None and not (isinstance(client, str) and client == "sync"):
+        from daskie.runtime.executor import Executor
+
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover
+            Client = ()
+        if not isinstance(client, (Client, Executor)):
+            raise SpecError(f"client must be None (start an embedded LocalCluster), 'sync' (this "
+                            f"process) or a distributed.Client, got {client!r}")
+    return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss))
+
+
+def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
+    """Discretize once, plan, and make the run's token, context and objective."""
+    from daskie.runtime.context import RunContext
+    from daskie.runtime.window_graph import run_token
+    from daskie.train.objective import Objective
+
+    problem, formulation, strategy, optimizer = run.problem, run.formulation, run.strategy, run.optimizer
+    run.disc = formulation.discretize(problem, seed=run.seed)
+    run.plan = strategy.plan(run.disc, workers, gpus)
+    run.groups = strategy.groups(run.disc, run.plan)
+    token = run_token(problem.describe(), _data_fingerprint(problem, run.disc), formulation,
+                      optimizer, strategy, run.seed, run.target_loss,
+                      run.plan.to_json() if run.plan else None, threads, eval_every)
+    run.ctx = RunContext(problem, formulation, optimizer, run.seed, run.target_loss, threads, token,
+                         eval_every)
+    run.objective = Objective(run.disc)  # the client's copy: the summary, the in-process tasks
+    run.meta = {"problem_spec": problem.describe(), "formulation": formulation.label,
+                "formulation_options": repr(formulation), "optimizer": optimizer.label,
+                "optimizer_options": repr(optimizer), "strategy": strategy.label,
+                "strategy_options": repr(strategy), "seed": run.seed,
+                "target_loss": run.target_loss,
+                "plan": run.plan.to_dict() if run.plan else None,
+                "groups": [list(g) for g in run.groups], "discretization": run.disc.info}
+    return run
+
+
+def _open(run: _Run, store, resume, overwrite):
+    """Open the run's store (transactional: see :mod:`daskie.store`) and read the resume
+    point; None without a store."""
+    if store is None:
+        return None
+    from daskie.runtime.context import WindowOutput
+    from daskie.store import RunStore
+
+    run_store = RunStore(store, mode="a" if resume else ("w" if overwrite else "w-"))
+    try:
+        if resume:
+            _check_same_run(run_store.read_meta(), run.meta)
+            ckpt = run_store.latest_checkpoint()
+            if ckpt is not None:
+                run.resume_point = (ckpt.window, [WindowOutput.from_tree(t) for t in ckpt.outputs])
+                run.history = run_store.history()
+        else:
+            run_store.write_meta(run.meta)
+    except BaseException:
+        run_store.close(failed=True)
+        raise
+    return run_store
+
+
+def _finished(run: _Run, run_store) -> bool:
+    """True when the stored run being resumed has nothing left to train."""
+    if run_store is None or run.resume_point is None:
+        return False
+    return run_store.has_result or any(o.state.done is not None for o in run.resume_point[1])
+
+
+def _execute(run: _Run, executor, run_store, *, live=None, progress=None, on_window=None):
+    """Run the strategy on ``executor``, checkpointing and reporting every window; returns
+    the final outputs and the wall time of this session."""
+    from daskie.runtime.context import merge_params
+    from daskie.runtime.state import WorkerState
+    from daskie.store.checkpoint import Checkpoint
+
+    objective, history = run.objective, run.history
+    prior_wall = max([r.get("elapsed_s", 0.0) for r in history] + [0.0])
+    t0 = time.perf_counter()
+
+    def window_done(k, outputs):
+        params = merge_params(outputs)
+        recs = [r for out in outputs for r in out.records]
+        theta = objective.layout.join(params)
+        summary = {"window": k, "epoch": max(o.state.epoch for o in outputs),
+                   "elapsed_s": prior_wall + time.perf_counter() - t0,
+                   "loss": float(objective.loss(theta).detach()), **objective.accuracy(theta)}
+        recs.append({**summary, "kind": kinds.WINDOW, "submodels": "joint", "optimizer": "window"})
+        if live is not None:
+            live.window_done(summary)
+        history.extend(recs)
+        if run_store is not None:
+            run_store.write_checkpoint(Checkpoint(k, [o.to_tree() for o in outputs], recs))
+        if progress is not None:
+            for r in recs:
+                progress(r)
+        if on_window is not None:
+            on_window(k, summary)
+
+    # The client's objective serves the in-process tasks and the client-side reads of the
+    # runners (one discretization per run on this side).
+    state = executor.state() or WorkerState()
+    state.objectives[(run.ctx.token, None)] = objective
+    with state.current():
+        final = run.strategy.execute(executor, run.ctx, run.groups, run.plan,
+                                     resume=run.resume_point, on_window=window_done)
+    return final, time.perf_counter() - t0, prior_wall
+
+
+def _summarize(run: _Run, final, wall, prior_wall, n_workers, run_store, grid):
+    """The solution on a grid with the run's summary in its attributes; the result stored."""
+    from daskie.runtime.context import merge_params
+    from daskie.store import history_to_dataset
+
+    objective, history, problem = run.objective, run.history, run.problem
+    params = merge_params(final)
+    theta = objective.layout.join(params)
+    summary = {
+        "problem": problem.name, "formulation": run.formulation.label,
+        "strategy": run.strategy.label, "optimizer": run.optimizer.label,
+        **objective.accuracy(theta), "loss": float(objective.loss(theta).detach()),
+        "epochs": int(max(o.state.epoch for o in final)),
+        "wall_s": float(wall + prior_wall), "n_params": int(objective.layout.total),
+        "done": next((o.state.done for o in final if o.state.done), "budget"),
+        "store": None if run_store is None else str(run_store.path),
+        "seed": run.seed, "workers": n_workers,
+    }
+    if run.plan is not None:  # seed 000's per-run figures (SR needs a baseline: metrics.compare)
+        from daskie.metrics import metric_attrs, plan_metrics
+
+        summary.update(metric_attrs(plan_metrics(history, run.plan)))
+    ds = solution_dataset(objective, theta, problem, grid)
+    ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})
+    if run_store is not None:
+        run_store.write_result(ds, history, summary,
+                               params={n: v.detach().numpy() for n, v in params.items()})
+    return ds.merge(history_to_dataset(history)) if history else ds
+
+
 def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=None, store=None,
           seed: int = 0, target_loss: float = 1e-14, resume: bool = False, overwrite: bool = False,
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
@@ -140,21 +344,25 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         Default :func:`default_formulation` (quadrature collocation).
     strategy : Strategy, optional
         :class:`~daskie.strategies.Monolithic` (default), :class:`~daskie.strategies.CEPTF`,
-        or any other daskie strategy (``ParaFlow``, ``ParaFlowS``, ``GradientDescent``).
+        or any other daskie strategy spec (``BlockCoordinate``, ``DataParallel``,
+        ``ParaFlow``, ``ParaFlowS``, ``GradientDescent``, ``APTS``, ``SAPTS``).
     optimizer : Optimizer, optional
         Default :func:`default_optimizer` (Levenberg-Marquardt).
     client : distributed.Client or "sync", optional
-        Where the graph runs. ``None`` starts an embedded ``LocalCluster`` of ``workers``
+        Where the training runs. ``None`` starts an embedded ``LocalCluster`` of ``workers``
         single-threaded workers on 127.0.0.1 for the duration of the call; ``"sync"`` runs
-        the same graph in this process with Dask's synchronous scheduler.
+        the same tasks in this process.
     store : str or path, optional
         Directory of the run's zarr store (checkpoints per window, history, solution).
+        Transactional: a new run replaces an existing one only once it has a complete
+        checkpoint (:mod:`daskie.store`).
     seed : int
         Seed of the collocation points and the initial parameters.
     target_loss : float
         Training stops when the loss falls below this.
     resume : bool
-        Continue the run in ``store`` from its last checkpoint.
+        Continue the run in ``store`` from its last checkpoint (a finished run is returned
+        as stored, without starting a cluster).
     overwrite : bool
         Replace an existing store (otherwise an existing store is an error).
     workers, gpus : int
@@ -176,9 +384,10 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         ``mu``, ``exact`` and ``error`` on a grid; ``attrs`` hold the summary
         (problem, formulation, strategy, mse, rel_l2, epochs, wall_s, store, ...).
         MSE and relative L2 are measured on held-back Sobol test points. The ``history_*``
-        variables hold the training records; the last record of each window and group also
-        holds the window's profile (:mod:`daskie.profiler`: ``window_s``, ``sync_s``,
-        ``peak_rss_mb``, ``t_start``, ``t_end``, ``loss_<block>``).
+        variables hold the training records (:mod:`daskie.records`: every record has a
+        ``kind``); the last step record of each window and group also holds the window's
+        profile (:mod:`daskie.runtime.profiler`: ``window_s``, ``sync_s``, ``peak_rss_mb``,
+        ``t_start``, ``t_end``, ``loss_<block>``).
 
     Notes
     -----
@@ -187,139 +396,46 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     run while it trains. Its address is logged at INFO level on the ``daskie.dashboard``
     logger when the run starts (``logging.basicConfig(level="INFO")`` prints it).
     """
-    from daskie.graph import builder
-    from daskie.graph.tasks import RunContext, merge_params, objective_for
-    from daskie.problems import Problem, catalog
-    from daskie.strategies import CEPTF, Monolithic, Strategy
-    from daskie.train.optimizers import Optimizer
+    from daskie.runtime.executor import DaskExecutor, as_executor
 
-    if isinstance(problem, str):
-        problem = catalog.get(problem)
-    if not isinstance(problem, Problem):
-        raise SpecError(f"problem must be a Problem or a catalog name, got {type(problem).__name__}")
-    formulation = default_formulation() if formulation is None else formulation
-    strategy = Monolithic() if strategy is None else strategy
-    optimizer = default_optimizer(formulation) if optimizer is None else optimizer
-    if not isinstance(strategy, Strategy):
-        raise SpecError(f"strategy must be a daskie Strategy (Monolithic(), CEPTF(...)), got {strategy!r}")
-    if not isinstance(optimizer, Optimizer):
-        raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
-    if not (isinstance(target_loss, (int, float)) and target_loss >= 0):
-        raise SpecError(f"target_loss must be a number >= 0, got {target_loss!r}")
-    if resume and overwrite:
-        raise SpecError("resume and overwrite exclude each other")
-    if resume and store is None:
-        raise SpecError("resume=True needs the store of the run to continue")
-    check_int("workers", workers)
+    run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
+                   overwrite, store, workers, gpus)
+    run = _prepare(run, workers, gpus, threads, eval_every)
+    run_store = _open(run, store, resume, overwrite)
+    try:
+        if _finished(run, run_store):  # resuming a finished run: nothing to start
+            log.info("the run in %s is finished; returning it as stored", run_store.path)
+            run_store.close()
+            return run_store.read()
+        with contextlib.ExitStack() as stack:
+            if client is None:
+                client = stack.enter_context(local_cluster(workers, 1, gpus))
+            executor = as_executor(client)
+            executor.check_resources(run.plan)
+            live = None
+            if isinstance(executor, DaskExecutor):  # the live page; its link is logged
+                from daskie.dashboard.plugin import LiveRun
 
-    run_store = None
-    if store is not None:
-        from daskie.store import RunStore
-
-        run_store = RunStore(store, mode="a" if resume else ("w" if overwrite else "w-"))
-
-    disc = formulation.discretize(problem, seed=seed)
-    plan = None
-    if isinstance(strategy, CEPTF):
-        from daskie.plan import make_plan
-
-        # data-parallel groups: each Plan group takes `shards` workers
-        per_group = getattr(strategy, "shards", 1) if strategy.order == "joint" else 1
-        plan = make_plan(disc, workers=max(1, workers // per_group), gpus=gpus)
-    groups = strategy.groups(disc, plan)
-    token = builder.run_token(problem.describe(), _data_fingerprint(problem, disc), formulation,
-                              optimizer, strategy, seed, target_loss,
-                              plan.to_json() if plan else None, threads, eval_every)
-    ctx = RunContext(problem, formulation, optimizer, int(seed), float(target_loss), threads, token,
-                     eval_every)
-    objective = objective_for(ctx)  # the client's copy: same numbers, used for the summary
-
-    meta = {"problem_spec": problem.describe(), "formulation": formulation.label,
-            "formulation_options": repr(formulation), "optimizer": optimizer.label,
-            "optimizer_options": repr(optimizer), "strategy": strategy.label,
-            "strategy_options": repr(strategy), "seed": int(seed), "target_loss": float(target_loss),
-            "plan": plan.to_dict() if plan else None, "groups": [list(g) for g in groups],
-            "discretization": disc.info}
-    resume_point, history = None, []
+                live = LiveRun(executor.client, run.ctx.token, {
+                    "problem": run.problem.name, "formulation": run.formulation.label,
+                    "strategy": run.strategy.label, "optimizer": run.optimizer.label,
+                    "epochs": run.strategy.progress_total(run.optimizer)})
+            try:
+                final, wall, prior_wall = _execute(run, executor, run_store, live=live,
+                                                   progress=progress, on_window=on_window)
+            except TrainingDiverged as exc:
+                if run_store is not None:
+                    run_store.close(failed=True)
+                    raise TrainingDiverged(f"{exc}; training stopped: {run_store.message}") from exc
+                raise
+            n_workers = len(executor.workers())
+        if final is None:  # resumed a run whose windows had all completed
+            final = run.resume_point[1]
+        ds = _summarize(run, final, wall, prior_wall, n_workers, run_store, grid)
+    except BaseException:
+        if run_store is not None:
+            run_store.close(failed=True)
+        raise
     if run_store is not None:
-        if resume:
-            _check_same_run(run_store.read_meta(), meta)
-            ckpt = run_store.latest_checkpoint()
-            if ckpt is not None:
-                resume_point = builder.load_outputs(ckpt[2])
-                history = run_store.history()
-        else:
-            run_store.write_meta(meta)
-
-    with contextlib.ExitStack() as stack:
-        if client is None:
-            client = stack.enter_context(local_cluster(workers, 1, gpus))
-        available = set() if client == "sync" else builder.check_resources(plan, client)
-        from daskie.collectives.spmd import cluster_workers
-
-        n_workers = 1 if client == "sync" else len(cluster_workers(client))
-        live = None
-        if client != "sync":  # the live page on the scheduler's dashboard; its link is logged
-            from daskie.dashboard.plugin import LiveRun
-
-            live = LiveRun(client, token, {
-                "problem": problem.name, "formulation": formulation.label, "strategy": strategy.label,
-                "optimizer": optimizer.label, "epochs": optimizer.steps + strategy.polish_steps()})
-        prior_wall = max([r.get("elapsed_s", 0.0) for r in history] + [0.0])
-        t0 = time.perf_counter()
-
-        def window_done(k, outputs):
-            params = merge_params(outputs)
-            recs = [r for out in outputs for r in out.records]
-            theta = objective.layout.join(params)
-            summary = {"window": k, "epoch": max(o.state.epoch for o in outputs),
-                       "elapsed_s": prior_wall + time.perf_counter() - t0,
-                       "loss": float(objective.loss(theta).detach()), **objective.accuracy(theta)}
-            recs.append({**summary, "group": -2, "submodels": "joint", "optimizer": "window"})
-            if live is not None:
-                live.window_done(summary)
-            history.extend(recs)
-            if run_store is not None:
-                run_store.write_checkpoint(k, {n: v.numpy() for n, v in params.items()},
-                                           builder.dump_outputs(k, outputs), recs)
-            if progress is not None:
-                for r in recs:
-                    progress(r)
-            if on_window is not None:
-                on_window(k, summary)
-
-        try:
-            final = strategy.execute(ctx, groups, plan, client, available=available,
-                                     resume=resume_point, on_window=window_done)
-        except TrainingDiverged as exc:
-            where = f" in {run_store.path}" if run_store is not None else ""
-            raise TrainingDiverged(f"{exc}; training stopped, the last completed window's "
-                                   f"checkpoint{where} is kept") from exc
-        wall = time.perf_counter() - t0
-
-    if final is None:  # resumed a run whose windows had all completed
-        final = resume_point[1]
-    params = merge_params(final)
-    theta = objective.layout.join(params)
-    summary = {
-        "problem": problem.name, "formulation": formulation.label, "strategy": strategy.label,
-        "optimizer": optimizer.label, **objective.accuracy(theta),
-        "loss": float(objective.loss(theta).detach()),
-        "epochs": int(max(o.state.epoch for o in final)),
-        "wall_s": float(wall + prior_wall), "n_params": int(objective.layout.total),
-        "done": next((o.state.done for o in final if o.state.done), "budget"),
-        "store": None if run_store is None else str(run_store.path),
-        "seed": int(seed), "workers": n_workers,
-    }
-    if plan is not None:  # seed 000's per-run figures (SR needs a baseline: metrics.compare)
-        from daskie.metrics import metric_attrs, plan_metrics
-
-        summary.update(metric_attrs(plan_metrics(history, plan)))
-    ds = solution_dataset(objective, theta, problem, grid)
-    ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})
-    if run_store is not None:
-        run_store.write_result(ds, history, summary,
-                               params={n: v.detach().numpy() for n, v in params.items()})
-    from daskie.store import history_to_dataset
-
-    return ds.merge(history_to_dataset(history)) if history else ds
+        run_store.close()
+    return ds

@@ -1,15 +1,9 @@
 """``daskie.fit``: train a plain ``torch.nn.Module`` with a daskie strategy.
 
-The contract a strategy meets to be usable here (shared by the non-CEPTF strategies:
-ParaFlow, ParaFlowS, GradientDescent, and later APTS) is one method,
-
-    strategy.train(objective, client=None, *, seed, target_loss, threads, resume, on_window,
-                   theta0) -> list[WindowOutput]
-
-over a flat-parameter objective (``layout``, ``init_params(seed)``, ``loss(theta)``, and
-``n_data`` / ``batch_loss(theta, index)`` for minibatches). The same method serves
-:func:`daskie.solve`, whose ``Strategy.execute`` hands it the integral equation's
-:class:`~daskie.train.objective.Objective`; here it gets a
+The iteration strategies (:class:`~daskie.strategies.IterationStrategy`: ParaFlow, ParaFlowS,
+GradientDescent, APTS, SAPTS) train any flat-parameter objective through one runner,
+:func:`daskie.runtime.iterations.train`; :func:`daskie.solve` hands it the integral equation's
+:class:`~daskie.train.objective.Objective`, and ``fit`` a
 :class:`~daskie.train.module.ModuleObjective`. One training path, two front doors.
 """
 
@@ -34,8 +28,8 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
     data : tensor or tuple of tensors
         ``(inputs, *targets)`` with a common leading row axis (minibatches pick rows).
     strategy : Strategy
-        A daskie strategy with a ``train`` method (``ParaFlow``, ``ParaFlowS``,
-        ``GradientDescent``).
+        An iteration strategy (``ParaFlow``, ``ParaFlowS``, ``GradientDescent``, ``APTS``,
+        ``SAPTS``).
     client : distributed.Client, optional
         Run the strategy's tasks on this client; ``None`` trains in this process (the same
         numbers for the same seed).
@@ -54,15 +48,16 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
         A trained copy of ``module`` and the history: one flat record per iteration
         (iteration, loss, grad_calls, wall_s, slice, ...).
     """
-    from daskie.strategies import Strategy
+    from daskie.runtime.executor import as_executor
+    from daskie.runtime.iterations import train
+    from daskie.strategies import IterationStrategy, Strategy
     from daskie.train.module import ModuleObjective
 
     if not isinstance(strategy, Strategy):
         raise SpecError(f"strategy must be a daskie Strategy (e.g. ParaFlowS()), got {strategy!r}")
-    if not callable(getattr(strategy, "train", None)):
-        raise SpecError(f"strategy {type(strategy).__name__} cannot train a torch module: it has "
-                        "no train(objective, ...) method (use ParaFlow, ParaFlowS or "
-                        "GradientDescent)")
+    if not isinstance(strategy, IterationStrategy):
+        raise SpecError(f"strategy {type(strategy).__name__} cannot train a torch module: use an "
+                        "iteration strategy (ParaFlow, ParaFlowS, GradientDescent, APTS, SAPTS)")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError(f"seed must be an int, got {seed!r}")
     if not (isinstance(target_loss, (int, float)) and target_loss >= 0):
@@ -76,7 +71,8 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
         if on_window is not None:
             on_window(w, outputs)
 
-    final = strategy.train(objective, client, seed=seed, target_loss=float(target_loss),
-                           threads=threads, on_window=window_done,
-                           theta0=objective.current_params())
+    # None means "in this process" here (no cluster is started for a module)
+    executor = as_executor("sync" if client is None else client)
+    final = train(strategy, objective, executor, seed=seed, target_loss=float(target_loss),
+                  threads=threads, on_window=window_done, theta0=objective.current_params())
     return objective.load(final[0].state.theta), history

@@ -26,17 +26,13 @@ from numbers import Real
 
 import numpy as np
 
+from daskie import records as kinds
 from daskie.errors import SpecError, check_int
 
 __all__ = ["speedup_ratio", "speedup_efficiency", "computational_efficiency", "artp",
            "time_to_target", "group_times", "run_metrics", "plan_metrics", "compare",
            "metric_attrs"]
 
-#: ``group`` of the records :func:`daskie.solve` adds after each window (joint loss and MSE,
-#: ``elapsed_s`` since the run started).
-JOINT_GROUP = -2
-#: ``group`` of the records of a joint polish after the windows.
-POLISH_GROUP = -1
 
 
 def _time(name: str, value) -> float:
@@ -251,10 +247,10 @@ def time_to_target(history_records, target_mse: float, key: str = "mse") -> floa
     Which records count, and which clock they carry:
 
     * When the history holds the joint records that ``solve`` adds after every window
-      (``group == -2``), only those count, with their ``elapsed_s`` (wall time since the run
+      (``kind == "window"``), only those count, with their ``elapsed_s`` (wall time since the run
       started, as the client saw it, across resumes). Per-step records of a window task are
       not used: their ``wall_s`` is that group's own training time, not the run's. Records of
-      a joint polish (``group == -1``) continue the clock from the last window:
+      a joint polish (``kind == "polish"``) continue the clock from the last window:
       ``elapsed_s`` of the last joint record plus the polish's own ``wall_s`` since it began.
       The resolution is one window.
     * Otherwise (the records of a single training loop), the first record in list order that
@@ -267,7 +263,7 @@ def time_to_target(history_records, target_mse: float, key: str = "mse") -> floa
     if not isinstance(key, str) or not key:
         raise SpecError(f"key must be the name of a record field such as 'mse', got {key!r}")
     target = float(target_mse)
-    joint = [(i, r) for i, r in enumerate(records) if _group(r) == JOINT_GROUP]
+    joint = [(i, r) for i, r in enumerate(records) if kinds.kind_of(r) == kinds.WINDOW]
     if not joint:
         for i, r in enumerate(records):
             if _reached(r, key, target):
@@ -277,7 +273,7 @@ def time_to_target(history_records, target_mse: float, key: str = "mse") -> floa
     for i, r in joint:
         if _reached(r, key, target):
             return _clock("history_records", i, r, "elapsed_s")
-    polish = [(i, r) for i, r in enumerate(records) if _group(r) == POLISH_GROUP]
+    polish = [(i, r) for i, r in enumerate(records) if kinds.kind_of(r) == kinds.POLISH]
     if polish:
         i0, first = polish[0]
         start = _clock("history_records", i0, first, "wall_s") - float(first.get("step_s", 0.0))
@@ -294,12 +290,13 @@ def group_times(records, n_sub: int) -> np.ndarray:
     Parameters
     ----------
     records : list of dict
-        A run's history. The profiler (:mod:`daskie.profiler`) writes ``window_s`` into the
-        last record of every window task. Block-coordinate windows (``CEPTF(order="jacobi")``)
-        have one task per group: the record's ``group`` names it. A joint window
-        (``CEPTF(order="joint")``, records with a ``rank``) runs every group at once, in
-        lock-step, for the window's duration, so its ``window_s`` is charged to every group.
-        Records of the joint summaries (``group == -2``) and of a polish (``-1``) do not count.
+        A run's history. The profiler (:mod:`daskie.runtime.profiler`) writes ``window_s`` into the
+        last record of every window task. Block-coordinate windows (``BlockCoordinate``)
+        have one task per group: the record's ``group`` names it, and its ``window_s``
+        counts. A joint window (``CEPTF``, step records with a ``rank``) runs every group at
+        once, in lock-step, so what tells the groups apart is their compute: ``window_s -
+        sync_s`` of the group's slowest rank (shard) is charged to the group. Records of
+        other kinds (window summaries, polish) do not count (:mod:`daskie.records`).
     n_sub : int
         Number of groups of the run's plan.
 
@@ -316,17 +313,22 @@ def group_times(records, n_sub: int) -> np.ndarray:
     records = _records("records", records)
     check_int("n_sub", n_sub)
     out = np.zeros(n_sub)
+    joint: dict = {}  # (window, group) -> compute seconds of the group's slowest rank
     for i, r in enumerate(records):
         g = _group(r)
-        if g is None or g < 0 or "window_s" not in r:
+        if kinds.kind_of(r) != kinds.STEP or g is None or "window_s" not in r:
             continue
-        if "rank" in r:
-            out += float(r["window_s"])
-            continue
-        if g >= n_sub:
+        if g < 0 or g >= n_sub:
             raise SpecError(f"records[{i}] belongs to group {g}, but n_sub = {n_sub}: pass the "
                             f"number of groups of the run's plan")
+        if "rank" in r:
+            key = (r.get("window"), g)
+            compute = float(r["window_s"]) - float(r.get("sync_s", 0.0))
+            joint[key] = max(joint.get(key, 0.0), compute)
+            continue
         out[g] += float(r["window_s"])
+    for (_, g), seconds in joint.items():
+        out[g] += seconds
     return out
 
 

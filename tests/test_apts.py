@@ -9,7 +9,7 @@ import torch
 
 import daskie
 from daskie import MLP, QuadratureCollocation
-from daskie.collectives import cluster_workers
+from daskie.runtime import DaskExecutor
 from daskie.errors import SpecError
 from daskie.fit import fit
 from daskie.strategies import APTS, SAPTS
@@ -20,6 +20,14 @@ from daskie.train.trust_region import (RadiusRule, SR1Memory, TrustRegion, _solv
                                        solve_dense, steihaug_cg)
 
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
+
+
+def train_in_process(strategy, objective, **kwargs):
+    """The iteration runner in this process (what fit(client=None) uses)."""
+    from daskie.runtime import InProcess
+    from daskie.runtime.iterations import train
+
+    return train(strategy, objective, InProcess(), **kwargs)
 
 
 class LinearLeastSquares:
@@ -195,7 +203,7 @@ def test_apts_with_one_subdomain_takes_the_trust_region_iterates():
     obj, exact = linear_problem()
     tr, _ = steps(obj, TrustRegion(radius=0.01, steps=20), 12)
     apts = []
-    out = APTS(subdomains=1, epochs=6, radius=0.01, checkpoint_every=1).train(
+    out = train_in_process(APTS(subdomains=1, epochs=6, radius=0.01, checkpoint_every=1),
         obj, on_window=lambda w, o: apts.append(o[0].state.theta))
     assert len(apts) == 6
     for k, theta in enumerate(apts, start=1):
@@ -207,7 +215,7 @@ def test_apts_with_one_subdomain_takes_the_trust_region_iterates():
 def test_apts_reaches_the_least_squares_minimiser(subdomains):
     obj, exact = linear_problem(rows=48)
     records = []
-    out = APTS(subdomains=subdomains, epochs=40, checkpoint_every=5).train(
+    out = train_in_process(APTS(subdomains=subdomains, epochs=40, checkpoint_every=5),
         obj, on_window=lambda w, o: records.extend(o[0].records))
     np.testing.assert_allclose(out[0].state.theta.numpy(), exact, rtol=0, atol=1e-9)
     radii = [r["radius"] for r in records]
@@ -273,7 +281,7 @@ def test_fit_distributed_equals_serial(client, strategy):
     np.testing.assert_allclose(flat(m2).numpy(), flat(m1).numpy(), rtol=0, atol=1e-12)
     for key in ("rho", "radius", "accepted", "grad_calls", "loss_calls"):
         assert [r[key] for r in h1] == [r[key] for r in h2], key
-    assert {r["worker"] for r in h2} <= set(cluster_workers(client))
+    assert {r["worker"] for r in h2} <= set(DaskExecutor(client).workers())
     assert h1[-1]["loss"] < h1[0]["loss"]
 
 
@@ -359,8 +367,8 @@ def test_objectives_apts_cannot_split_are_refused():
         fit(net, loss, data, APTS(model="gauss-newton"))
     obj, _ = linear_problem()
     with pytest.raises(SpecError, match="cannot be split"):
-        APTS(subdomains=2).train(_NoShards(obj))
-    assert APTS(subdomains=1, epochs=2).train(_NoShards(obj))[0].state.epoch == 2
+        train_in_process(APTS(subdomains=2), _NoShards(obj))
+    assert train_in_process(APTS(subdomains=1, epochs=2), _NoShards(obj))[0].state.epoch == 2
 
 
 class _NoShards:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from daskie.collectives import (METHODS, Group, GroupError, free_port, local_groups,
-                                release_groups, run_group, run_threads)
+from daskie.collectives import METHODS, Group, GroupError, free_port, local_groups, run_threads
+from daskie.runtime import DaskExecutor, Groups, run_group
 from daskie.errors import PlanError, SpecError
 
 
@@ -226,36 +226,39 @@ def _rank_identity(group, value):
 
 
 def _cached_groups(dask_worker=None):
-    from daskie.collectives import spmd
+    from daskie.runtime.state import PLUGIN_NAME
 
-    return sorted(str(k[0]) for k in spmd._GROUPS)
+    # the groups a worker keeps open live in its daskie plugin's state, nowhere else
+    return sorted(str(k[0]) for k in dask_worker.plugins[PLUGIN_NAME].state.groups)
 
 
 def test_reused_group_skips_the_rendezvous_and_is_released(client):
-    first = run_group(client, _rank_identity, [(1.0,), (2.0,)], reuse="test-reuse")
-    second = run_group(client, _rank_identity, [(3.0,), (4.0,)], reuse="test-reuse")
+    groups = Groups(DaskExecutor(client), "test-reuse")
+    first = groups.run(_rank_identity, [(1.0,), (2.0,)], reuse="test-reuse")
+    second = groups.run(_rank_identity, [(3.0,), (4.0,)], reuse="test-reuse")
     assert [v for v, _, _ in first] == [3.0, 3.0] and [v for v, _, _ in second] == [7.0, 7.0]
     # the same Group objects served both calls, their logs reset in between
     assert [g for _, g, _ in first] == [g for _, g, _ in second]
     assert [n for _, _, n in second] == [1, 1]
     assert all(keys and all(k.startswith("test-reuse@") for k in keys)
                for keys in client.run(_cached_groups).values())
-    release_groups(client, "test-reuse")
+    groups.release()
     assert all(not keys for keys in client.run(_cached_groups).values())
     # after the release the key starts a fresh group
-    third = run_group(client, _rank_identity, [(1.0,), (1.0,)], reuse="test-reuse")
+    third = groups.run(_rank_identity, [(1.0,), (1.0,)], reuse="test-reuse")
     assert [v for v, _, _ in third] == [2.0, 2.0]
     assert {g for _, g, _ in third}.isdisjoint({g for _, g, _ in first})
-    release_groups(client, "test-reuse")
+    groups.release()
 
 
 def test_a_failed_call_does_not_leave_a_reusable_group(client):
+    groups = Groups(DaskExecutor(client), "test-fail")
     with pytest.raises(GroupError):
-        run_group(client, _fail_on_rank_one, [(), ()], timeout=5, reuse="test-fail")
+        groups.run(_fail_on_rank_one, [(), ()], timeout=5, reuse="test-fail")
     # the same key after the failure: a fresh rendezvous on a fresh port, not a half group
-    out = run_group(client, _rank_identity, [(1.0,), (2.0,)], timeout=30, reuse="test-fail")
+    out = groups.run(_rank_identity, [(1.0,), (2.0,)], timeout=30, reuse="test-fail")
     assert [v for v, _, _ in out] == [3.0, 3.0]
-    release_groups(client, "test-fail")
+    groups.release()
     assert all(not keys for keys in client.run(_cached_groups).values())
 
 

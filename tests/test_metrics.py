@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import daskie
-from daskie import CEPTF, MLP, LevenbergMarquardt, Monolithic, OrderReduction
+from daskie import CEPTF, BlockCoordinate, MLP, LevenbergMarquardt, Monolithic, OrderReduction
 from daskie.errors import SpecError
 from daskie.metrics import (artp, computational_efficiency, group_times, run_metrics,
                             speedup_efficiency, speedup_ratio, time_to_target)
@@ -58,11 +58,13 @@ def test_artp_reduces_to_rtp_eq_4_2():
 
 # --- time to a target ---------------------------------------------------------------------
 def joint(window, elapsed, mse):
-    return {"group": -2, "window": window, "submodels": "joint", "elapsed_s": elapsed, "mse": mse}
+    return {"kind": "window", "window": window, "submodels": "joint", "elapsed_s": elapsed,
+            "mse": mse}
 
 
 def step(group, window, wall, mse=None, **extra):
-    rec = {"group": group, "window": window, "epoch": window + 1, "wall_s": wall, "step_s": 0.1,
+    rec = {"kind": "step", "group": group, "window": window, "epoch": window + 1, "wall_s": wall,
+           "step_s": 0.1,
            "loss": 1.0, **extra}
     if mse is not None:
         rec["mse"] = mse
@@ -101,8 +103,8 @@ def test_time_to_target_of_a_single_training_loop():
 
 
 def test_polish_records_continue_the_window_clock():
-    polish = [{"group": -1, "window": -1, "epoch": 7, "wall_s": 10.2, "step_s": 0.2, "mse": 1e-10},
-              {"group": -1, "window": -1, "epoch": 8, "wall_s": 10.5, "step_s": 0.3, "mse": 1e-12}]
+    polish = [{"kind": "polish", "window": -1, "epoch": 7, "wall_s": 10.2, "step_s": 0.2, "mse": 1e-10},
+              {"kind": "polish", "window": -1, "epoch": 8, "wall_s": 10.5, "step_s": 0.3, "mse": 1e-12}]
     # the polish starts at its first record's wall_s - step_s = 10.0, after the last window (6.0)
     assert time_to_target(SOLVE_HISTORY + polish, 1e-12) == pytest.approx(6.5)
     assert time_to_target(SOLVE_HISTORY + polish, 1e-11) == 6.0  # a window got there first
@@ -122,11 +124,16 @@ def test_group_times_sum_each_groups_windows():
         group_times(SOLVE_HISTORY, 1)
 
 
-def test_group_times_charge_a_joint_window_to_every_group():
-    # order="joint": one record per window (rank 0's), every group busy for window_s
-    recs = [step(0, 0, 0.4, rank=0, window_s=1.5), joint(0, 2.0, 1e-3),
-            step(0, 1, 0.9, rank=0, window_s=2.5), joint(1, 4.5, 1e-4)]
-    np.testing.assert_array_equal(group_times(recs, 3), [4.0, 4.0, 4.0])
+def test_group_times_charge_each_group_its_compute_in_joint_windows():
+    # CEPTF: every rank's records; a group is charged window_s - sync_s of its slowest rank
+    recs = [step(0, 0, 0.4, rank=0, window_s=1.5, sync_s=0.5), step(1, 0, 0.4, rank=1, window_s=1.5,
+                                                                      sync_s=1.0),
+            joint(0, 2.0, 1e-3),
+            step(0, 1, 0.9, rank=0, window_s=2.5, sync_s=0.5), step(1, 1, 0.9, rank=1, window_s=2.5,
+                                                                      sync_s=2.0),
+            step(1, 1, 0.9, rank=2, window_s=2.5, sync_s=1.5),  # a second shard of group 1
+            joint(1, 4.5, 1e-4)]
+    np.testing.assert_array_equal(group_times(recs, 3), [1.0 + 2.0, 0.5 + 1.0, 0.0])
 
 
 # --- run_metrics ----------------------------------------------------------------------------
@@ -165,23 +172,26 @@ def sequential_run():
     return ds.attrs["mse"], records_from_dataset(ds)
 
 
-@pytest.mark.parametrize("order", ["jacobi", "joint"])
-def test_run_metrics_of_real_runs(sequential_run, order):
+@pytest.mark.parametrize("strategy", [BlockCoordinate(window=2, order="jacobi"), CEPTF(window=2)],
+                         ids=["jacobi", "joint"])
+def test_run_metrics_of_real_runs(sequential_run, strategy):
     # The records daskie.solve really produces (in-process scheduler, so quick).
     seq_mse, seq_recs = sequential_run
-    par = daskie.solve("E1", formulation=FORM, strategy=CEPTF(window=2, order=order),
+    par = daskie.solve("E1", formulation=FORM, strategy=strategy,
                        optimizer=LevenbergMarquardt(steps=4), client="sync", workers=2)
     par_recs = records_from_dataset(par)
     windows = [r for r in par_recs if "window_s" in r]
     assert windows, "the profiler's window_s must reach the history"
     target = max(seq_mse, par.attrs["mse"])
     m = run_metrics(seq_recs, par_recs, n_sub=2, c_ie=2.0, target=target)
-    joint_elapsed = [r["elapsed_s"] for r in par_recs if r.get("group") == -2]
+    joint_elapsed = [r["elapsed_s"] for r in par_recs if r.get("kind") == "window"]
     assert m["t_par"] in joint_elapsed and m["t_seq"] > 0
     assert m["sr"] == pytest.approx(m["t_seq"] / m["t_par"], rel=1e-15)
     assert len(m["t_k"]) == 2 and all(t > 0 for t in m["t_k"])
-    assert sum(m["t_k"]) == pytest.approx(sum(r["window_s"] for r in windows)
-                                          * (2 if order == "joint" else 1))
+    # joint windows: every rank's record reaches the history, each group charged its compute
+    assert {r["group"] for r in windows} == {0, 1}
+    assert sum(m["t_k"]) == pytest.approx(sum(r["window_s"] - (r["sync_s"] if "rank" in r else 0.0)
+                                              for r in windows))
     assert m["artp"] == pytest.approx(sum(m["t_k"]) / 2 * 2 ** 0.5)
 
 
@@ -194,7 +204,7 @@ def test_solve_stores_the_plan_metrics_and_compare_writes_sr(sequential_run, tmp
     opt = LevenbergMarquardt(steps=4)
     seq = daskie.solve("E1", formulation=FORM, strategy=Monolithic(window=2), optimizer=opt,
                        client="sync", store=tmp_path / "seq")
-    par = daskie.solve("E1", formulation=FORM, strategy=CEPTF(window=2, order="jacobi"),
+    par = daskie.solve("E1", formulation=FORM, strategy=BlockCoordinate(window=2, order="jacobi"),
                        optimizer=opt, client="sync", workers=2, store=tmp_path / "par")
     plan = make_plan(FORM.discretize(daskie.problems.catalog.get("E1")), workers=2)
     flops = np.array([g.flops_per_step for g in plan.groups])
@@ -249,7 +259,7 @@ def test_solve_stores_the_plan_metrics_and_compare_writes_sr(sequential_run, tmp
     (lambda: time_to_target([], 0.0), "target_mse"),
     (lambda: time_to_target([], math.nan), "target_mse"),
     (lambda: time_to_target([], 1e-3, key=""), "key"),
-    (lambda: time_to_target([{"group": -2, "mse": 0.0}], 1e-3), r"history_records\[0\].*elapsed_s"),
+    (lambda: time_to_target([{"kind": "window", "mse": 0.0}], 1e-3), r"history_records\[0\].*elapsed_s"),
     (lambda: time_to_target([{"mse": 0.0}], 1e-3), "wall_s"),
     (lambda: group_times("records", 2), "records"),
     (lambda: run_metrics(SEQ_HISTORY, SOLVE_HISTORY, 2, 2.0, 1e-8, weights=[1.0]), "weights"),

@@ -7,7 +7,7 @@ import xarray as xr
 
 import daskie
 from daskie import MLP, QuadratureCollocation
-from daskie.collectives import cluster_workers
+from daskie.runtime import DaskExecutor
 from daskie.errors import SpecError
 from daskie.fit import fit
 from daskie.strategies import CEPTF, GradientDescent, Monolithic, ParaFlow, ParaFlowS
@@ -15,6 +15,14 @@ from daskie.train.module import ModelLoss, ModuleObjective
 from daskie.train.objective import Layout
 
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
+
+
+def train_in_process(strategy, objective, **kwargs):
+    """The iteration runner in this process (what fit(client=None) uses)."""
+    from daskie.runtime import InProcess
+    from daskie.runtime.iterations import train
+
+    return train(strategy, objective, InProcess(), **kwargs)
 
 
 def approximation():
@@ -50,7 +58,7 @@ def test_fit_distributed_equals_serial(client, strategy):
     assert h1[-1]["loss"] < initial_loss(net, loss, data)
     assert torch.equal(flat(net), flat(approximation()[0]))  # the module passed in is untouched
     if isinstance(strategy, ParaFlow):
-        assert {r["worker"] for r in h2} <= set(cluster_workers(client))
+        assert {r["worker"] for r in h2} <= set(DaskExecutor(client).workers())
 
 
 def test_paraflow_budget_matches_hand_count():
@@ -98,7 +106,7 @@ def test_paraflows_early_break_by_hand():
     # eta = 0.5, N_F = 5: f_0 = 0.5^5 W; eta_G = 2.5 makes G unstable (W -> -1.5 W), so
     # W_2 = f_0 + G(W_1) - g_0 = (0.03125 - 0.046875 + 1.5) W grows: break after one slice.
     records = []
-    out = ParaFlowS(eta=0.5, n_fine=5, n_coarse=10, budget=10**6, windows=3).train(
+    out = train_in_process(ParaFlowS(eta=0.5, n_fine=5, n_coarse=10, budget=10**6, windows=3),
         Quadratic(), on_window=lambda w, o: records.extend(o[0].records))
     assert [r["slice"] for r in records] == [1, 1, 1]
     assert [r["break"] for r in records] == ["increase"] * 3
@@ -111,7 +119,7 @@ def test_paraflows_early_break_by_hand():
 def test_paraflows_without_break_extrapolates():
     # eta_G = 0.5: W_{n+1} = f_0 - 0.5 + 0.5 W_n decreases to the fixed point 2 f_0 - 1.
     records = []
-    ParaFlowS(eta=0.1, n_fine=5, n_coarse=8, budget=10**6, windows=1).train(
+    train_in_process(ParaFlowS(eta=0.1, n_fine=5, n_coarse=8, budget=10**6, windows=1),
         Quadratic(), on_window=lambda w, o: records.extend(o[0].records))
     f0 = 0.9**5
     w = 1.0
@@ -193,10 +201,11 @@ def test_bad_fit_and_solve_arguments_name_them():
     net, loss, data = approximation()
     with pytest.raises(SpecError, match="module"):
         fit("net", loss, data, ParaFlowS())
-    with pytest.raises(SpecError, match="train"):
+    with pytest.raises(SpecError, match="iteration strategy"):
         fit(net, loss, data, Monolithic())
     with pytest.raises(SpecError, match="rows"):
         fit(net, loss, (data[0], data[1][:5]), ParaFlowS())
     with pytest.raises(SpecError, match="batch"):
         daskie.solve("fredholm1d", formulation=SMALL_Q, client="sync", strategy=ParaFlowS(batch=8))
-    assert not hasattr(CEPTF(), "train")
+    with pytest.raises(SpecError, match="iteration strategy"):
+        fit(net, loss, data, CEPTF())

@@ -8,7 +8,7 @@ import pytest
 
 import daskie
 from daskie import MLP, LevenbergMarquardt, Monolithic, QuadratureCollocation, catalog
-from daskie.profiler import PROFILE_FIELDS, WindowProfiler
+from daskie.runtime.profiler import PROFILE_FIELDS, WindowProfiler
 from daskie.train.loop import TrainState, advance
 from daskie.train.objective import Objective
 

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from daskie import (CEPTF, Adam, DataParallel, LevenbergMarquardt, Monolithic, OrderReduction,
+from daskie import (CEPTF, Balanced, BlockCoordinate, Comm, Whole, Adam, DataParallel, LevenbergMarquardt, Monolithic, OrderReduction,
                     QuadratureCollocation, solve)
 from daskie.api import local_cluster
-from daskie.collectives import cluster_workers, local_groups, run_threads
+from daskie.collectives import local_groups, run_threads
+from daskie.runtime import DaskExecutor
 from daskie.errors import SpecError
 from daskie.nn import MLP
 from daskie.problems import catalog
 from daskie.train import LBFGS, Objective, TrainState, advance
-from daskie.train.collective import (PartitionedObjective, ShardedObjective,
-                                     balanced_pieces, evaluation_cost)
+from daskie.plan import balanced_pieces, evaluation_cost
+from daskie.train.collective import PartitionedObjective, ShardedObjective
 
 SMALL_OR = OrderReduction(net=MLP(hidden=(10, 10)), points=96, aux_points=128)
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(12, 12)), points=160)
@@ -188,7 +189,7 @@ def test_data_parallel_lm_equals_one_process_lm(e1, client):
     assert dist.attrs["loss"] == pytest.approx(mono.attrs["loss"], rel=1e-6)
     assert dist.attrs["strategy"] == "data-parallel" and dist.attrs["epochs"] == 4
     ranks = set(dist["history_rank"].values[~np.isnan(dist["history_rank"].values)])
-    assert ranks == {0.0}  # rank 0 reports; every rank took the same steps (checked at runtime)
+    assert ranks == {0.0, 1.0}  # every rank's records reach the history (same steps, checked)
     sync = dist["history_sync_s"].values
     assert np.nanmax(sync) > 0  # the all-reduces were timed
 
@@ -200,25 +201,25 @@ def test_data_parallel_adam_full_batch_equals_one_process(e1, client):
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("optimizer, split, balance", [
-    (Adam(lr=1e-2, steps=6), "rows", True),
-    (Adam(lr=1e-2, steps=6), "rows", False),
-    (LevenbergMarquardt(steps=3, scaling="levenberg"), "rows", True),
-    (LevenbergMarquardt(steps=3, scaling="levenberg"), "columns", False)],
+@pytest.mark.parametrize("optimizer, placement", [
+    (Adam(lr=1e-2, steps=6), Balanced()),
+    (Adam(lr=1e-2, steps=6), Whole()),
+    (LevenbergMarquardt(steps=3, scaling="levenberg"), Balanced()),
+    (LevenbergMarquardt(steps=3, scaling="levenberg"), Whole(lm_split="columns"))],
     ids=["adam", "adam-whole-submodels", "lm-rows", "lm-columns"])
-def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer, split, balance):
+def test_joint_ceptf_equals_monolithic_training(e1, client, optimizer, placement):
     mono = solve(e1, SMALL_OR, Monolithic(), optimizer, client="sync")
-    strategy = CEPTF(window=3, lm_split=split, balance=balance)
+    strategy = CEPTF(window=3, placement=placement)
     serial = solve(e1, SMALL_OR, strategy, optimizer, client="sync", workers=2)
     dist = solve(e1, SMALL_OR, strategy, optimizer, client=client, workers=2)
     np.testing.assert_array_equal(_mu(serial), _mu(dist))
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-9)
     assert dist.attrs["epochs"] == optimizer.steps
     subs = {s for s in dist["history_submodels"].values if isinstance(s, str) and s != "joint"}
-    if balance:  # rows of evaluations, e.g. "dF0.1[0:8]+F0.2<[0:5]"
-        assert subs and all("[" in s and "]" in s for s in subs)
-    else:
-        assert subs and all("+" in s or s in ("mu", "F0.1", "F0.2") for s in subs)
+    # sub-model names (a balanced rank names the sub-models whose rows it evaluates)
+    assert subs and all(set(s.split("+")) <= {"mu", "F0.1", "F0.2"} for s in subs)
+    steps = dist["history_kind"].values == "step"
+    assert set(dist["history_rank"].values[steps]) == {0.0, 1.0}  # both ranks' records
 
 
 def test_reaching_the_target_stops_the_window_chain_submitted_ahead(e1, client):
@@ -235,14 +236,14 @@ def test_reaching_the_target_stops_the_window_chain_submitted_ahead(e1, client):
                  target_loss=target)
     for ds in (serial, dist):
         assert ds.attrs["done"] == "target" and ds.attrs["epochs"] == 2  # inside window 0
-        assert int((ds["history_group"].values == -2).sum()) == 1  # one window summary
+        assert int((ds["history_kind"].values == "window").sum()) == 1  # one window summary
     np.testing.assert_array_equal(_mu(dist), _mu(serial))
 
 
 def test_data_parallel_with_fp16_all_reduce_trains_close_to_full_precision(e1, client):
     opt = Adam(lr=1e-2, steps=6)
     full = solve(e1, SMALL_Q, DataParallel(shards=2, window=3), opt, client=client)
-    half = solve(e1, SMALL_Q, DataParallel(shards=2, window=3, compress="fp16"), opt, client=client)
+    half = solve(e1, SMALL_Q, DataParallel(shards=2, window=3, comm=Comm(compress="fp16")), opt, client=client)
     diff = np.abs(_mu(half) - _mu(full)).max()
     assert 0 < diff < 1e-2 * np.abs(_mu(full)).max()
 
@@ -257,16 +258,17 @@ def test_divergence_on_a_rank_is_reported_not_retried(e1, client):
 
 @pytest.mark.parametrize("build, match", [
     (lambda: DataParallel(shards=0), "DataParallel.shards"),
-    (lambda: DataParallel(method="allgather"), "DataParallel.method"),
-    (lambda: DataParallel(timeout=-1), "DataParallel.timeout"),
-    (lambda: DataParallel(retries=-1), "DataParallel.retries"),
-    (lambda: DataParallel(compress="bf16"), "DataParallel.compress"),
-    (lambda: CEPTF(order="random"), "CEPTF.order"),
-    (lambda: CEPTF(polish=5), "polish applies"),
-    (lambda: CEPTF(lm_split="diagonal"), "CEPTF.lm_split"),
-    (lambda: CEPTF(balance="yes"), "CEPTF.balance"),
-    (lambda: CEPTF(rebalance=True), "needs balance=False"),
-    (lambda: CEPTF(lm_split="columns"), "pass balance=False"),
+    (lambda: Comm(method="allgather"), "Comm.method"),
+    (lambda: Comm(timeout=-1), "Comm.timeout"),
+    (lambda: Comm(retries=-1), "Comm.retries"),
+    (lambda: Comm(compress="bf16"), "Comm.compress"),
+    (lambda: DataParallel(comm="gloo"), "DataParallel.comm"),
+    (lambda: BlockCoordinate(order="random"), "BlockCoordinate.order"),
+    (lambda: BlockCoordinate(order="joint"), "joint training is CEPTF"),
+    (lambda: CEPTF(placement="balanced"), "CEPTF.placement"),
+    (lambda: Whole(lm_split="diagonal"), "Whole.lm_split"),
+    (lambda: Whole(rebalance="yes"), "Whole.rebalance"),
+    (lambda: CEPTF(shards=2, placement=Whole(rebalance=True)), "needs shards=1"),
     (lambda: LevenbergMarquardt(solver="qr"), "LevenbergMarquardt.solver"),
     (lambda: LevenbergMarquardt(memory_budget="lots"), "LevenbergMarquardt.memory_budget"),
     (lambda: LevenbergMarquardt(cg_tol=2.0), "LevenbergMarquardt.cg_tol"),
@@ -281,11 +283,11 @@ def test_bad_runtime_options_name_the_option(build, match):
 def test_killing_a_worker_mid_run_changes_nothing(e1):
     formulation = QuadratureCollocation(points=400)
     opt = LevenbergMarquardt(steps=8)
-    strategy = DataParallel(shards=2, window=2, timeout=10)
+    strategy = DataParallel(shards=2, window=2, comm=Comm(timeout=10))
     reference = solve(e1, formulation, strategy, opt, client="sync")
     with local_cluster(2) as client:
         def kill():
-            addr = sorted(cluster_workers(client))[0]
+            addr = sorted(DaskExecutor(client).workers())[0]
             os.kill(client.run(os.getpid, workers=[addr])[addr], 9)
 
         def on_window(k, summary):
@@ -353,11 +355,11 @@ def test_data_parallel_groups_train_like_one_process(e1):
 def test_ceptf_with_data_parallel_groups_on_a_cluster(e1, client):
     opt = Adam(lr=1e-2, steps=4)
     mono = solve(e1, SMALL_OR, Monolithic(), opt, client="sync")
-    dist = solve(e1, SMALL_OR, CEPTF(window=2, shards=2, balance=False), opt, client=client,
+    dist = solve(e1, SMALL_OR, CEPTF(window=2, shards=2, placement=Whole()), opt, client=client,
                  workers=2)
     np.testing.assert_allclose(_mu(dist), _mu(mono), rtol=0, atol=1e-10)
     subs = {s for s in dist["history_submodels"].values if isinstance(s, str) and "shard" in s}
-    assert subs == {"mu+F0.1+F0.2 shard0/2"}
+    assert subs == {"mu+F0.1+F0.2 shard0/2", "mu+F0.1+F0.2 shard1/2"}  # every rank's records
 
 
 def test_ceptf_shards_with_levenberg_marquardt(e1):
@@ -366,7 +368,7 @@ def test_ceptf_shards_with_levenberg_marquardt(e1):
     rows = solve(e1, SMALL_OR, CEPTF(window=2, shards=2), opt, client="sync")
     np.testing.assert_allclose(_mu(rows), _mu(mono), rtol=0, atol=1e-9)
     with pytest.raises(SpecError, match="lm_split='rows'"):
-        solve(e1, SMALL_OR, CEPTF(window=2, shards=2, lm_split="columns", balance=False), opt,
+        solve(e1, SMALL_OR, CEPTF(window=2, shards=2, placement=Whole(lm_split="columns")), opt,
               client="sync")
 
 
@@ -406,11 +408,11 @@ def test_module_jacobian_matches_jacrev_and_lm_needs_residuals():
 
 def test_rebalancing_between_windows_changes_placement_not_numbers(e1, client):
     opt = Adam(lr=1e-2, steps=6)
-    fixed = solve(e1, SMALL_OR, CEPTF(window=2, balance=False), opt, client=client, workers=2)
-    moving = solve(e1, SMALL_OR, CEPTF(window=2, balance=False, rebalance=True), opt,
+    fixed = solve(e1, SMALL_OR, CEPTF(window=2, placement=Whole()), opt, client=client, workers=2)
+    moving = solve(e1, SMALL_OR, CEPTF(window=2, placement=Whole(rebalance=True)), opt,
                    client=client, workers=2)
     np.testing.assert_array_equal(_mu(moving), _mu(fixed))
     placements = [p for p in moving["history_placement"].values if isinstance(p, str) and p]
     assert len(placements) == 3 and all(" | " in p for p in placements)
-    with pytest.raises(SpecError, match="rebalance"):
-        CEPTF(order="jacobi", rebalance=True)
+    with pytest.raises(TypeError, match="rebalance"):  # block-coordinate windows do not re-pack
+        BlockCoordinate(order="jacobi", rebalance=True)

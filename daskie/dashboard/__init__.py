@@ -2,7 +2,7 @@
 
 * :class:`~daskie.dashboard.plugin.DashboardPlugin`: a scheduler plugin that serves ``/daskie``
   next to ``/status`` on the scheduler's own dashboard, fed by the events the window tasks
-  publish (:mod:`daskie.profiler`). :func:`~daskie.dashboard.plugin.attach` installs it on a
+  publish (:mod:`daskie.runtime.profiler`). :func:`~daskie.dashboard.plugin.attach` installs it on a
   client's scheduler and returns the page's address; ``daskie.solve`` does that itself.
 * :class:`~daskie.dashboard.progress.ProgressBar`: epochs, loss and ETA on one terminal line.
 

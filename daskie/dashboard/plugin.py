@@ -22,7 +22,7 @@ import time
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from daskie.dashboard.feed import RunFeed
-from daskie.profiler import TOPIC
+from daskie.runtime.profiler import TOPIC
 
 __all__ = ["DashboardPlugin", "LiveRun", "attach", "page_url", "PAGE"]
 

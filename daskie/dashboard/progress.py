@@ -20,7 +20,7 @@ class ProgressBar:
     """Redraw one line of ``stream`` (a terminal) as training records arrive.
 
     Use it as ``daskie.solve``'s ``progress`` callback; it redraws on every per-window joint
-    record (``group == -2``, the client's record after each window) and ends the line on
+    record (``kind == "window"``, the client's record after each window) and ends the line on
     :meth:`close`.
 
     Parameters
@@ -50,7 +50,7 @@ class ProgressBar:
                 f"  loss {loss:.2e}{mse_text}  {_clock(elapsed)} elapsed, ETA {_clock(eta)}")
 
     def __call__(self, record: dict) -> None:
-        if record.get("group") != -2:
+        if record.get("kind") != "window":
             return
         epoch = int(record["epoch"])
         # ``elapsed_s`` is the run's training time (a resumed run's earlier sessions included,

@@ -9,12 +9,14 @@ where the fine propagations ``F(U[n]^k)`` of one iteration are independent and r
 parallel; only the coarse correction is sequential. After ``k`` iterations the first ``k``
 slices equal the sequential fine solution (the exactness property).
 
-With a distributed ``Client`` every propagation is a task: the fine tasks of an iteration
+On a cluster every propagation is a task (through the run's executor,
+:mod:`daskie.runtime`): the fine tasks of an iteration
 are submitted from the previous iteration's futures (nothing is gathered in between) and
 placed round-robin with ``workers=`` -- without that, measured on a 2-worker LocalCluster,
 the scheduler follows data locality and puts every fine task on the worker that ran the
 coarse chain, one after another. One gather at the end. Without a client the same
-functions run in this process in the same order, so both give the same numbers.
+functions run in this process (an in-process executor) in the same order, so both give the
+same numbers.
 """
 
 from __future__ import annotations
@@ -71,54 +73,29 @@ def parareal(coarse, fine, y0, n_slices: int, iterations: int, client=None, *, i
         after ``k`` iterations, for ``k = 0..iterations`` and ``n = 0..n_slices``;
         ``result[k][n]`` equals ``fine`` applied ``n`` times to ``y0`` for ``n <= k``.
     """
+    from daskie.runtime.executor import as_executor
+
     _check(n_slices, iterations)
-    if client is None:
-        return _serial(coarse, fine, y0, n_slices, iterations, initial, tuple(args))
-    futures = parareal_futures(client, coarse, fine, y0, n_slices, iterations, initial=initial,
+    executor = as_executor(client)
+    futures = parareal_futures(executor, coarse, fine, y0, n_slices, iterations, initial=initial,
                                args=args)
-    return client.gather(futures)
+    return [executor.gather(row) for row in futures]
 
 
-def _serial(coarse, fine, y0, n_slices, iterations, initial, args):
-    if initial is None:
-        u = [y0]
-        for n in range(n_slices):
-            u.append(coarse(u[n], n, *args))
-        g_old = u[1:]  # G(U[n]^0) is U[n+1]^0 itself: no second evaluation
-    else:
-        u = [y0, *list(initial)[1:]]
-        g_old = [coarse(u[n], n, *args) for n in range(n_slices)]
-    history = [u]
-    for _ in range(iterations):
-        f = [fine(u[n], n, *args) for n in range(n_slices)]  # the parallel loop
-        new, g_new = [y0], [g_old[0]]  # U[0] never changes, nor does G(U[0])
-        new.append(f[0])
-        for n in range(1, n_slices):  # the sequential correction
-            g = coarse(new[n], n, *args)
-            g_new.append(g)
-            new.append(_correct(f[n], g, g_old[n]))
-        u, g_old = new, g_new
-        history.append(u)
-    return history
-
-
-def parareal_futures(client, coarse, fine, y0, n_slices: int, iterations: int, *, initial=None,
+def parareal_futures(executor, coarse, fine, y0, n_slices: int, iterations: int, *, initial=None,
                      args=(), token: str | None = None, workers=None):
-    """Submit Parareal to ``client`` and return the futures of :func:`parareal`'s result.
+    """Submit Parareal to ``executor`` and return the futures of :func:`parareal`'s result.
 
     The same arguments as :func:`parareal`; ``y0``, the entries of ``initial`` and ``args``
     may be futures (so windows can be chained without a gather). ``token`` names the keys
     (``parareal-<token>-<kind>-<k>-<n>``; default a random one). ``workers`` lists the
     worker addresses the fine tasks go to, round-robin by slice (default all of the
-    client's workers, in address order).
+    executor's workers, in address order). An in-process executor runs each task at
+    submission, in the order :func:`parareal` describes.
     """
     _check(n_slices, iterations)
     token = token or uuid.uuid4().hex
-    if workers is None:
-        from daskie.collectives.spmd import cluster_workers
-
-        workers = sorted(cluster_workers(client))
-    workers = list(workers)
+    workers = list(sorted(executor.workers()) if workers is None else workers)
 
     def key(kind, k, n):
         return f"parareal-{token}-{kind}-{k}-{n}"
@@ -126,10 +103,10 @@ def parareal_futures(client, coarse, fine, y0, n_slices: int, iterations: int, *
     args = tuple(args)
 
     def submit(fn, *a, k_key):
-        return client.submit(fn, *a, key=k_key, pure=False)
+        return executor.submit(fn, *a, key=k_key)
 
     if not _is_future(y0):
-        y0 = client.submit(_identity, y0, key=key("y0", 0, 0), pure=False)
+        y0 = executor.submit(_identity, y0, key=key("y0", 0, 0))
     if initial is None:
         u = [y0]
         for n in range(n_slices):
@@ -137,13 +114,13 @@ def parareal_futures(client, coarse, fine, y0, n_slices: int, iterations: int, *
         g_old = u[1:]
     else:
         u = [y0, *list(initial)[1:]]
-        u = [v if _is_future(v) else client.submit(_identity, v, key=key("init", 0, n), pure=False)
+        u = [v if _is_future(v) else executor.submit(_identity, v, key=key("init", 0, n))
              for n, v in enumerate(u)]
         g_old = [submit(coarse, u[n], n, *args, k_key=key("coarse", 0, n)) for n in range(n_slices)]
     history = [u]
     for k in range(1, iterations + 1):
-        f = [client.submit(fine, u[n], n, *args, key=key("fine", k, n), pure=False,
-                           workers=[workers[n % len(workers)]])
+        f = [executor.submit(fine, u[n], n, *args, key=key("fine", k, n),
+                             workers=[workers[n % len(workers)]])
              for n in range(n_slices)]
         new, g_new = [y0, f[0]], [g_old[0]]
         for n in range(1, n_slices):
@@ -156,8 +133,5 @@ def parareal_futures(client, coarse, fine, y0, n_slices: int, iterations: int, *
 
 
 def _is_future(x) -> bool:
-    try:
-        from distributed import Future
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(x, Future)
+    """A task's future (of any executor), as opposed to a state."""
+    return hasattr(x, "key") and callable(getattr(x, "result", None))

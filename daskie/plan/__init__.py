@@ -5,7 +5,9 @@ and a description of the cluster into a :class:`Plan` — plain data, JSON round
 printable with :meth:`Plan.describe`, and made without any cluster.
 """
 
+from daskie.plan.cost import balanced_pieces, evaluation_cost
 from daskie.plan.plan import Placement, Plan
 from daskie.plan.planner import make_plan, rebalance, term_weight
 
-__all__ = ["Placement", "Plan", "make_plan", "rebalance", "term_weight"]
+__all__ = ["Placement", "Plan", "balanced_pieces", "evaluation_cost", "make_plan", "rebalance",
+           "term_weight"]

@@ -9,7 +9,7 @@ written to JSON and read back unchanged, compared with ``==``, and printed with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 from daskie.errors import SpecError
@@ -189,6 +189,9 @@ class Plan:
     blocks : tuple of ResidualBlock
         The residual blocks and the sub-models each couples (what
         :func:`daskie.plan.planner.rebalance` re-packs by); empty in older plans.
+    pieces : tuple
+        Balanced placement (:meth:`with_pieces`): per rank, the row ranges
+        ``(evaluation, lo, hi)`` it evaluates; empty when sub-models are placed whole.
     """
 
     problem: str
@@ -204,6 +207,18 @@ class Plan:
     gpus: int
     costs: tuple[SubmodelCost, ...] = ()
     blocks: tuple[ResidualBlock, ...] = ()
+    pieces: tuple = ()
+
+    def with_pieces(self, disc, ranks: int) -> "Plan":
+        """This plan with its evaluation rows dealt to ``ranks`` ranks by estimated work
+        (:func:`daskie.plan.cost.balanced_pieces`), the groups' sub-models kept together in
+        the order of the groups."""
+        from daskie.plan.cost import balanced_pieces
+
+        owners = tuple(g.submodels for g in self.groups)
+        pieces = balanced_pieces(disc, owners, ranks)
+        return replace(self, pieces=tuple(tuple((str(k), int(lo), int(hi)) for k, lo, hi in p)
+                                          for p in pieces))
 
     @property
     def complexity(self) -> float:
@@ -259,6 +274,7 @@ class Plan:
             "workers": self.workers, "gpus": self.gpus,
             "costs": [c.to_dict() for c in self.costs],
             "blocks": [b.to_dict() for b in self.blocks],
+            "pieces": [[list(piece) for piece in rank] for rank in self.pieces],
         }
 
     def to_json(self) -> str:
@@ -271,7 +287,8 @@ class Plan:
 
         ``costs`` and ``blocks`` may be absent (plans written before they existed).
         """
-        _require(data, [f.name for f in fields(cls) if f.name not in ("costs", "blocks")], "plan")
+        optional = ("costs", "blocks", "pieces")
+        _require(data, [f.name for f in fields(cls) if f.name not in optional], "plan")
         return cls(
             problem=str(data["problem"]), formulation=str(data["formulation"]),
             term_weights=tuple(float(w) for w in data["term_weights"]),
@@ -282,6 +299,8 @@ class Plan:
             workers=int(data["workers"]), gpus=int(data["gpus"]),
             costs=tuple(SubmodelCost.from_dict(c) for c in data.get("costs", ())),
             blocks=tuple(ResidualBlock.from_dict(b) for b in data.get("blocks", ())),
+            pieces=tuple(tuple((str(k), int(lo), int(hi)) for k, lo, hi in rank)
+                         for rank in data.get("pieces", ())),
         )
 
     @classmethod

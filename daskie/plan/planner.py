@@ -50,6 +50,7 @@ from numbers import Integral, Real
 
 from daskie.errors import SpecError, check_int
 from daskie.formulations.base import Discretization
+from daskie.plan.cost import evaluation_cost
 from daskie.plan.plan import Placement, Plan, ResidualBlock, SubmodelCost
 
 __all__ = ["make_plan", "rebalance", "term_weight"]
@@ -58,10 +59,8 @@ __all__ = ["make_plan", "rebalance", "term_weight"]
 KAPPA_FREDHOLM, KAPPA_VOLTERRA, KAPPA_SINGULAR = 1.0, 1.25, 1.5
 #: Extra weight of a nonlinear M_i.
 NONLINEAR_EXTRA = 0.5
-#: Forward plus backward pass relative to one forward pass.
+#: Forward plus backward pass relative to one forward pass (flops_per_step counts both).
 STEP_FACTOR = 3.0
-#: A derivative evaluation relative to a plain one.
-DERIVATIVE_FACTOR = 2.0
 _BYTES = 8  # float64
 
 
@@ -219,12 +218,10 @@ def rebalance(plan: Plan, step_times: Mapping) -> Plan:
 def _estimates(disc):
     """Per sub-model estimates (the cost model of the module docstring) and the blocks."""
     names = list(disc.submodels)
-    forward = {name: sub.net.flops(sub.in_dim) for name, sub in disc.submodels.items()}
     flops = dict.fromkeys(names, 0.0)
     points = dict.fromkeys(names, 0)
-    for ev in disc.evaluations.values():
-        factor = STEP_FACTOR * (DERIVATIVE_FACTOR if ev.derivative is not None else 1.0)
-        flops[ev.submodel] += ev.size * forward[ev.submodel] * factor
+    for key, ev in disc.evaluations.items():  # the one cost model (daskie.plan.cost)
+        flops[ev.submodel] += STEP_FACTOR * evaluation_cost(disc, key)
         points[ev.submodel] += ev.size
     rows = _block_rows(disc)
     couplings = disc.couplings

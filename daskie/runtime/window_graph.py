@@ -1,26 +1,34 @@
-"""Turn a strategy and a Plan into a Dask graph of training windows, and run it.
+"""The window-graph runner: a strategy and a Plan become a Dask graph of training windows.
 
-Every task is one training window of one group of sub-models. Keys are deterministic
+Every task is one training window of one group of sub-models (:func:`window_task`), a pure
+function of its inputs: windows are checkpoints, resume points and the unit Dask recomputes
+after a fault. Keys are deterministic
 (``window-<k>-g<g>-<token>``, the token from ``dask.base.tokenize`` of the run's
 description), resource tags come only from the Plan (applied with ``dask.annotate``), and
 the same graph runs on a distributed ``Client`` or in-process with the synchronous
-scheduler — which is how the tests check that both give the same numbers.
+scheduler (an :class:`~daskie.runtime.executor.InProcess` executor) -- which is how the
+tests check that both give the same numbers.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dask
+import torch
 from dask import delayed
 
-from daskie.errors import PlanError
-from daskie.graph.tasks import RunContext, init_task, polish_task, window_task
+from daskie import records as kinds
+from daskie.runtime.context import RunContext, WindowOutput, merge_params, objective_for, torch_threads
+from daskie.runtime.profiler import WindowProfiler
+from daskie.runtime.state import where
+from daskie.train.loop import TrainState, advance
+from daskie.train.objective import Objective
 
-__all__ = ["WindowGraph", "build", "run", "check_resources", "run_token"]
+__all__ = ["WindowGraph", "build", "run", "execute", "run_token", "init_task", "window_task",
+           "polish_task"]
 
 
 def run_token(*parts) -> str:
@@ -64,26 +72,6 @@ def _annotations(plan, g, available, workers):
         out["workers"] = [workers[g % len(workers)]]
         out["allow_other_workers"] = True
     return out
-
-
-def check_resources(plan, client) -> set[str]:
-    """Resource names the cluster's workers declare; raise :class:`PlanError` when a Plan's
-    tag cannot be met (such a task would otherwise stay pending forever)."""
-    from daskie.collectives.spmd import cluster_workers
-
-    workers = cluster_workers(client)
-    available = set()
-    for w in workers.values():
-        available |= {k for k, v in (w.get("resources") or {}).items() if v >= 1}
-    if plan is not None:
-        for p in plan.groups:
-            if p.resource != "CPU" and p.resource not in available:
-                raise PlanError(
-                    f"the plan places group {p.index} ({'+'.join(p.submodels)}) on a {p.resource} "
-                    f"worker, but no worker declares that resource (workers have: "
-                    f"{sorted(available) or 'no resources'}); plan with gpus=0 or start workers "
-                    f"with --resources {p.resource}=1")
-    return available
 
 
 def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, available=frozenset(),
@@ -171,17 +159,17 @@ def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_w
     return [[Delayed(key, hlg, layer=names[g]) for g, key in enumerate(cur)] for cur in keys]
 
 
-def run(graph: WindowGraph, client, *, on_window=None):
-    """Execute ``graph`` window by window; ``client`` is a distributed Client or ``"sync"``.
+def run(graph: WindowGraph, executor, *, on_window=None):
+    """Execute ``graph`` window by window on ``executor``.
 
     ``on_window(k, outputs)`` is called after each window completes (checkpoints, progress);
     it runs on the client, in window order. Returns the final outputs (one per group, or the
-    polish output) and the wall time. With ``"sync"`` each window's tasks (the same
+    polish output) and the wall time. In process (an eager executor) each window's tasks (the same
     functions and keys) run in this process from the previous window's concrete outputs.
     """
     t0 = time.perf_counter()
     final = None
-    if client == "sync":
+    if executor.eager:
         prev = graph.first
         if prev and hasattr(prev[0], "dask"):
             prev = list(dask.compute(*prev, scheduler="sync"))
@@ -196,6 +184,7 @@ def run(graph: WindowGraph, client, *, on_window=None):
             final = [polish.compute(scheduler="sync")]
     else:
         keys = [d for w in graph.windows for d in w] + ([graph.polish] if graph.polish is not None else [])
+        client = executor.client
         futures = client.compute(keys, optimize_graph=False)  # the graph is minimal already
         it = iter(futures)
         per_window = [[next(it) for _ in w] for w in graph.windows]
@@ -219,12 +208,83 @@ def run(graph: WindowGraph, client, *, on_window=None):
     return final, time.perf_counter() - t0
 
 
-def dump_outputs(window: int, outputs) -> bytes:
-    """Serialise a window's outputs (the resume point) for the store."""
-    return pickle.dumps({"window": window, "outputs": outputs}, protocol=pickle.HIGHEST_PROTOCOL)
+def init_task(ctx: RunContext, group: int, names: tuple[str, ...]) -> WindowOutput:
+    """Initial parameters of one group (the same numbers whatever the grouping)."""
+    full = objective_for(ctx)
+    params = full.layout.split(full.init_params(ctx.seed))
+    mine = {n: params[n].clone() for n in names}
+    theta = torch.cat([mine[n] for n in names])
+    return WindowOutput(group, TrainState(theta=theta), mine)
 
 
-def load_outputs(blob: bytes):
-    """Inverse of :func:`dump_outputs`: ``(window, outputs)``."""
-    data = pickle.loads(blob)
-    return data["window"], data["outputs"]
+def window_task(ctx: RunContext, window: int, group: int, names: tuple[str, ...], steps: int,
+                own: WindowOutput, *others: WindowOutput) -> WindowOutput:
+    """Advance group ``group`` by ``steps`` optimizer steps with the other groups frozen.
+
+    ``own`` is this group's previous output, ``others`` the latest outputs of the groups it
+    reads. When the joint loss of those inputs is already below the target the window
+    passes its input through unchanged.
+    """
+    with torch_threads(ctx.threads):
+        return _window(ctx, window, group, names, steps, own, others)
+
+
+def _window(ctx, window, group, names, steps, own, others):
+    profiler = WindowProfiler(ctx.token, window, group, "+".join(names))
+    full = objective_for(ctx)
+    frozen = merge_params(others)
+    state = own.state
+    if len(names) == len(full.layout.names):
+        obj = full
+    else:
+        obj = Objective(full.disc, trainable=names, frozen={**frozen, **own.params})
+    joint = float("nan")
+    if len(names) < len(full.layout.names) and len(frozen) + len(own.params) == len(full.layout.names):
+        with torch.no_grad():
+            joint = float(full.loss(full.layout.join({**frozen, **own.params})))
+        if joint < ctx.target_loss and state.done is None:
+            state = TrainState(**{**vars(state), "done": "target"})
+    if state.done is not None:
+        return WindowOutput(group, state, own.params, [], joint)
+    extra = {"kind": kinds.STEP, "window": window, "group": group, "submodels": "+".join(names),
+             "worker": where()}
+    state, records = advance(obj, ctx.optimizer, state, steps, target_loss=ctx.target_loss,
+                             eval_every=ctx.eval_every if "mu" in names else 0,
+                             record_extra=extra, final_mse="mu" in obj.layout.names or "mu" in frozen,
+                             callback=profiler.step)
+    profiler.finish(records, obj, state.theta)
+    params = {n: v.clone() for n, v in obj.layout.split(state.theta).items()}
+    return WindowOutput(group, state, params, records, joint)
+
+
+def polish_task(ctx: RunContext, steps: int, *outputs: WindowOutput) -> WindowOutput:
+    """Joint training of all sub-models, started from the windows' final parameters."""
+    with torch_threads(ctx.threads):
+        return _polish(ctx, steps, outputs)
+
+
+def _polish(ctx, steps, outputs):
+    full = objective_for(ctx)
+    profiler = WindowProfiler(ctx.token, -1, -1, "+".join(full.layout.names))
+    params = merge_params(outputs)
+    epoch = max(o.state.epoch for o in outputs)
+    state = TrainState(theta=full.layout.join(params), epoch=epoch,
+                       wall_s=max(o.state.wall_s for o in outputs))
+    extra = {"kind": kinds.POLISH, "window": -1, "submodels": "+".join(full.layout.names),
+             "worker": where()}
+    last = replace(ctx.optimizer.stages()[-1], steps=steps)
+    state, records = advance(full, last, state, steps, target_loss=ctx.target_loss,
+                             record_extra=extra, callback=profiler.step)
+    profiler.finish(records, full, state.theta)
+    return WindowOutput(-1, state, {n: v.clone() for n, v in full.layout.split(state.theta).items()},
+                        records)
+
+
+def execute(strategy, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    """Build the window graph of ``strategy`` and run it on ``executor``; the final outputs."""
+    available = executor.resources()
+    workers = None if executor.eager else sorted(executor.workers())
+    graph = build(strategy, ctx, groups, plan, total_steps=ctx.optimizer.steps,
+                  available=available, resume=resume, workers=workers)
+    final, _ = run(graph, executor, on_window=on_window)
+    return final

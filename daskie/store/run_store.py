@@ -84,8 +84,8 @@ _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<what>writing|staging|replaced)-(?P
 _META_FILES = (".zgroup", ".zattrs", ".zarray")
 # Units of the common record fields (descriptions come from daskie.records.FIELDS).
 _UNITS = {"step_s": "s", "wall_s": "s", "elapsed_s": "s", "window_s": "s", "sync_s": "s",
-          "peak_rss_mb": "MiB", "peak_cuda_mb": "MiB", "t_start": "s since 1970-01-01 UTC",
-          "t_end": "s since 1970-01-01 UTC"}
+          "peak_rss_mb": "MiB", "peak_cuda_mb": "MiB", "t_start": "s",
+          "t_end": "s"}  # (not "s since 1970-...": xarray would decode them as datetimes)
 # Columns whose values were ints or bools but had gaps are stored as float64 with NaN; this
 # variable attribute remembers the original type so that reading gives the same records back.
 _RECORD_TYPE = "record_type"
@@ -704,6 +704,10 @@ class RunStore:
             raise CheckpointError(f"checkpoint {group} in {self.path}: records cannot be "
                                   f"read: {exc}") from exc
         return Checkpoint(window, outputs, records)
+
+    def windows(self) -> list[int]:
+        """The indices of the complete checkpoints, in order."""
+        return [window for window, _ in self._complete_windows()]
 
     def history(self) -> list[dict]:
         """All records of all complete checkpoints, in window order."""

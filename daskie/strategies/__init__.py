@@ -1,8 +1,23 @@
-"""Strategies: how sub-models and windows are spread over the cluster."""
+"""Strategy specs: what is split and how (frozen, validated); :mod:`daskie.runtime` runs them.
+
+| spec | runner |
+| --- | --- |
+| :class:`Monolithic` | window graph |
+| :class:`BlockCoordinate` | window graph |
+| :class:`CEPTF` | SPMD groups |
+| :class:`DataParallel` | SPMD groups |
+| :class:`ParaFlow`, :class:`ParaFlowS`, :class:`GradientDescent` | iterations |
+| :class:`APTS`, :class:`SAPTS` | iterations |
+"""
 
 from daskie.strategies.apts import APTS, SAPTS
-from daskie.strategies.base import CEPTF, Monolithic, Strategy
-from daskie.strategies.paraflow import GradientDescent, ParaFlow, ParaFlowS
-from daskie.strategies.spmd import DataParallel
+from daskie.strategies.base import Balanced, Comm, Strategy, Whole
+from daskie.strategies.block_coordinate import BlockCoordinate
+from daskie.strategies.ceptf import CEPTF
+from daskie.strategies.data_parallel import DataParallel
+from daskie.strategies.monolithic import Monolithic
+from daskie.strategies.paraflow import GradientDescent, IterationStrategy, ParaFlow, ParaFlowS
 
-__all__ = ["APTS", "CEPTF", "DataParallel", "SAPTS", "GradientDescent", "Monolithic", "ParaFlow", "ParaFlowS", "Strategy"]
+__all__ = ["APTS", "Balanced", "BlockCoordinate", "CEPTF", "Comm", "DataParallel",
+           "GradientDescent", "IterationStrategy", "Monolithic", "ParaFlow", "ParaFlowS", "SAPTS",
+           "Strategy", "Whole"]

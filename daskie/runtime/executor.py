@@ -1,0 +1,272 @@
+"""Where work runs: an executor, resolved once at the entry points.
+
+``solve``, ``fit``, ``parareal`` and ``run_group`` take the public ``client`` argument
+(``None``, ``"sync"`` or a ``distributed.Client``) and turn it into an executor with
+:func:`as_executor`; everything below them sees only an :class:`Executor`:
+
+* :class:`InProcess` -- tasks run in this process when they are submitted (eagerly, in
+  submission order), with an in-process :class:`~daskie.runtime.state.WorkerState`;
+* :class:`DaskExecutor` -- tasks run on a Dask cluster's workers; it registers
+  :class:`~daskie.runtime.state.DaskiePlugin` (the workers' state) once per client, knows
+  the workers and their resources, and bounds every wait: a gather whose data went with a
+  dead worker raises :class:`LostResult` instead of waiting for a task that cannot rerun,
+  and a client whose scheduler went away raises :class:`SchedulerLost` naming its address.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+
+from daskie.errors import DaskieError, PlanError, SpecError
+from daskie.runtime.state import DaskiePlugin, PLUGIN_NAME, WorkerState
+
+__all__ = ["Executor", "InProcess", "DaskExecutor", "as_executor", "LostResult", "SchedulerLost",
+           "Done"]
+
+
+class LostResult(DaskieError):
+    """A task finished but its result is gone (its worker died before it was fetched)."""
+
+
+class SchedulerLost(DaskieError):
+    """The client lost its connection to the scheduler; nothing on the cluster can go on."""
+
+
+class Done:
+    """The result of a task an :class:`InProcess` executor ran at submission (a finished
+    future)."""
+
+    status = "finished"
+
+    def __init__(self, key, value):
+        self.key = key
+        self.value = value
+
+    def result(self, timeout=None):
+        """The task's value."""
+        return self.value
+
+    def cancel(self):
+        """Nothing to cancel: the task has run."""
+
+
+def _resolve(arg):
+    return arg.value if isinstance(arg, Done) else arg
+
+
+class Executor(abc.ABC):
+    """What the runners need of the place where work runs."""
+
+    #: True when :meth:`submit` runs the task at once in this process.
+    eager: bool = False
+
+    @abc.abstractmethod
+    def workers(self) -> dict:
+        """``{address: info}`` of the workers (info holds ``resources``)."""
+
+    @abc.abstractmethod
+    def submit(self, fn, *args, key: str, workers=None, allow_other_workers: bool = False):
+        """Run ``fn(*args)`` as a task (args may be earlier tasks' futures); its future."""
+
+    @abc.abstractmethod
+    def gather(self, futures, timeout: float | None = None) -> list:
+        """The results of ``futures``, waiting at most ``timeout`` seconds for their data."""
+
+    @abc.abstractmethod
+    def cancel(self, futures) -> None:
+        """Cancel tasks that are no longer needed."""
+
+    def scatter(self, obj):
+        """``obj`` as a future on every worker (or ``obj`` itself in process)."""
+        return obj
+
+    def resources(self) -> set[str]:
+        """Resource names some worker declares (``>= 1`` of it)."""
+        names = set()
+        for info in self.workers().values():
+            names |= {k for k, v in (info.get("resources") or {}).items() if v >= 1}
+        return names
+
+    def check_resources(self, plan) -> set[str]:
+        """The cluster's resource names; :class:`PlanError` when the Plan places a group on a
+        resource no worker declares (such a task would wait forever)."""
+        available = self.resources()
+        if plan is not None and not self.eager:
+            for p in plan.groups:
+                if p.resource != "CPU" and p.resource not in available:
+                    raise PlanError(
+                        f"the plan places group {p.index} ({'+'.join(p.submodels)}) on a "
+                        f"{p.resource} worker, but no worker declares that resource (workers "
+                        f"have: {sorted(available) or 'no resources'}); plan with gpus=0 or "
+                        f"start workers with --resources {p.resource}=1")
+        return available
+
+    def check_alive(self) -> None:
+        """Raise :class:`SchedulerLost` when the cluster is gone (nothing to do in process)."""
+
+    def wait_for_workers(self, n: int, timeout: float) -> None:
+        """Wait until ``n`` workers are there (at most ``timeout`` s)."""
+
+    def run_on(self, address: str, fn, *args):
+        """``fn(*args)`` run now on worker ``address`` (outside the task graph)."""
+        return fn(*args)
+
+    def run_everywhere(self, fn, *args) -> None:
+        """``fn(*args)`` run now on every worker; workers that are gone are skipped."""
+        fn(*args)
+
+    def state(self) -> WorkerState | None:
+        """The in-process worker state (None on a cluster: each worker has its own)."""
+        return None
+
+
+class InProcess(Executor):
+    """Tasks run in this process, at submission, in order: the serial path whose numbers
+    every cluster run is checked against."""
+
+    eager = True
+
+    def __init__(self):
+        self._state = WorkerState()
+
+    def workers(self):
+        return {"local": {"resources": {}, "name": "local"}}
+
+    def state(self):
+        return self._state
+
+    def submit(self, fn, *args, key: str = "", workers=None, allow_other_workers=False):
+        with self._state.current():
+            return Done(key, fn(*[_resolve(a) for a in args]))
+
+    def gather(self, futures, timeout=None):
+        return [_resolve(f) for f in futures]
+
+    def cancel(self, futures):
+        pass
+
+    def __repr__(self):
+        return "InProcess()"
+
+
+class DaskExecutor(Executor):
+    """Tasks on the workers of a ``distributed.Client``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.address = getattr(client.scheduler, "address", None) or "?"
+        self._register_plugin()
+
+    def __repr__(self):
+        return f"DaskExecutor({self.address})"
+
+    def _register_plugin(self):
+        # Registering replaces a plugin of the same name (its teardown closes the groups of
+        # a run in flight on the same client), so register only where it is missing.
+        def has_plugin(dask_worker):
+            return PLUGIN_NAME in dask_worker.plugins
+
+        try:
+            present = self.client.run(has_plugin)
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerLost(f"lost the scheduler at {self.address}: {exc}") from exc
+        if not present or not all(present.values()):
+            self.client.register_plugin(DaskiePlugin(), name=PLUGIN_NAME)
+
+    def check_alive(self):
+        if self.client.status not in ("running", "connecting"):
+            raise SchedulerLost(f"lost the scheduler at {self.address} (client {self.client.status}); "
+                                "the run cannot go on: restart the cluster and resume from the store")
+
+    def workers(self):
+        """Fetched from the scheduler: the client's cached ``scheduler_info()`` loses its
+        workers to a periodic refresh, and a read racing it found none (once in about a
+        hundred windows)."""
+        try:
+            return dict(self.client.sync(self.client.scheduler.identity, n_workers=-1)["workers"])
+        except (OSError, TimeoutError) as exc:
+            self.check_alive()
+            raise SchedulerLost(f"lost the scheduler at {self.address}: {exc}") from exc
+
+    def submit(self, fn, *args, key: str, workers=None, allow_other_workers=False):
+        return self.client.submit(fn, *args, key=key, pure=False, workers=workers,
+                                  allow_other_workers=allow_other_workers if workers else False)
+
+    def gather(self, futures, timeout=None):
+        """Results of finished (or soon finished) futures, bounded by ``timeout``.
+
+        ``Client.gather`` waits for data without limit; a future whose worker died after it
+        finished is recomputed only when the task may run elsewhere -- a task pinned to the
+        dead worker never is. So each result is fetched with a deadline, and a future that
+        is lost (or still not there at the deadline) raises :class:`LostResult`.
+        """
+        futures = list(futures)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for f in futures:
+            left = None if deadline is None else max(0.1, deadline - time.monotonic())
+            try:
+                out.append(f.result(timeout=left))
+            except TimeoutError as exc:
+                self.check_alive()
+                raise LostResult(f"the result of task {f.key} did not arrive within {timeout:.0f} s "
+                                 f"(status {f.status}: its worker probably died after it "
+                                 "finished)") from exc
+            except OSError as exc:
+                self.check_alive()
+                raise LostResult(f"the result of task {f.key} could not be fetched: {exc}") from exc
+        return out
+
+    def cancel(self, futures):
+        futures = [f for f in futures if f is not None]
+        if futures and self.client.status == "running":
+            try:
+                self.client.cancel(futures, force=True)
+            except (OSError, TimeoutError):  # the scheduler is gone: nothing runs any more
+                pass
+
+    def scatter(self, obj):
+        [fut] = self.client.scatter([obj], broadcast=True, hash=False)
+        return fut
+
+    def wait_for_workers(self, n, timeout):
+        try:
+            self.client.wait_for_workers(n, timeout=timeout)
+        except TimeoutError as exc:
+            self.check_alive()
+            have = len(self.workers())
+            raise PlanError(f"the cluster at {self.address} has {have} workers and none more came "
+                            f"within {timeout:.0f} s; {n} are needed") from exc
+
+    def run_on(self, address, fn, *args):
+        return self.client.run(fn, *args, workers=[address])[address]
+
+    def run_everywhere(self, fn, *args):
+        try:
+            self.client.run(fn, *args, on_error="ignore")
+        except (OSError, TimeoutError):  # a worker (or the scheduler) gone has nothing open
+            pass
+
+
+def as_executor(client) -> Executor:
+    """The executor of the public ``client`` argument: ``"sync"`` -> :class:`InProcess`, a
+    ``distributed.Client`` -> :class:`DaskExecutor`, an executor -> itself. (``None`` means
+    "start a cluster" in ``solve`` and "in this process" in ``fit``: each entry point decides
+    that before calling this.)"""
+    if isinstance(client, Executor):
+        return client
+    if client is None or (isinstance(client, str) and client == "sync"):
+        return InProcess()
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        Client = ()
+    if isinstance(client, Client):
+        return DaskExecutor(client)
+    raise SpecError(f"client must be None, 'sync' or a distributed.Client, got {client!r}")

@@ -1,0 +1,64 @@
+"""``DataParallel``: collocation rows sharded over workers, sums by all-reduce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from daskie.errors import check_int
+from daskie.strategies.base import Comm, Strategy, check_comm
+
+__all__ = ["DataParallel"]
+
+
+@dataclass(frozen=True)
+class DataParallel(Strategy):
+    """Data-parallel training: collocation rows sharded over workers, sums by all-reduce.
+
+    Each rank discretizes data shard k of n of every residual block
+    (``formulation.discretize(problem, shard=(k, n))``); every step the ranks all-reduce
+    the loss and gradient (first-order optimizers) or the Gauss-Newton normal equations
+    ``J_k^T J_k``, ``J_k^T r_k`` (Levenberg-Marquardt) and take the same step. Memory per
+    worker falls with the number of shards (each holds ``N / n`` Jacobian rows).
+
+    Runner: the SPMD group runner (:mod:`daskie.runtime.spmd`).
+
+    Parameters
+    ----------
+    shards : int or None
+        Ranks (one per worker). None: every worker of the cluster (2 in process).
+    window : int or None
+        Optimizer steps per window (a checkpoint, and the unit run again after a failure);
+        None: the whole training is one window.
+    comm : Comm
+        Collective options (method, compression, timeout, retries).
+    """
+
+    shards: int | None = None
+    window: int | None = 50
+    comm: Comm = Comm()
+
+    runner = "spmd"
+
+    def __post_init__(self):
+        check_int("DataParallel.shards", self.shards, allow_none=True)
+        check_int("DataParallel.window", self.window, allow_none=True)
+        check_comm("DataParallel", self.comm)
+
+    @property
+    def label(self) -> str:
+        return "data-parallel"
+
+    def groups(self, disc, plan):
+        return (tuple(disc.submodels),)
+
+    def ranks(self, executor) -> int:
+        """Number of shards on ``executor`` (its workers, or 2 in process)."""
+        if self.shards is not None:
+            return self.shards
+        return 2 if executor.eager else len(executor.workers())
+
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+        from daskie.runtime.spmd import RankWork, run_spmd_windows
+
+        return run_spmd_windows(executor, ctx, RankWork("data"), self.ranks(executor), self.comm,
+                                window=self.window, resume=resume, on_window=on_window)

@@ -1,0 +1,51 @@
+"""What optimizers and strategies need of an objective, as declared protocols.
+
+Every daskie objective (:class:`~daskie.train.objective.Objective`, the split objectives of
+:mod:`daskie.train.collective`, :class:`~daskie.train.module.ModuleObjective`) is a
+:class:`LossObjective`; least-squares ones are also :class:`LeastSquaresObjective` (Gauss-Newton
+and Levenberg-Marquardt use their Jacobians); those with independent data rows are
+:class:`MiniBatchObjective` (minibatch strategies). An :class:`ObjectiveSource` is what tasks
+rebuild an objective from on a worker (:class:`~daskie.runtime.context.RunContext`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+__all__ = ["LossObjective", "LeastSquaresObjective", "MiniBatchObjective", "ObjectiveSource"]
+
+
+@runtime_checkable
+class LossObjective(Protocol):
+    """A scalar loss of one flat parameter vector."""
+
+    layout: object
+
+    def init_params(self, seed: int): ...
+
+    def loss(self, theta): ...
+
+
+@runtime_checkable
+class LeastSquaresObjective(LossObjective, Protocol):
+    """A loss that is a sum of squared residuals, with their Jacobian."""
+
+    def residuals(self, theta): ...
+
+    def normal_equations(self, theta): ...
+
+
+@runtime_checkable
+class MiniBatchObjective(LossObjective, Protocol):
+    """A loss over independent data rows: any subset of rows is a loss of its own."""
+
+    n_data: int
+
+    def batch_loss(self, theta, index): ...
+
+
+@runtime_checkable
+class ObjectiveSource(Protocol):
+    """What a task rebuilds the objective (or data shard ``(k, n)`` of it) from."""
+
+    def build(self, shard=None): ...
