@@ -77,7 +77,8 @@ def core_solve(problem, *, seed: int = 0, init: str = "auto", restarts: int = 1,
         disc = formulation.discretize(problem, seed=seed)
     objective = Objective(disc)
     # 3. training: warm start, convergence-based stopping, restarts, within the budget
-    left = budget_s - (time.perf_counter() - t0) - 10.0
+    # the warm start (at most 15 s) and the assessment come out of the same budget
+    left = budget_s - (time.perf_counter() - t0) - 30.0
     opt = with_time(with_floor(optimizer, floor), left)
     best, runs = train_restarts(objective, opt, restarts=restarts, seed=seed, init=init,
                                 reference=reference, floor=floor, target_loss=target_loss,

@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_TOLERANCE", "reference_fits", "reference_resolution", "reference_solution",
            "boundary_points", "rms", "assess", "which_solution", "discretization_floor",
-           "evaluation_values"]
+           "evaluation_values", "refine_for_floor"]
 
 #: Relative RMS discrepancy between the neural answer and the reference above which
 #: :class:`~daskie.errors.DiscrepancyWarning` is raised (issue 15: no neural error above
@@ -260,3 +260,51 @@ def discretization_floor(objective, fn) -> float | None:
     with torch.no_grad():
         r = objective.residuals_from_values(values)
     return float(r @ r)
+
+
+def refine_for_floor(formulation, problem, fn, *, target_loss: float = 1e-14, seed: int = 0,
+                     max_evaluations: int = 60_000, rounds: int = 2):
+    """A formulation whose discretization floor (the loss of ``fn``, the reference or the
+    exact solution) is low enough to judge convergence by, and why.
+
+    While the floor exceeds ``1e-2 * target_loss``, the per-point (Volterra) and shared
+    (Fredholm) rules are doubled, up to ``rounds`` times and while the node evaluations
+    per step stay within ``max_evaluations`` (a per-point rule of q nodes costs q Jacobian rows
+    per collocation point). Measured on the validation set: the stiff layer e^(-20x) and the
+    Riccati solution 1/(1 - x) on [0, 0.8] had floors 2.6e-9 and 6.8e-9 with 6 local nodes,
+    8e-24 and 1e-18 with 12.
+
+    Returns
+    -------
+    (formulation, discretization, floor, note)
+        ``floor`` is None where the formulation's evaluations are not all of the solution
+        (order reduction); ``note`` says what was refined, or why the floor stays high.
+    """
+    from dataclasses import replace
+
+    from daskie.train.objective import Objective
+
+    disc = formulation.discretize(problem, seed=seed)
+    floor = discretization_floor(Objective(disc), fn)
+    note = ""
+    if floor is None or not hasattr(formulation, "local_nodes"):
+        return formulation, disc, floor, note
+    for _ in range(rounds):
+        if floor <= 1e-2 * target_loss:
+            break
+        trial = replace(formulation, local_nodes=2 * formulation.local_nodes,
+                        nodes=2 * formulation.nodes)
+        trial_disc = trial.discretize(problem, seed=seed)
+        if trial_disc.info["node_evaluations"] > max_evaluations:
+            note = (f"discretization floor {floor:.1e} > target; doubling the rules would need "
+                    f"{trial_disc.info['node_evaluations']} node evaluations per step "
+                    f"(> {max_evaluations}): pass a finer formulation explicitly")
+            break
+        trial_floor = discretization_floor(Objective(trial_disc), fn)
+        if not trial_floor < 0.1 * floor:
+            note = f"discretization floor {floor:.1e}: doubling the rules did not lower it"
+            break
+        note = (f"rules refined (nodes {trial.nodes}, local_nodes {trial.local_nodes}): "
+                f"discretization floor {floor:.1e} -> {trial_floor:.1e}")
+        formulation, disc, floor = trial, trial_disc, trial_floor
+    return formulation, disc, floor, note

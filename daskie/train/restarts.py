@@ -16,7 +16,8 @@ from daskie.errors import check_int
 from daskie.train.loop import TrainState, advance
 from daskie.train.warm_start import initial_params
 
-__all__ = ["SeedResult", "with_floor", "train_seed", "best_of", "train_restarts", "needs_restart"]
+__all__ = ["SeedResult", "with_floor", "with_time", "train_seed", "best_of", "train_restarts",
+           "needs_restart"]
 
 #: A run that stalled with its loss more than this factor above the discretization floor
 #: restarts from another seed. Measured on the validation set's 3-D equation: a bad minimum
@@ -44,6 +45,18 @@ def with_floor(optimizer, floor):
         return optimizer
     stages = [replace(s, stop=replace(s.stop, floor=float(floor))) if s.stop is not None else s
               for s in optimizer.stages()]
+    return stages[0] if len(stages) == 1 else Chain(tuple(stages))
+
+
+def with_time(optimizer, seconds: float):
+    """``optimizer`` with every stage's stopping rule given at most ``seconds`` of training."""
+    from daskie.train.optimizers import Chain
+
+    def cap(stop):
+        limit = seconds if stop.max_wall_s is None else min(stop.max_wall_s, seconds)
+        return replace(stop, max_wall_s=max(0.0, float(limit)))
+
+    stages = [replace(s, stop=cap(s.stop)) if s.stop is not None else s for s in optimizer.stages()]
     return stages[0] if len(stages) == 1 else Chain(tuple(stages))
 
 
@@ -90,10 +103,12 @@ def train_restarts(objective, optimizer, *, restarts: int = 1, seed: int = 0, in
         :data:`RESTART_FACTOR` above it starts another seed, up to ``max_auto`` more, while
         the time spent is below ``max_wall_s``.
     target_loss : float
+    max_wall_s : float, optional
+        Time budget of all seeds together; an automatic restart gets what is left.
     runner : callable, optional
-        ``runner(seeds) -> list of SeedResult`` running :func:`train_seed` for several seeds
-        (the runtime's executor submits them as independent tasks); default: one after
-        another in this process.
+        ``runner(seeds, optimizer) -> list of SeedResult`` running :func:`train_seed` for
+        several seeds (the runtime's executor submits them as independent tasks); default:
+        one after another in this process.
 
     Returns
     -------
@@ -102,14 +117,17 @@ def train_restarts(objective, optimizer, *, restarts: int = 1, seed: int = 0, in
     """
     check_int("restarts", restarts)
     if runner is None:
-        def runner(seeds):
-            return [train_seed(objective, optimizer, s, init=init, reference=reference,
+        def runner(seeds, opt=optimizer):
+            return [train_seed(objective, opt, s, init=init, reference=reference,
                                target_loss=target_loss) for s in seeds]
     t0 = time.perf_counter()
     results = list(runner(list(range(seed, seed + restarts))))
     extra = 0
-    while auto and extra < max_auto and needs_restart(best_of(results), floor) and (
-            max_wall_s is None or time.perf_counter() - t0 < max_wall_s):
+    while auto and extra < max_auto and needs_restart(best_of(results), floor):
+        left = None if max_wall_s is None else max_wall_s - (time.perf_counter() - t0)
+        if left is not None and left < 0.1 * max_wall_s:
+            break  # too little time for another seed to get anywhere
         extra += 1
-        results += list(runner([seed + restarts + extra - 1]))
+        opt = optimizer if left is None else with_time(optimizer, left)
+        results += list(runner([seed + restarts + extra - 1], opt))
     return best_of(results), results
