@@ -8,12 +8,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 
 
 import daskie
 from daskie import MLP, LevenbergMarquardt, Monolithic, QuadratureCollocation
 from daskie.dashboard.plugin import page_url
 from daskie.dashboard.progress import ProgressBar
+from daskie.errors import DiscrepancyWarning
 
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
@@ -51,9 +53,12 @@ def test_live_page_shows_the_run_while_it_trains(client, caplog):
 
     def train():
         try:
-            result["ds"] = daskie.solve("E1", formulation=SMALL_Q, strategy=Monolithic(window=2),
-                                        optimizer=LevenbergMarquardt(steps=160), target_loss=0.0,
-                                        client=client)
+            with warnings.catch_warnings():  # a tiny net: far from the reference, as expected
+                warnings.simplefilter("ignore", DiscrepancyWarning)
+                result["ds"] = daskie.solve("E1", formulation=SMALL_Q,
+                                            strategy=Monolithic(window=2),
+                                            optimizer=LevenbergMarquardt(steps=160),
+                                            target_loss=0.0, client=client)
         except BaseException as exc:  # re-raised in the test's thread
             result["error"] = exc
 
@@ -101,12 +106,37 @@ def test_live_page_shows_the_run_while_it_trains(client, caplog):
 def test_progress_bar_line():
     out = io.StringIO()
     bar = ProgressBar(100, out)
-    bar({"group": 0, "epoch": 1, "loss": 1.0})  # step records: no redraw
+    bar({"kind": "step", "group": 0, "epoch": 1, "loss": 1.0})  # step records: no redraw
     assert out.getvalue() == ""
     bar._t0 -= 12.0  # the bar was started 12 s ago (cluster start-up included)
-    bar({"group": -2, "window": 0, "epoch": 25, "loss": 2e-3, "mse": 1e-4, "elapsed_s": 5.0})
-    bar({"group": -2, "window": 1, "epoch": 50, "loss": 1e-5, "mse": 2e-6, "elapsed_s": 10.0})
+    bar({"kind": "window", "window": 0, "epoch": 25, "loss": 2e-3, "mse": 1e-4, "elapsed_s": 5.0})
+    bar({"kind": "window", "window": 1, "epoch": 50, "loss": 1e-5, "mse": 2e-6, "elapsed_s": 10.0})
     bar.close()
     lines = out.getvalue().split("\r")
     assert lines[-1].startswith("[############............]  50%  epoch 50/100  loss 1.00e-05  mse 2.00e-06")
     assert "00:12 elapsed, ETA 00:10" in lines[-1] and out.getvalue().endswith("\n")
+
+
+def test_feed_draws_one_joint_curve_once_the_groups_share_their_loss():
+    from daskie.dashboard.feed import RunFeed
+    from daskie.dashboard.page import LivePage
+
+    feed = RunFeed()
+    feed.add({"kind": "run", "run": "r", "t": 0.0, "problem": "E1"})
+    page = LivePage(feed)
+    step = {"kind": "step", "run": "r", "window": 0, "optimizer": "Adam",
+            "submodels": "F0.2<[10:20]+mu@x[0:5]"}
+    feed.add({**step, "group": 0, "epoch": 1, "loss": 2.0})
+    page.update()
+    assert feed.joint is None and list(page.losses) == ["group:0:F0.2<[10:20]+mu@x[0:5]"]
+    generation = feed.generation
+    feed.add({**step, "group": 1, "epoch": 1, "loss": 2.0})  # the same joint loss
+    assert feed.joint is True and feed.generation == generation + 1
+    page.update()
+    assert list(page.losses) == ["joint"]  # the per-group line went, legend entry included
+    labels = [item.label.value for item in page.loss_plot.legend[0].items]
+    assert labels == ["test MSE (after each window)", "joint loss (every group)"]
+    assert page.losses["joint"].data == {"epoch": [1], "loss": [2.0]}
+    feed.add({"kind": "joint", "run": "r", "window": 0, "epoch": 1, "loss": 2.0, "mse": 0.5})
+    page.update()
+    assert page.mse.data["mse"] == [0.5]

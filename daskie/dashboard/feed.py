@@ -8,8 +8,8 @@ from daskie.report import figures
 
 __all__ = ["RunFeed"]
 
-_KEEP = ("window", "group", "submodels", "worker", "epoch", "loss", "mse", "window_s", "sync_s",
-         "peak_rss_mb", "t_start", "t_end")
+_KEEP = ("window", "group", "rank", "submodels", "worker", "epoch", "loss", "mse", "window_s",
+         "sync_s", "peak_rss_mb", "t_start", "t_end", "optimizer")
 
 
 class RunFeed:
@@ -35,6 +35,10 @@ class RunFeed:
         self.t0 = time.time()
         self.records: list[dict] = []
         self.generation = 0  # bumped at every new run (pages then start over)
+        # Whether the groups share one joint loss (figures.losses_are_joint): None until two
+        # groups have reported the same step; when it is settled the pages redraw once, with
+        # one joint curve instead of one per group.
+        self.joint: bool | None = None
 
     def add(self, msg) -> None:
         """Take one event (a dict with ``kind`` and ``run``); anything else is ignored."""
@@ -44,6 +48,7 @@ class RunFeed:
             self.run, self.info = msg.get("run"), dict(msg)
             self.t0 = float(msg.get("t", time.time()))
             self.records = []
+            self.joint = None
             self.generation += 1
             return
         if self.run is None:  # events of a run that was not announced: follow it
@@ -52,16 +57,25 @@ class RunFeed:
         if msg.get("run") != self.run:
             return
         rec = {k: msg[k] for k in _KEEP if k in msg and msg[k] is not None}
-        if msg["kind"] == "joint":
-            rec["group"] = figures.JOINT
+        rec.update({k: v for k, v in msg.items() if k.startswith("loss_") and v is not None})
+        # The event's kind is not the record's: the client's "joint" event is the window
+        # summary record, the tasks' events are steps (polish steps by their group).
+        rec["kind"] = ("window" if msg["kind"] == "joint" else
+                       "polish" if msg.get("group") == figures.POLISH or msg.get("record_kind") == "polish"
+                       else "step")
         self.records.append(rec)
+        if self.joint is None and rec["kind"] == "step":
+            joint = figures.losses_are_joint(self.records)
+            if joint is not None:
+                self.joint = joint
+                self.generation += 1  # curves are drawn differently from now on
         if len(self.records) > self.max_records:
             self._thin()
 
     def _thin(self):
         kept, odd = [], False
         for rec in self.records:
-            if "t_start" in rec or rec.get("group") == figures.JOINT:
+            if "t_start" in rec or rec.get("kind") == "window":
                 kept.append(rec)
             else:
                 odd = not odd
@@ -73,7 +87,7 @@ class RunFeed:
     def columns(self, start: int = 0) -> dict:
         """The plot data of records ``start:`` (what the page streams, as plain lists)."""
         new = self.records[start:]
-        return {"loss": {f"{g}:{s}": cols for (g, s), cols in figures.loss_columns(new).items()},
+        return {"loss": figures.loss_columns(new, joint=bool(self.joint)),
                 "mse": figures.mse_columns(new),
                 "windows": figures.window_columns(new, self.t0)}
 

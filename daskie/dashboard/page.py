@@ -42,20 +42,32 @@ class LivePage:
         self.update()
 
     def _reset(self):
-        for src in self.losses.values():
-            src.data = {"epoch": [], "loss": []}
+        # Curves of another run or of another grouping (per group -> joint) go: their lines
+        # and legend entries are removed, not only emptied.
+        if self.losses:
+            old = {id(src) for src in self.losses.values()}
+
+            def stale(renderer):
+                return id(getattr(renderer, "data_source", None)) in old
+
+            self.loss_plot.renderers = [r for r in self.loss_plot.renderers if not stale(r)]
+            if self.loss_plot.legend:
+                legend = self.loss_plot.legend[0]
+                legend.items = [item for item in legend.items
+                                if not any(stale(r) for r in item.renderers)]
+            self.losses = {}
         self.mse.data = figures.mse_columns([])
         self.windows.data = figures.empty_window_columns()
         self.timeline.y_range.factors = []
         self.generation, self.cursor = self.feed.generation, 0
 
     def _loss_source(self, key: str) -> ColumnDataSource:
+        """The source of the curve ``key`` (:func:`daskie.report.figures.loss_columns`),
+        drawn in the report's style the first time it appears."""
         src = self.losses.get(key)
         if src is None:
-            group, submodels = key.split(":", 1)
             src = self.losses[key] = ColumnDataSource({"epoch": [], "loss": []})
-            self.loss_plot.line("epoch", "loss", source=src, color=figures.group_color(int(group)),
-                                line_width=2, legend_label=figures.group_label(int(group), submodels))
+            self.loss_plot.line("epoch", "loss", source=src, **figures.curve_style(key))
         return src
 
     def update(self):

@@ -49,10 +49,17 @@ def run_report(store, out) -> str:
     if not RunStore.exists(path):
         raise SpecError(f"{path!r} is not a daskie run store (no zarr group there); give the "
                         f"--store directory of a run or a benchmark's JSON file")
-    with RunStore(path, mode="a").read() as ds:
-        layout = run_layout(ds.load())
-        title = f"daskie: {ds.attrs.get('problem', os.path.basename(path))}"
-    return _write(layout, out, title)
+    from daskie.report.run import run_title
+
+    store = RunStore(path, mode="a")
+    windows = store.windows()
+    with store.read() as ds:
+        ds = ds.load()
+    # A run without a result has no history in its root dataset: that of its checkpoints.
+    has_history = any(str(n).startswith("history_") for n in ds.data_vars)
+    records = None if has_history else store.history()
+    layout = run_layout(ds, records=records, windows=windows)
+    return _write(layout, out, run_title(ds.attrs).replace("daskie run: ", "daskie: "))
 
 
 def bench_report(records_file, out) -> str:
