@@ -33,19 +33,21 @@ def default_formulation():
 
 
 def default_optimizer(formulation=None):
-    """Levenberg-Marquardt, 300 steps. Marquardt's scaling (damping by diag J^T J) for one
-    network; plain Levenberg damping for order reduction, whose sub-models have very
+    """Levenberg-Marquardt until converged (``steps="auto"``: the target, the discretization
+    floor, a stall, 90 s or 2000 steps; issue 15: with a fixed 300 steps the loss was still
+    falling by orders of magnitude at the end). Marquardt's scaling (damping by diag J^T J)
+    for one network; plain Levenberg damping for order reduction, whose sub-models have very
     different scales (measured on E2: MSE 1.9e-8 after 80 steps against 9e-3)."""
     from daskie.formulations import OrderReduction
     from daskie.train.optimizers import LevenbergMarquardt
 
     scaling = "levenberg" if isinstance(formulation, OrderReduction) else "marquardt"
-    return LevenbergMarquardt(steps=300, scaling=scaling)
+    return LevenbergMarquardt(steps="auto", scaling=scaling)
 
 
 @contextlib.contextmanager
 def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, *,
-                  profile: bool = False):
+                  profile: bool = False, dashboard_address: str | None = "127.0.0.1:0"):
     """An embedded LocalCluster on 127.0.0.1 with CPU (and GPU) resource tags, and its Client.
 
     ``profile=False`` (default) turns off the workers' statistical profiler (the dashboard's
@@ -70,7 +72,7 @@ def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, 
         config["distributed.worker.profile.enabled"] = False
     with dask.config.set(config), \
             LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                         processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                         processes=True, host="127.0.0.1", dashboard_address=dashboard_address,
                          resources=resources) as cluster, Client(cluster) as client:
         yield client
 
@@ -156,6 +158,12 @@ class _Run:
     meta: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     resume_point: tuple | None = None
+    init: str = "auto"
+    restarts: int = 1
+    check: bool = True
+    reference: object = None  # the Nystrom reference (daskie.assess), where it fits
+    floor: float | None = None  # the reference's loss in the discretization
+    checks: dict = field(default_factory=dict)  # what the checks found and did
 
 
 def _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
@@ -209,8 +217,8 @@ def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
     from daskie.runtime.window_graph import run_token
     from daskie.train.objective import Objective
 
+    _reference_and_floor(run)  # may refine the formulation and tell the optimizer the floor
     problem, formulation, strategy, optimizer = run.problem, run.formulation, run.strategy, run.optimizer
-    run.disc = formulation.discretize(problem, seed=run.seed)
     run.plan = strategy.plan(run.disc, workers, gpus)
     run.groups = strategy.groups(run.disc, run.plan)
     token = run_token(problem.describe(), _data_fingerprint(problem, run.disc), formulation,
@@ -227,6 +235,117 @@ def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
                 "plan": run.plan.to_dict() if run.plan else None,
                 "groups": [list(g) for g in run.groups], "discretization": run.disc.info}
     return run
+
+
+def _reference_and_floor(run: _Run):
+    """The reference where it fits (:mod:`daskie.assess`), the discretization floor of the
+    formulation (rules refined while it is high) and an optimizer that knows the floor; the
+    discretization in ``run.disc``. Without ``check`` only the discretization."""
+    from daskie import assess
+    from daskie.train.restarts import with_floor
+
+    if run.check and assess.reference_fits(run.problem):
+        t0 = time.perf_counter()
+        run.reference = assess.reference_solution(run.problem)
+        run.checks["reference_wall_s"] = time.perf_counter() - t0
+    if run.reference is None:
+        run.disc = run.formulation.discretize(run.problem, seed=run.seed)
+        return
+    run.formulation, run.disc, run.floor, note = assess.refine_for_floor(
+        run.formulation, run.problem, run.reference, target_loss=run.target_loss, seed=run.seed)
+    run.optimizer = with_floor(run.optimizer, run.floor)
+    run.checks.update({"floor": run.floor, "refinement": note})
+
+
+def _initial(run: _Run):
+    """Start from the warm start of :func:`daskie.train.warm_start.initial_params` (the
+    reference's branch; issue 15, class 1), unless resuming from a checkpoint or training
+    several seeds (each seed task warms up by itself)."""
+    from daskie.runtime.context import WindowOutput
+    from daskie.train.loop import TrainState
+    from daskie.train.warm_start import initial_params
+
+    if run.resume_point is not None or run.restarts > 1:
+        return
+    if run.strategy.__class__.__name__ != "Monolithic":
+        # the other runners keep their own start (an SPMD run reads its resume point as the
+        # joint state of its ranks): a warm start for them is the runtime's to add
+        run.checks.update({"init": "random", "init_reason": f"{run.strategy.label} starts from "
+                           "the runtime's seeded random parameters"})
+        return
+    theta, info = initial_params(run.objective, run.init, seed=run.seed, reference=run.reference)
+    run.checks.update(info)
+    if info["init"] == "random":
+        return  # the runtime's own seeded start: the same numbers
+    import torch
+
+    params = run.objective.layout.split(theta)
+    outputs = [WindowOutput(g, TrainState(theta=torch.cat([params[n] for n in names])),
+                            {n: params[n].clone() for n in names}) for g, names in enumerate(run.groups)]
+    run.resume_point = (-1, outputs)  # "window -1 done": training starts at window 0 from here
+
+
+def _seeds(run: _Run, executor, seeds, optimizer=None) -> list:
+    """Seeds trained as independent tasks (:func:`daskie.train.restarts.seed_task`)."""
+    from dataclasses import replace
+
+    from daskie.train.restarts import seed_task
+
+    ctx = run.ctx if optimizer is None else replace(run.ctx, optimizer=optimizer)
+    futures = [executor.submit(seed_task, ctx, s, run.init, run.reference,
+                               key=f"seed-{s}-{run.ctx.token}") for s in seeds]
+    return executor.gather(futures)
+
+
+def _restarts(run: _Run, executor, final, wall_s):
+    """``restarts=K``: K seeds as independent tasks, the best kept; and for the default
+    convergence-stopped optimizer, more seeds when the best stalled far above the
+    discretization floor, within its time budget. Returns the final outputs."""
+    from daskie.runtime.context import WindowOutput
+    from daskie.train.restarts import SeedResult, best_of, needs_restart, with_time
+
+    if not run.strategy.__class__.__name__ == "Monolithic":
+        return final
+    results = []
+    if run.restarts > 1:
+        results = _seeds(run, executor, list(range(run.seed, run.seed + run.restarts)))
+    elif final is not None:
+        results = [SeedResult(run.seed, final[0].state, [], dict(run.checks), wall_s)]
+    stop = run.optimizer.stages()[-1].stop
+    budget = None if stop is None else stop.max_wall_s
+    spent, extra = sum(r.wall_s for r in results), 0
+    while results and stop is not None and extra < 3 and needs_restart(best_of(results), run.floor) \
+            and (budget is None or spent < 0.9 * budget):
+        extra += 1
+        opt = run.optimizer if budget is None else with_time(run.optimizer, budget - spent)
+        results += _seeds(run, executor, [run.seed + run.restarts + extra - 1], opt)
+        spent = sum(r.wall_s for r in results)
+    if len(results) <= 1 and run.restarts <= 1:
+        return final
+    best = best_of(results)
+    run.checks.update({"restarts": len(results), "run_losses": [float(r.state.loss) for r in results],
+                       "best_seed": best.seed, **{k: v for k, v in best.init.items() if k.startswith("init")}})
+    if final is not None and best.seed == run.seed and run.restarts <= 1:
+        return final
+    run.history.extend(best.records)
+    params = run.objective.layout.split(best.state.theta)
+    return [WindowOutput(0, best.state, {n: v.clone() for n, v in params.items()}, best.records)]
+
+
+def _assess(run: _Run, theta) -> dict:
+    """The summary's checks (:func:`daskie.assess.assess`): interior and boundary MSE, the
+    reference's MSE, the discrepancy (with :class:`~daskie.errors.DiscrepancyWarning` above
+    its tolerance) and, for nonlinear equations, which solution was found."""
+    from daskie import assess
+
+    objective = run.objective
+    out = assess.assess(run.problem, lambda x: objective.solution(theta, x), run.disc.test_points,
+                        reference=run.reference if run.check else None)
+    keep = ("floor", "refinement", "init", "init_reason", "restarts", "run_losses", "best_seed",
+            "reference_wall_s")
+    out.update({k: run.checks[k] for k in keep if k in run.checks})
+    out["init"] = run.checks.get("init", "random")
+    return out
 
 
 def _open(run: _Run, store, resume, overwrite):
@@ -318,6 +437,8 @@ def _summarize(run: _Run, final, wall, prior_wall, n_workers, run_store, grid):
         "store": None if run_store is None else str(run_store.path),
         "seed": run.seed, "workers": n_workers,
     }
+    summary["stopped_by"] = summary["done"]
+    summary.update(_assess(run, theta))
     if run.plan is not None:  # seed 000's per-run figures (SR needs a baseline: metrics.compare)
         from daskie.metrics import metric_attrs, plan_metrics
 
@@ -333,7 +454,8 @@ def _summarize(run: _Run, final, wall, prior_wall, n_workers, run_store, grid):
 def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=None, store=None,
           seed: int = 0, target_loss: float = 1e-14, resume: bool = False, overwrite: bool = False,
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
-          progress=None, on_window=None, grid: int | None = None):
+          progress=None, on_window=None, grid: int | None = None, init: str = "auto",
+          restarts: int = 1, check: bool = True):
     """Solve an integral equation with a neural network, training as a Dask graph.
 
     Parameters
@@ -377,6 +499,20 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         ``on_window(k, summary)`` after each window (after its checkpoint is written).
     grid : int, optional
         Points per coordinate of the returned solution grid.
+    init : {"auto", "reference", "f", "random"}
+        Initial parameters (:func:`daskie.train.warm_start.initial_params`): the network
+        fitted to the reference first (the default where the reference fits), to ``f / alpha``,
+        or the seeded random start; the summary's ``init`` says which.
+    restarts : int
+        Seeds trained as independent tasks (Monolithic strategy), the best by loss kept; the
+        default optimizer also restarts by itself when the loss stalls far above the
+        discretization floor.
+    check : bool
+        Compute the Nystrom reference where it fits (d <= 3), refine the rule while its
+        discretization floor is high, and add ``mse_boundary``, ``reference_mse``,
+        ``discrepancy`` and ``warnings`` to the summary, raising
+        :class:`~daskie.errors.DiscrepancyWarning` when the answer differs from the
+        reference by more than 1e-6 (relative RMS).
 
     Returns
     -------
@@ -400,8 +536,15 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
 
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
                    overwrite, store, workers, gpus)
+    from daskie.train.warm_start import INITS
+
+    if init not in INITS:
+        raise SpecError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+    check_int("restarts", restarts)
+    run.init, run.restarts, run.check = init, int(restarts), bool(check)
     run = _prepare(run, workers, gpus, threads, eval_every)
     run_store = _open(run, store, resume, overwrite)
+    _initial(run)
     try:
         if _finished(run, run_store):  # resuming a finished run: nothing to start
             log.info("the run in %s is finished; returning it as stored", run_store.path)
@@ -409,7 +552,11 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
             return run_store.read()
         with contextlib.ExitStack() as stack:
             if client is None:
-                client = stack.enter_context(local_cluster(workers, 1, gpus))
+                from daskie import config
+
+                client = stack.enter_context(local_cluster(
+                    workers, config.get("threads-per-worker"), gpus,
+                    dashboard_address=config.get("dashboard-address")))
             executor = as_executor(client)
             executor.check_resources(run.plan)
             live = None
@@ -421,8 +568,13 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
                     "strategy": run.strategy.label, "optimizer": run.optimizer.label,
                     "epochs": run.strategy.progress_total(run.optimizer)})
             try:
-                final, wall, prior_wall = _execute(run, executor, run_store, live=live,
-                                                   progress=progress, on_window=on_window)
+                final, wall, prior_wall = None, 0.0, 0.0
+                if run.restarts <= 1:
+                    final, wall, prior_wall = _execute(run, executor, run_store, live=live,
+                                                       progress=progress, on_window=on_window)
+                t_extra = time.perf_counter()
+                final = _restarts(run, executor, final, wall)
+                wall += time.perf_counter() - t_extra
             except TrainingDiverged as exc:
                 if run_store is not None:
                     run_store.close(failed=True)

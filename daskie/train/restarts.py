@@ -16,8 +16,8 @@ from daskie.errors import check_int
 from daskie.train.loop import TrainState, advance
 from daskie.train.warm_start import initial_params
 
-__all__ = ["SeedResult", "with_floor", "with_time", "train_seed", "best_of", "train_restarts",
-           "needs_restart"]
+__all__ = ["SeedResult", "with_floor", "with_time", "train_seed", "seed_task", "best_of",
+           "train_restarts", "needs_restart"]
 
 #: A run that stalled with its loss more than this factor above the discretization floor
 #: restarts from another seed. Measured on the validation set's 3-D equation: a bad minimum
@@ -70,6 +70,23 @@ def train_seed(objective, optimizer, seed: int, *, init: str = "auto", reference
     state, records = advance(objective, optimizer, state, optimizer.steps + 1,
                              target_loss=target_loss, eval_every=eval_every, callback=callback)
     return SeedResult(int(seed), state, records, info, time.perf_counter() - t0)
+
+
+def seed_task(ctx, seed: int, init: str = "auto", reference=None) -> SeedResult:
+    """:func:`train_seed` as a task of the runtime: ``ctx`` is the run's context (its
+    ``build()`` gives the objective, cached per worker; ``optimizer``, ``target_loss`` and
+    ``threads`` are the run's)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if ctx.threads is not None and ctx.threads != before:
+        torch.set_num_threads(ctx.threads)
+    try:
+        return train_seed(ctx.build(), ctx.optimizer, seed, init=init, reference=reference,
+                          target_loss=ctx.target_loss)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def best_of(results):

@@ -60,7 +60,7 @@ def fit_objective(objective, target):
     return Objective(fit)
 
 
-def fit_to(objective, target, theta, *, steps: int = 200, rel_tol: float = 1e-12,
+def fit_to(objective, target, theta, *, steps: int = 300, rel_tol: float = 1e-12,
            max_wall_s: float = 15.0):
     """Parameters of ``objective`` with the solution network fitted to ``target`` (a numpy
     callable), starting from ``theta``; the other sub-models keep their values.
@@ -79,17 +79,21 @@ def fit_to(objective, target, theta, *, steps: int = 200, rel_tol: float = 1e-12
     parts = layout.split(theta.detach().clone())
     x = fit.disc.evaluations["fit"].points.numpy()
     scale = float(np.mean(np.asarray(target(x), dtype=float) ** 2)) or 1.0
-    opt = LevenbergMarquardt(steps=steps, stop=Stopping(max_steps=steps, max_wall_s=max_wall_s, window=20))
+    opt = LevenbergMarquardt(steps=steps, stop=Stopping(max_steps=steps, max_wall_s=max_wall_s, window=50, min_decrease=0.01))
     state, _ = advance(fit, opt, TrainState(theta=parts[name].clone()), steps,
                        target_loss=rel_tol * scale, final_mse=False)
     parts[name] = state.theta
     return layout.join(parts)
 
 
-def choose_init(problem, reference=None) -> tuple[str, str]:
+def choose_init(problem, reference=None, n_submodels: int = 1) -> tuple[str, str]:
     """The default ``init`` for ``problem`` and why: the reference where one was computed, else
     ``f / alpha`` for nonlinear second-kind equations (it selects the branch Newton and the
-    fixed-point iteration start from), else random."""
+    fixed-point iteration start from), else random. Formulations with auxiliary sub-models
+    (order reduction) start random: the fit reaches only the solution network, and a fitted
+    mu beside unfitted auxiliaries is no better a start."""
+    if n_submodels > 1:
+        return "random", "auxiliary sub-models (order reduction): random initial parameters"
     if reference is not None:
         return "reference", "the Nystrom reference fits this problem: the network is fitted to it first"
     alpha_ok = callable(problem.alpha) or float(problem.alpha) != 0.0
@@ -123,7 +127,7 @@ def initial_params(objective, init: str = "auto", *, seed: int = 0, reference=No
     problem = objective.disc.problem
     reason = f"init={init!r} was asked for"
     if init == "auto":
-        init, reason = choose_init(problem, reference)
+        init, reason = choose_init(problem, reference, len(objective.disc.submodels))
     theta = objective.init_params(seed)
     if init == "random":
         return theta, {"init": "random", "init_reason": reason, "init_fit_mse": math.nan}
