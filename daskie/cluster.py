@@ -1,0 +1,392 @@
+"""Cluster entry points: a ``distributed.Client`` on a laptop, a running scheduler, or a batch queue.
+
+:func:`make_cluster` is the one place that turns "where should this run" into a client::
+
+    with make_cluster("slurm", workers=2, gpus=1) as client:     # dask-jobqueue's SLURMCluster
+        daskie.solve("E1", client=client)
+    with make_cluster("local") as client: ...                     # daskie's embedded LocalCluster
+    with make_cluster("tcp://10.0.0.5:8786") as client: ...       # a scheduler that is running
+
+For ``"slurm"`` and ``"pbs"`` the cluster is dask-jobqueue's own :class:`~dask_jobqueue.SLURMCluster`
+or :class:`~dask_jobqueue.PBSCluster`, so the job settings (cores, memory, walltime,
+queue/partition, account, interface, extra directives, prologue) come from Dask's
+configuration under ``jobqueue.slurm`` / ``jobqueue.pbs``: an HPC user's existing jobqueue
+YAML works unchanged. daskie adds only what jobqueue leaves unset (``daskie.cluster.*`` in
+``daskie/daskie.yaml``: one worker process per job, its cores and memory) and what daskie's
+tasks need: every worker declares the resource ``CPU=<threads>``, and ``gpus`` of them also
+``GPU=1`` (the tag the Plan puts on its heaviest groups), in jobs that ask the queue for a
+GPU (``daskie.cluster.gpu-directives``). Keyword ``overrides`` go to the jobqueue class as
+they are (``interface="lo"``, ``queue="gpu"``, ``walltime="01:00:00"``, ...).
+
+Workers are asked for with ``scale`` (or ``adapt(minimum, maximum)``), sized from the Plan's
+``N_sub`` and GPU groups when a plan is given, and waited for with a bound
+(``daskie.cluster.wait-timeout``): a queue that never starts them ends in a
+:class:`QueueTimeout` that names the queue and lists the pending jobs as the queue shows them
+(``squeue`` / ``qstat``); the jobs are cancelled when the context closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from daskie.errors import DaskieError, SpecError
+
+__all__ = ["ClusterError", "QueueTimeout", "Size", "gpu_options", "job_settings", "make_cluster",
+           "size_for"]
+
+#: Kinds of cluster :func:`make_cluster` starts itself (anything else must be an address).
+KINDS = ("local", "slurm", "pbs")
+_ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
+# How each queue lists jobs: the command and the job-id option (ids comma-joined for SLURM).
+_STATUS = {"slurm": ("squeue", "--noheader", "-o", "%i %P %j %T %r %M", "-j"),
+           "pbs": ("qstat", "-w")}
+
+
+class ClusterError(DaskieError, RuntimeError):
+    """A cluster could not be started or reached (the message says which and why)."""
+
+
+class QueueTimeout(ClusterError, TimeoutError):
+    """The batch queue did not start the workers within the bounded wait.
+
+    Attributes
+    ----------
+    queue : str
+        The queue (partition) the jobs were sent to, or ``"the default queue"``.
+    pending : str
+        The queue's own listing of the cluster's jobs when the wait ended.
+    """
+
+    def __init__(self, message: str, queue: str, pending: str):
+        super().__init__(message)
+        self.queue, self.pending = queue, pending
+
+
+@dataclass(frozen=True)
+class Size:
+    """How many workers a run needs, and how many of them declare ``GPU=1``.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes (one per job on a batch queue).
+    gpus : int
+        Of those, the workers tagged ``GPU`` (``0 <= gpus <= workers``).
+    """
+
+    workers: int
+    gpus: int
+
+
+def size_for(workers=None, gpus: int = 0, plan=None) -> Size:
+    """The cluster size for a run: explicit numbers, else the Plan's, else the setting.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes. Default: with a ``plan``, its ``N_sub`` (a CEPTF window runs one
+        task per group at once, so fewer workers serialise it); without one, the setting
+        ``daskie.workers``.
+    gpus : int
+        Workers that declare ``GPU=1``. With a ``plan`` and ``gpus=0``, the number of the
+        plan's groups tagged ``GPU``.
+    plan : daskie.plan.Plan, optional
+        The run's plan.
+
+    Raises
+    ------
+    SpecError
+        A count that is not an int, or more GPU workers than workers.
+    """
+    from daskie import config
+
+    if gpus is None or isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise SpecError(f"gpus must be an int >= 0, got {gpus!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise SpecError(f"workers must be a positive int or None, got {workers!r}")
+    if plan is not None:
+        gpus = gpus or sum(g.resource == "GPU" for g in plan.groups)
+        workers = workers or max(plan.n_sub, gpus)
+    workers = workers or config.get("workers")
+    if gpus > workers:
+        raise SpecError(f"gpus={gpus} GPU workers do not fit in workers={workers}; "
+                        f"ask for at least {gpus} workers")
+    return Size(workers, gpus)
+
+
+@contextlib.contextmanager
+def make_cluster(kind: str, *, workers=None, gpus: int = 0, plan=None, adapt=None,
+                 timeout: float | None = None, **overrides):
+    """A ``distributed.Client`` on a cluster of ``kind``, closed (jobs cancelled) on exit.
+
+    Parameters
+    ----------
+    kind : str
+        ``"local"`` (daskie's embedded LocalCluster on 127.0.0.1), ``"slurm"``
+        (:class:`dask_jobqueue.SLURMCluster`), ``"pbs"`` (:class:`dask_jobqueue.PBSCluster`),
+        or the address of a running scheduler (``"tcp://host:8786"``).
+    workers, gpus, plan
+        The size (:func:`size_for`): ``workers`` processes of which ``gpus`` declare
+        ``GPU=1``; by default from ``plan`` (its ``N_sub`` and GPU-tagged groups).
+    adapt : tuple of (int, int), optional
+        ``(minimum, maximum)``: let the batch queue's cluster adapt between these numbers of
+        workers (``cluster.adapt``) instead of ``scale(workers)``; the wait is for
+        ``minimum``. Only for ``"slurm"``/``"pbs"`` without GPU workers (jobqueue adapts one
+        job template).
+    timeout : float, optional
+        Seconds to wait for the workers (default: ``daskie.cluster.wait-timeout``).
+    **overrides
+        Keyword arguments for the jobqueue class, over the ``jobqueue.<kind>`` settings
+        (``interface="lo"``, ``queue="gpu"``, ``account=...``, ``walltime=...``,
+        ``job_extra_directives=[...]``, ``scheduler_options={...}``).
+
+    Yields
+    ------
+    distributed.Client
+        Connected, with the workers asked for already running.
+
+    Raises
+    ------
+    SpecError
+        An unknown kind, a bad size, ``adapt`` where it does not apply, overrides for a
+        cluster that takes none.
+    QueueTimeout
+        The queue did not start the workers in time; the message names the queue and lists
+        its pending jobs.
+    ClusterError
+        A scheduler address that cannot be reached, or too few workers there.
+
+    Examples
+    --------
+    >>> with make_cluster("slurm", workers=2, gpus=1, interface="lo") as client:  # doctest: +SKIP
+    ...     ds = daskie.solve("E1", client=client)
+    """
+    if not isinstance(kind, str) or not (kind in KINDS or kind.startswith(_ADDRESS_PREFIXES)):
+        raise SpecError(f"cluster must be one of {', '.join(KINDS)} or a scheduler address "
+                        f"such as 'tcp://host:8786', got {kind!r}")
+    size = size_for(workers, gpus, plan)
+    wait = _wait_timeout(timeout)
+    if adapt is not None:
+        adapt = _check_adapt(adapt, kind, size)
+    if kind == "local":
+        if overrides:
+            raise SpecError(f"the local cluster takes no jobqueue settings, got "
+                            f"{', '.join(sorted(overrides))}")
+        from daskie.api import local_cluster
+
+        # One embedded cluster for solve(client=None) and --cluster local.
+        with local_cluster(size.workers, gpus=size.gpus) as client:
+            yield client
+        return
+    if kind in ("slurm", "pbs"):
+        with _jobqueue(kind, size, adapt, wait, overrides) as client:
+            yield client
+        return
+    if overrides:
+        raise SpecError(f"a scheduler address takes no jobqueue settings, got "
+                        f"{', '.join(sorted(overrides))}")
+    with _connect(kind, None if workers is None and plan is None else size, wait) as client:
+        yield client
+
+
+def _wait_timeout(timeout):
+    from daskie import config
+
+    value = config.get("cluster.wait-timeout") if timeout is None else timeout
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        where = "timeout" if timeout is not None else "dask config daskie.cluster.wait-timeout"
+        raise SpecError(f"{where} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_adapt(adapt, kind, size):
+    if kind not in ("slurm", "pbs"):
+        raise SpecError(f"adapt applies to the batch queues (slurm, pbs), not to {kind!r}")
+    if size.gpus:
+        raise SpecError("adapt with GPU workers is not supported: jobqueue adapts a single "
+                        "job template; use scale (adapt=None) with gpus")
+    ok = (isinstance(adapt, tuple) and len(adapt) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in adapt)
+          and 1 <= adapt[0] <= adapt[1])
+    if not ok:
+        raise SpecError(f"adapt must be (minimum, maximum) with 1 <= minimum <= maximum, "
+                        f"got {adapt!r}")
+    return adapt
+
+
+def job_settings(kind: str, size: Size, overrides: dict) -> dict:
+    """Keyword arguments for the jobqueue class of ``kind``: daskie's defaults where
+    ``jobqueue.<kind>`` leaves a setting unset, the ``CPU`` resource, then ``overrides``.
+
+    Parameters
+    ----------
+    kind : {"slurm", "pbs"}
+    size : Size
+    overrides : dict
+        Keyword arguments from the caller; they win over everything.
+
+    Returns
+    -------
+    dict
+    """
+    import dask.config
+    import dask_jobqueue  # noqa: F401  (importing it registers the jobqueue.* defaults)
+
+    from daskie import config
+
+    queue_conf = dask.config.get(f"jobqueue.{kind}")
+    own = config.get("cluster")
+    kwargs = {}
+    # Only where jobqueue's own configuration is silent: a site's YAML wins over daskie.
+    for key in ("cores", "memory", "processes"):
+        if queue_conf.get(key) is None and own.get(key) is not None:
+            kwargs[key] = own[key]
+    processes = overrides.get("processes", kwargs.get("processes", queue_conf.get("processes")))
+    cores = overrides.get("cores", kwargs.get("cores", queue_conf.get("cores")))
+    if processes not in (None, 1):
+        raise SpecError(f"daskie runs one worker process per job (a GPU=1 tag per job), got "
+                        f"processes={processes!r} in jobqueue.{kind} or the overrides")
+    threads = int(cores or 1)
+    extra = list(overrides.get("worker_extra_args", queue_conf.get("worker-extra-args") or []))
+    kwargs["worker_extra_args"] = extra + ["--resources", f"CPU={threads}"]
+    prologue = list(overrides.get("job_script_prologue",
+                                  queue_conf.get("job-script-prologue") or []))
+    kwargs["job_script_prologue"] = prologue + list(own.get("job-script-prologue") or [])
+    kwargs.update({k: v for k, v in overrides.items()
+                   if k not in ("worker_extra_args", "job_script_prologue")})
+    return kwargs
+
+
+def gpu_options(kind: str, options: dict, threads: int) -> dict:
+    """The job options of a GPU worker: ``options`` (a CPU worker's) with ``GPU=1`` declared
+    beside ``CPU=<threads>`` and the queue's GPU directives (``daskie.cluster.gpu-directives``)
+    added to its job directives.
+
+    Parameters
+    ----------
+    kind : {"slurm", "pbs"}
+    options : dict
+        Keyword arguments of the jobqueue Job class (:func:`job_settings`' output).
+    threads : int
+        The worker's threads (its ``CPU`` resource).
+
+    Returns
+    -------
+    dict
+        A new dict; ``options`` is not changed.
+    """
+    import dask.config
+    import dask_jobqueue  # noqa: F401  (importing it registers the jobqueue.* defaults)
+
+    from daskie import config
+
+    opts = copy.deepcopy(options)
+    args = list(opts.get("worker_extra_args") or [])
+    if "--resources" in args:
+        at = args.index("--resources")
+        args[at:at + 2] = []
+    opts["worker_extra_args"] = args + ["--resources", f"CPU={threads},GPU=1"]
+    directives = opts.get("job_extra_directives")
+    if directives is None:
+        directives = dask.config.get(f"jobqueue.{kind}.job-extra-directives") or []
+    gpu = (config.get("cluster.gpu-directives") or {}).get(kind) or []
+    opts["job_extra_directives"] = list(directives) + list(gpu)
+    return opts
+
+
+@contextlib.contextmanager
+def _jobqueue(kind, size, adapt, wait, overrides):
+    # dask-jobqueue is imported here, not at module level: the rest of daskie never needs it.
+    from distributed import Client
+
+    if kind == "slurm":
+        from dask_jobqueue import SLURMCluster as Cluster
+    else:
+        from dask_jobqueue import PBSCluster as Cluster
+    if shutil.which(Cluster.job_cls.submit_command) is None:
+        raise ClusterError(f"--cluster {kind}: {Cluster.job_cls.submit_command!r} is not on "
+                           f"PATH; run on a login node of the {kind.upper()} cluster")
+    kwargs = job_settings(kind, size, overrides)
+    try:
+        cluster = Cluster(**kwargs)
+    except ValueError as exc:  # jobqueue's own checks (cores/memory missing, bad values)
+        raise SpecError(f"jobqueue.{kind}: {exc}") from exc
+    with cluster, Client(cluster) as client:
+        threads = int(kwargs.get("cores") or cluster.new_spec["options"].get("cores") or 1)
+        # GPU jobs are put into the spec before scale() adds the CPU ones: scaling down pops
+        # the newest entries, so CPU workers go first and the GPU ones stay.
+        for k in range(size.gpus):
+            spec = {**cluster.new_spec,
+                    "options": gpu_options(kind, cluster.new_spec["options"], threads)}
+            cluster.worker_spec[f"{cluster._name}-gpu-{k}"] = spec
+        if adapt is not None:
+            cluster.adapt(minimum=adapt[0], maximum=adapt[1])
+            need = adapt[0]
+        else:
+            cluster.scale(size.workers)
+            need = size.workers
+        _wait_for(client, cluster, kind, need, wait)
+        yield client
+
+
+def _wait_for(client, cluster, kind, n, timeout):
+    try:
+        client.wait_for_workers(n, timeout=timeout)
+    except TimeoutError:
+        have = len(client.scheduler_info(n_workers=-1)["workers"])
+        queue = cluster.new_spec["options"].get("queue") or "the default queue"
+        ids = [j.job_id for j in cluster.workers.values() if getattr(j, "job_id", None)]
+        pending = _queue_listing(kind, ids)
+        raise QueueTimeout(
+            f"{kind} queue {queue!r} started {have} of {n} workers in {timeout:g} s "
+            f"(setting daskie.cluster.wait-timeout); its jobs (cancelled now):\n{pending}",
+            queue, pending) from None
+
+
+def _queue_listing(kind, job_ids) -> str:
+    """What the queue says about ``job_ids`` (its own command's output), or why not."""
+    cmd = list(_STATUS[kind])
+    if kind == "slurm":
+        cmd.append(",".join(job_ids) if job_ids else "0")
+    else:
+        cmd += job_ids
+    if not job_ids:
+        return "(no job was accepted by the queue)"
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"({' '.join(cmd[:1])} failed: {exc})"
+    text = (out.stdout or out.stderr).strip()
+    return text or f"(jobs {', '.join(job_ids)} are no longer listed by {cmd[0]})"
+
+
+@contextlib.contextmanager
+def _connect(address, size, wait):
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=wait)
+    except OSError as exc:
+        raise ClusterError(f"no Dask scheduler answered at {address} within {wait:g} s: "
+                           f"{exc}") from None
+    with client:
+        if size is not None:
+            try:
+                client.wait_for_workers(size.workers, timeout=wait)
+            except TimeoutError:
+                info = client.scheduler_info(n_workers=-1)["workers"]
+                raise ClusterError(f"the scheduler at {address} has {len(info)} of "
+                                   f"{size.workers} workers after {wait:g} s") from None
+        if size is not None and size.gpus:
+            info = client.scheduler_info(n_workers=-1)["workers"].values()
+            gpu = sum((w.get("resources") or {}).get("GPU", 0) >= 1 for w in info)
+            if gpu < size.gpus:
+                raise ClusterError(f"the scheduler at {address} has {gpu} workers with "
+                                   f"resource GPU, {size.gpus} are needed: start them with "
+                                   f"dask worker {address} --resources GPU=1")
+        yield client
