@@ -128,6 +128,18 @@ def _v_bifurcation(name):
                    description="u = x + 1/2 Int_0^1 x t u^2 dt: u = (4 -+ 2 sqrt 2) x")
 
 
+@_entry("v-near-fold", "after Wazwaz 2011, ch. 4 (bifurcation of u = f + lam Int x t u^2): "
+        "lam = 0.96, just below the fold at lam = 1, where the two branches are close",
+        ["fredholm", "nonlinear", "1d", "several-solutions"])
+def _v_near_fold(name):
+    # u = a x with a = 1 + 0.24 a^2: a = 5/3 (f / alpha's branch) or a = 5/2
+    return Problem(domain=U1, name=name, f=lambda p: _x(p),
+                   terms=(IntegralTerm(lambda p, t: _x(p) * _x(t), lam=0.96,
+                                       nonlinearity=Nonlinearity.power(2)),),
+                   exact=lambda p: 5.0 / 3.0 * _x(p),
+                   description="u = x + 0.96 Int_0^1 x t u^2 dt: u = 5x/3 or 5x/2")
+
+
 @_entry("v-green", "after Kress, Linear Integral Equations (Springer, 3rd ed. 2014), sec. 1 "
         "(Green's function min(x,t)(1 - max(x,t)) of -u'' with Dirichlet ends); "
         "Atkinson 1997 sec. 4.2 (Nystrom for kernels with a derivative jump)",

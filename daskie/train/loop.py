@@ -125,7 +125,7 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
             state.stage, state.stage_epoch, state.opt_state = state.stage + 1, 0, None
             if state.stage >= len(stages):
                 state.done = "stalled"
-        elif opt.stop is not None:
+        elif getattr(opt, "stop", None) is not None:
             why = _converged(opt.stop, state, loss)
             if why is not None:
                 rec["stopped_by"] = why

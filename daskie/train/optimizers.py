@@ -82,7 +82,7 @@ class Stopping:
     """
 
     max_steps: int = 2000
-    max_wall_s: float | None = 90.0
+    max_wall_s: float | None = 80.0
     window: int = 50
     min_decrease: float = 0.1
     floor: float | None = None

@@ -61,7 +61,7 @@ def fit_objective(objective, target):
 
 
 def fit_to(objective, target, theta, *, steps: int = 300, rel_tol: float = 1e-12,
-           max_wall_s: float = 15.0):
+           max_wall_s: float = 10.0):
     """Parameters of ``objective`` with the solution network fitted to ``target`` (a numpy
     callable), starting from ``theta``; the other sub-models keep their values.
 
