@@ -36,7 +36,7 @@ PAPER = {"E1": 2.96e-9, "E2": 1.27e-7, "E3": 9.21e-9, "E4": 1.02e-8, "abel": 3.2
 
 
 def formulation(name: str, problem: str):
-    """The benchmark's configuration of each formulation (DESIGN.md section 6)."""
+    """The benchmark's configuration of each formulation (docs/architecture.md, measured facts)."""
     from daskie import MLP, OrderReduction, QuadratureCollocation
 
     if name == "quadrature":

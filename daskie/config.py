@@ -100,6 +100,7 @@ _CHECKS = {
     "optimizer": _choice("lm", "adam", "adam+lbfgs"),
     "seed": _count,
     "target-loss": _number,
+    "check": _flag,
     "collective-timeout": _seconds,
     "retries": _count,
     "store.overwrite": _flag,

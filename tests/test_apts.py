@@ -19,6 +19,9 @@ from daskie.train.objective import Layout
 from daskie.train.trust_region import (RadiusRule, SR1Memory, TrustRegion, _solve_eigen,
                                        solve_dense, steihaug_cg)
 
+# the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
+pytestmark = pytest.mark.usefixtures("runtime_numbers")
+
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
 

@@ -13,6 +13,9 @@ from daskie.collectives import METHODS, Group, GroupError, free_port, local_grou
 from daskie.runtime import DaskExecutor, Groups, run_group
 from daskie.errors import PlanError, SpecError
 
+# the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
+pytestmark = pytest.mark.usefixtures("runtime_numbers")
+
 
 def _inputs(n, size, dtype, seed=0):
     return [torch.randn(size, dtype=dtype, generator=torch.Generator().manual_seed(seed + r))

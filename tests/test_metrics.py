@@ -14,6 +14,9 @@ from daskie.metrics import (artp, computational_efficiency, group_times, run_met
                             speedup_efficiency, speedup_ratio, time_to_target)
 from daskie.store import history_to_dataset, records_from_dataset
 
+# the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
+pytestmark = pytest.mark.usefixtures("runtime_numbers")
+
 
 # --- Eq 4.1: SR, SE, CE -------------------------------------------------------------------
 def test_speedup_ratio_and_efficiency():

@@ -14,6 +14,9 @@ from daskie.strategies import CEPTF, GradientDescent, Monolithic, ParaFlow, Para
 from daskie.train.module import ModelLoss, ModuleObjective
 from daskie.train.objective import Layout
 
+# the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
+pytestmark = pytest.mark.usefixtures("runtime_numbers")
+
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
 

@@ -12,6 +12,9 @@ from daskie.runtime.profiler import PROFILE_FIELDS, WindowProfiler
 from daskie.train.loop import TrainState, advance
 from daskie.train.objective import Objective
 
+# the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
+pytestmark = pytest.mark.usefixtures("runtime_numbers")
+
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
 

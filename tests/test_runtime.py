@@ -22,6 +22,9 @@ from daskie.train import LBFGS, Objective, TrainState, advance
 from daskie.plan import balanced_pieces, evaluation_cost
 from daskie.train.collective import PartitionedObjective, ShardedObjective
 
+# the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
+pytestmark = pytest.mark.usefixtures("runtime_numbers")
+
 SMALL_OR = OrderReduction(net=MLP(hidden=(10, 10)), points=96, aux_points=128)
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(12, 12)), points=160)
 

@@ -9,10 +9,13 @@ import pytest
 import xarray as xr
 
 import daskie
-from daskie import (CEPTF, BlockCoordinate, MLP, Adam, DataParallel, LevenbergMarquardt, Monolithic, OrderReduction,
-                    QuadratureCollocation)
+from daskie import (APTS, CEPTF, MLP, Adam, BlockCoordinate, DataParallel, LevenbergMarquardt,
+                    Monolithic, OrderReduction, ParaFlowS, QuadratureCollocation)
 from daskie.errors import PlanError, SpecError, StoreExistsError, TrainingDiverged
 from daskie.store import RunStore
+
+# the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
+pytestmark = pytest.mark.usefixtures("runtime_numbers")
 
 SMALL_OR = OrderReduction(net=MLP(hidden=(8, 8)), points=64, aux_points=64, test_points=200)
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
@@ -97,11 +100,22 @@ def test_existing_store_needs_overwrite(client, tmp_path):
     assert again.attrs["epochs"] == 2
 
 
-@pytest.mark.parametrize("strategy", [Monolithic(window=3), DataParallel(shards=2, window=3)],
-                         ids=["monolithic", "data-parallel"])
-def test_stopped_and_resumed_equals_uninterrupted(client, tmp_path, strategy):
-    kw = dict(formulation=SMALL_Q, optimizer=LevenbergMarquardt(steps=12),
-              strategy=strategy, client=client)
+RESUMABLE = {  # every strategy, each with a formulation it can train: (strategy, formulation, opt)
+    "monolithic": (Monolithic(window=3), SMALL_Q, LevenbergMarquardt(steps=12)),
+    "data-parallel": (DataParallel(shards=2, window=3), SMALL_Q, LevenbergMarquardt(steps=12)),
+    "ceptf": (CEPTF(window=3), SMALL_OR, LevenbergMarquardt(steps=12, scaling="levenberg")),
+    "block-jacobi": (BlockCoordinate(window=3, order="jacobi", polish=2), SMALL_OR,
+                     LevenbergMarquardt(steps=12, scaling="levenberg")),
+    "paraflows": (ParaFlowS(eta=0.05, checkpoint_every=2, windows=8), SMALL_Q,
+                  LevenbergMarquardt(steps=1)),
+    "apts": (APTS(subdomains=2, epochs=8, checkpoint_every=2), SMALL_Q, LevenbergMarquardt(steps=1)),
+}
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
+def test_stopped_and_resumed_equals_uninterrupted(client, tmp_path, name):
+    strategy, formulation, optimizer = RESUMABLE[name]
+    kw = dict(formulation=formulation, optimizer=optimizer, strategy=strategy, client=client)
     whole = daskie.solve("nvolterra1d", store=tmp_path / "whole.zarr", **kw)
 
     def stop_after_second(k, summary):
@@ -114,11 +128,12 @@ def test_stopped_and_resumed_equals_uninterrupted(client, tmp_path, strategy):
     assert RunStore(path, mode="a").latest_checkpoint().window == 1
     resumed = daskie.solve("nvolterra1d", store=path, resume=True, **kw)
     np.testing.assert_array_equal(resumed.mu.values, whole.mu.values)
-    assert resumed.attrs["epochs"] == whole.attrs["epochs"] == 12
+    assert resumed.attrs["epochs"] == whole.attrs["epochs"] > 0
     # the history holds every window exactly once
+    n = int((whole.history_kind.values == "window").sum())
     windows = xr.open_zarr(path).history_window.values
     joint = xr.open_zarr(path).history_kind.values == "window"
-    assert sorted(windows[joint].astype(int)) == [0, 1, 2, 3]
+    assert n >= 3 and sorted(windows[joint].astype(int)) == list(range(n))
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(client, tmp_path):

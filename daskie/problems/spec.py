@@ -1,4 +1,4 @@
-"""The integral-equation specification (DESIGN.md section 1).
+"""The integral-equation specification (docs/architecture.md: the problem form).
 
     alpha(X) mu(X) = f(X) + sum_i lam_i * Int_{a_i}^{b_i(X)} K_i(X, T) M_i(mu(T)) dT,  X in Omega
 

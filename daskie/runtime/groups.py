@@ -100,11 +100,18 @@ def group_workers(executor, size: int, workers=None) -> list[str]:
             raise PlanError(f"workers {missing} are not in the cluster")
         pool = list(workers)
     else:
-        pool = sorted(info, key=lambda a: (str(info[a].get("name", a)), a))
+        # idle workers first: after a failure a cancelled rank may still hold its worker's
+        # thread until its collective times out, and a rank placed behind it would make its
+        # peers time out in turn (the numbers do not depend on the placement)
+        pool = sorted(info, key=lambda a: (_executing(info[a]), str(info[a].get("name", a)), a))
     if len(pool) < size:
         raise PlanError(f"a group of {size} ranks needs {size} workers (one rank per worker), "
                         f"the cluster has {len(pool)}")
     return pool[:size]
+
+
+def _executing(info) -> int:
+    return int(((info.get("metrics") or {}).get("task_counts") or {}).get("executing", 0))
 
 
 def pick_workers(executor, n_ranks: int, resources=None) -> list[str]:
@@ -112,7 +119,7 @@ def pick_workers(executor, n_ranks: int, resources=None) -> list[str]:
     if not resources or all(r in (None, "CPU") for r in resources):
         return group_workers(executor, n_ranks)
     info = executor.workers()
-    free = sorted(info)
+    free = sorted(info, key=lambda a: (_executing(info[a]), a))
     chosen: list = [None] * n_ranks
     for r, tag in enumerate(resources):  # tagged ranks first: they have fewer candidates
         if tag not in (None, "CPU"):

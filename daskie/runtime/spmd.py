@@ -59,6 +59,10 @@ class RankWork:
     pieces : list, optional
         ``"model"``: each rank's row ranges of every evaluation (balanced placement; computed
         once on the client from the Plan, read by the ranks).
+    local_grads : bool
+        ``"model"`` with whole sub-models and an element-wise optimizer (Adam): no gradient
+        all-reduce per step; each rank updates its own parameters and the window's state is
+        assembled from every parameter's owner (:func:`assemble`).
     """
 
     kind: str
@@ -66,6 +70,7 @@ class RankWork:
     shards: int = 1
     lm_split: str = "rows"
     pieces: list | None = None
+    local_grads: bool = False
 
     def objective(self, ctx, group):
         """This rank's objective and a label of what it evaluates."""
@@ -83,7 +88,8 @@ class RankWork:
             # the sub-models this rank evaluates (a boundary one in part)
             names = dict.fromkeys(local.disc.evaluations[k].submodel for k, _, _ in self.pieces[r])
             return obj, "+".join(names) or "-"
-        obj = PartitionedObjective(local, group, self.owners, self.shards, rows=rows)
+        obj = PartitionedObjective(local, group, self.owners, self.shards, rows=rows,
+                                   local_grads=self.local_grads)
         label = "+".join(self.owners[r // self.shards]) or "-"
         if self.shards > 1:
             label += f" shard{r % self.shards}/{self.shards}"
@@ -113,6 +119,31 @@ def _rank_window(group, ctx, work: RankWork, state, steps, window):
     if records:
         records[-1]["sync_ops"] = len(group.log)
     return state, records
+
+
+def assemble(states, owners, layout) -> TrainState:
+    """One state from ranks that each updated only their own sub-models' parameters: every
+    tensor the size of the parameter vector (the parameters, an element-wise optimizer's
+    moments) is taken slice by slice from the slice's owner; the rest must agree."""
+    from dataclasses import replace
+
+    n = layout.total
+    spans = [(r, *layout.offsets[name]) for r, own in enumerate(owners) for name in own]
+
+    def merge(values):
+        first = values[0]
+        if isinstance(first, torch.Tensor) and first.shape == (n,):
+            out = first.clone()
+            for r, lo, hi in spans:
+                out[lo:hi] = values[r][lo:hi]
+            return out
+        if isinstance(first, dict):
+            return {key: merge([v[key] for v in values]) for key in first}
+        return first
+
+    return replace(states[0], theta=merge([s.theta for s in states]),
+                   opt_state=merge([s.opt_state for s in states]) if states[0].opt_state else
+                   states[0].opt_state)
 
 
 def run_spmd_windows(executor, ctx, work: RankWork, n_ranks: int, comm, *, window=None,
@@ -251,6 +282,8 @@ class _Windows:
     def check(self, k, results, attempt):
         """The window's state (identical on every rank) and every rank's records."""
         states = [s for s, _ in results]
+        if self.work.local_grads:
+            states = [assemble(states, self.work.owners, objective_for(self.ctx).layout)] * len(states)
         for r, s in enumerate(states[1:], 1):
             if not torch.equal(s.theta, states[0].theta):
                 raise DaskieError(f"window {k}: rank {r} ended with other parameters than "

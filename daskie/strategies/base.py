@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daskie.errors import SpecError, check_int
 
@@ -76,15 +76,17 @@ class Comm:
     compress : str or None
         ``"fp16"``: half-precision all-reduce payloads with error feedback.
     timeout : float
-        Seconds a collective may wait for a peer before the window fails.
+        Seconds a collective may wait for a peer before the window fails (default: the
+        setting ``daskie.collective-timeout``, 120).
     retries : int
-        Times a failed window is run again (fresh group, same input) before giving up.
+        Times a failed window is run again (fresh group, same input) before giving up
+        (default: the setting ``daskie.retries``, 2).
     """
 
     method: str = "gloo"
     compress: str | None = None
-    timeout: float = 120.0
-    retries: int = 2
+    timeout: float = field(default_factory=lambda: _setting("collective-timeout"))
+    retries: int = field(default_factory=lambda: _setting("retries"))
 
     def __post_init__(self):
         from daskie.collectives import METHODS
@@ -97,6 +99,12 @@ class Comm:
             raise SpecError(f"Comm.method must be one of {METHODS}, got {self.method!r}")
         if self.compress not in (None, "fp16"):
             raise SpecError(f"Comm.compress must be None or 'fp16', got {self.compress!r}")
+
+
+def _setting(key):
+    from daskie import config
+
+    return config.get(key)
 
 
 def check_comm(owner: str, comm) -> None:

@@ -3,7 +3,7 @@ jointly (seed 000 Algorithm 2)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daskie.errors import SpecError, check_int
 from daskie.strategies.base import Balanced, Comm, Strategy, Whole, check_comm
@@ -46,7 +46,7 @@ class CEPTF(Strategy):
     window: int | None = 50
     shards: int = 1
     placement: Balanced | Whole = Balanced()
-    comm: Comm = Comm()
+    comm: Comm = field(default_factory=Comm)
 
     runner = "spmd"
 
@@ -91,8 +91,11 @@ class CEPTF(Strategy):
                 any(isinstance(s, LevenbergMarquardt) for s in ctx.optimizer.stages()):
             raise SpecError("CEPTF.shards > 1 with Levenberg-Marquardt needs lm_split='rows' "
                             "(the column split gathers whole Jacobian columns per group)")
+        # Whole sub-models and an element-wise optimizer: no gradient exchange per step
+        local = (not plan.pieces and self.shards == 1
+                 and all(getattr(s, "elementwise", False) for s in ctx.optimizer.stages()))
         work = RankWork("model", tuple(groups), self.shards, self.lm_split,
-                        list(plan.pieces) if plan.pieces else None)
+                        list(plan.pieces) if plan.pieces else None, local_grads=local)
         replan = None
         if isinstance(self.placement, Whole) and self.placement.rebalance:
             replan = _Repacker(self, plan, work)

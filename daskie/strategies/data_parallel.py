@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daskie.errors import check_int
 from daskie.strategies.base import Comm, Strategy, check_comm
@@ -35,7 +35,7 @@ class DataParallel(Strategy):
 
     shards: int | None = None
     window: int | None = 50
-    comm: Comm = Comm()
+    comm: Comm = field(default_factory=Comm)
 
     runner = "spmd"
 

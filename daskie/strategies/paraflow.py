@@ -92,8 +92,8 @@ class ParaFlow(_GradientFlowStrategy):
 
     The ``n_coarse`` fine propagations of a window are Dask futures started from the coarse
     predictions and run on the workers round-robin; the coarse correction is a chain of
-    tasks; the iterate of least loss starts the next window. Without a client the same
-    functions run in this process (same numbers).
+    tasks; the iterate of least loss starts the next window. The same
+    functions run in this process without a cluster (same numbers).
 
     Parameters
     ----------

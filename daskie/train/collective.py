@@ -146,9 +146,13 @@ class PartitionedObjective(_Delegate):
         normal equations are then unavailable.
     """
 
-    def __init__(self, local, group, owners, shards: int = 1, rows=None, pieces=None):
+    def __init__(self, local, group, owners, shards: int = 1, rows=None, pieces=None,
+                 local_grads: bool = False):
         super().__init__(local, group)
         self.rows = rows
+        if local_grads and (pieces is not None or shards != 1):
+            raise ValueError("local_grads needs whole sub-models per rank (no pieces, shards=1)")
+        self.local_grads = bool(local_grads)
         names = [n for own in owners for n in own]
         if sorted(names) != sorted(local.layout.names):
             raise ValueError(f"owners {owners} must cover the sub-models {local.layout.names} "
@@ -237,13 +241,20 @@ class PartitionedObjective(_Delegate):
         return self.local.residuals_from_values(self.values(theta))
 
     def value_and_grad(self, theta):
-        """Joint ``(loss, gradient)``: own slice by autograd, then one all-reduce."""
+        """Joint ``(loss, gradient)``: own slice by autograd, then one all-reduce.
+
+        With ``local_grads`` (whole sub-models per rank, an element-wise optimizer) the
+        all-reduce is skipped: the gradient is exact on this rank's own parameters and zero
+        elsewhere, and each rank updates only its own; the runner takes every parameter from
+        its owner at the end of the window.
+        """
         th = theta.detach().requires_grad_(True)
         r = self.local.residuals_from_values(self.values(th))
         loss = r @ r
         g = torch.autograd.grad(loss, th)[0] if loss.requires_grad else torch.zeros_like(th)
         g = g.contiguous()
-        self.group.allreduce(g, key="grad")
+        if not self.local_grads:
+            self.group.allreduce(g, key="grad")
         return float(loss.detach()), g
 
     def normal_equations(self, theta):

@@ -1,0 +1,106 @@
+"""The package's shape: layering rules that keep the numerical core free of Dask and zarr,
+an import graph without circles, and an ``import daskie`` that does no work."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "daskie"
+CORE = ("problems", "formulations", "nn", "train", "plan", "reference")
+FORBIDDEN = ("dask", "distributed", "zarr", "bokeh", "xarray")
+
+
+def _module(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every module ``path`` imports (at any depth of the file, lazy imports included)."""
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+MODULES = {_module(p): p for p in ROOT.rglob("*.py")}
+
+
+@pytest.mark.parametrize("package", CORE)
+def test_core_packages_import_no_dask_zarr_or_bokeh(package):
+    for name, path in MODULES.items():
+        if name == f"daskie.{package}" or name.startswith(f"daskie.{package}."):
+            bad = {m for m in _imports(path) if m.split(".")[0] in FORBIDDEN}
+            assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_only_the_store_imports_zarr():
+    for name, path in MODULES.items():
+        if not name.startswith("daskie.store"):
+            assert not {m for m in _imports(path) if m.split(".")[0] == "zarr"}, name
+
+
+def test_the_import_graph_has_no_circle():
+    # module-level imports only: those run at import time and can form a circle
+    graph = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        deps = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("daskie"):
+                deps |= {m for m in (node.module, *[f"{node.module}.{a.name}" for a in node.names])
+                         if m in MODULES}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in MODULES}
+        # a package's own __init__ importing its submodules is not a circle through it
+        graph[name] = {d for d in deps if d != name}
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for dep in graph.get(node, ()):
+            if dep.startswith(node + "."):
+                continue  # a package importing its own submodule
+            if state.get(dep) == "open":
+                raise AssertionError("import circle: " + " -> ".join([*stack, node, dep]))
+            if dep not in state:
+                visit(dep, [*stack, node])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_strategies_hold_specs_only():
+    # execution lives in daskie.runtime: no strategy module submits, gathers or scatters
+    for name, path in MODULES.items():
+        if name.startswith("daskie.strategies"):
+            text = path.read_text()
+            for word in (".submit(", ".gather(", ".scatter(", "client"):
+                assert word not in text, f"{name} mentions {word!r}"
+            assert len(text.splitlines()) < 400, f"{name} is not a small spec module"
+
+
+def test_no_module_below_the_entry_points_compares_client_to_a_string():
+    entry = {"daskie.api", "daskie.fit", "daskie.cli", "daskie.runtime.executor"}
+    for name, path in MODULES.items():
+        if name not in entry:
+            assert '== "sync"' not in path.read_text() and "!= \"sync\"" not in path.read_text(), name
+
+
+def test_import_daskie_starts_nothing_and_imports_no_torch_or_dask():
+    code = ("import sys, daskie; heavy = [m for m in ('torch', 'dask', 'distributed', 'zarr', "
+            "'bokeh', 'xarray') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
