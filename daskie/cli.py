@@ -15,6 +15,7 @@ is a terminal, one line per window otherwise (logs, pipes), nothing under ``--js
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -66,6 +67,22 @@ def _nonnegative_float(text: str) -> float:
     if not value >= 0 or not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonnegative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a number > 0, got 0")
+    return value
+
+
+def _cluster(text: str) -> str:
+    from daskie.cluster import KINDS, is_address
+
+    if text in KINDS or is_address(text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be {', '.join(KINDS)} or a scheduler address "
+                                     f"such as tcp://host:8786, got {text!r}")
 
 
 def _formulation(name: str, args):
@@ -130,8 +147,37 @@ def _cmd_plan(args) -> int:
     check_int("--points", args.points, allow_none=True)
     disc = _formulation(args.formulation, args).discretize(problem, seed=args.seed)
     plan = make_plan(disc, workers=args.workers, gpus=args.gpus)
-    print(plan.to_json() if args.json else plan.describe())
+    if not args.predict:
+        print(plan.to_json() if args.json else plan.describe())
+        return 0
+    predictions = _predictions(plan, args.gpu_speed)
+    if args.json:
+        print(json.dumps({"plan": plan.to_dict(), "predictions": predictions}, indent=2))
+        return 0
+    print(plan.describe())
+    for p in predictions:
+        print(p["text"])
     return 0
+
+
+def _predictions(plan, gpu_speed: float) -> list:
+    """The scaling model's CEPTF steps for ``plan`` on seed 000's network (1 GbE, 0.3 ms):
+    one rank per group, and, when the plan has more workers, every worker a rank
+    (``CEPTF(shards=workers // N_sub)``). Step costs from the plan's flops at this host's
+    measured rate; the GPU speed is the user's assumption (``--gpu-speed``)."""
+    from daskie.plan import scaling
+
+    costs = scaling.StepCosts.from_plan(plan, scaling.REPLICATED_FRACTION)
+    shards = max(1, plan.workers // plan.n_sub)
+    out = []
+    for ranks in sorted({plan.n_sub, plan.n_sub * shards}):
+        p = scaling.predict(plan, costs, scaling.GIGABIT, ranks=ranks, gpus=min(plan.gpus, ranks),
+                            gpu_speed=gpu_speed, balance="speed")
+        out.append({"ranks": p.ranks, "gpus": p.gpus, "step_s": p.step_s,
+                    "compute_s": p.compute_s, "gather_s": p.gather_s, "reduce_s": p.reduce_s,
+                    "seq_step_s": p.seq_step_s, "sr": p.sr, "assumptions": p.assumptions,
+                    "text": p.describe()})
+    return out
 
 
 def _progress_printer(stream):
@@ -252,10 +298,16 @@ def _cmd_solve(args) -> int:
             header.show()
             shown(rec)
     try:
-        ds = solve(args.name, formulation=formulation, strategy=strategy,
-                   optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
-                   overwrite=args.overwrite, workers=args.workers, target_loss=args.target_loss,
-                   progress=progress)
+        with contextlib.ExitStack() as stack:
+            client = None
+            if args.cluster:  # local, slurm, pbs or an address: daskie.cluster.make_cluster
+                from daskie.cluster import make_cluster
+
+                client = stack.enter_context(make_cluster(args.cluster, workers=args.workers))
+            ds = solve(args.name, formulation=formulation, strategy=strategy,
+                       optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
+                       overwrite=args.overwrite, workers=args.workers,
+                       target_loss=args.target_loss, progress=progress, client=client)
     finally:
         if bar is not None:
             bar.close()
@@ -322,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "F_{i,m} that CEPTF spreads over workers)")
     pl.add_argument("--gpus", type=_int_at_least(0), default=0,
                     help="GPUs in the cluster: the heaviest sub-models are tagged GPU")
+    pl.add_argument("--predict", action="store_true",
+                    help="also print the scaling model's CEPTF step time and SR for this "
+                         "cluster (daskie.plan.scaling; 1 GbE, 0.3 ms latency)")
+    pl.add_argument("--gpu-speed", type=_positive_float, default=5.0,
+                    help="assumed speed of one GPU relative to one CPU core, for --predict")
     pl.set_defaults(func=_cmd_plan)
 
     so = sub.add_parser("solve", help="train a neural solver on an embedded LocalCluster",
@@ -353,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace an existing --store, once this run has a checkpoint "
                          "(setting daskie.store.overwrite)")
     so.add_argument("--quiet", action="store_true", help="no progress output")
+    so.add_argument("--cluster", type=_cluster, metavar="local|slurm|pbs|ADDRESS",
+                    help="where to run: daskie's embedded cluster (default), a SLURM or PBS "
+                         "queue through dask-jobqueue (job settings from the jobqueue.* "
+                         "config), or a running scheduler's address")
     so.set_defaults(func=_cmd_solve)
 
     rp = sub.add_parser("report", formatter_class=_Help,

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 from daskie.errors import DaskieError, SpecError
 
-__all__ = ["ClusterError", "QueueTimeout", "Size", "gpu_options", "job_settings", "make_cluster",
-           "size_for"]
+__all__ = ["ClusterError", "QueueTimeout", "Size", "gpu_options", "is_address", "job_settings",
+           "make_cluster", "size_for"]
 
 #: Kinds of cluster :func:`make_cluster` starts itself (anything else must be an address).
 KINDS = ("local", "slurm", "pbs")
@@ -44,6 +44,11 @@ _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://
 # How each queue lists jobs: the command and the job-id option (ids comma-joined for SLURM).
 _STATUS = {"slurm": ("squeue", "--noheader", "-o", "%i %P %j %T %r %M", "-j"),
            "pbs": ("qstat", "-w")}
+
+
+def is_address(text) -> bool:
+    """Whether ``text`` names a scheduler address (``tcp://host:port`` and the like)."""
+    return isinstance(text, str) and text.startswith(_ADDRESS_PREFIXES) and len(text) > 6
 
 
 class ClusterError(DaskieError, RuntimeError):
@@ -166,7 +171,7 @@ def make_cluster(kind: str, *, workers=None, gpus: int = 0, plan=None, adapt=Non
     >>> with make_cluster("slurm", workers=2, gpus=1, interface="lo") as client:  # doctest: +SKIP
     ...     ds = daskie.solve("E1", client=client)
     """
-    if not isinstance(kind, str) or not (kind in KINDS or kind.startswith(_ADDRESS_PREFIXES)):
+    if not (kind in KINDS or is_address(kind)):
         raise SpecError(f"cluster must be one of {', '.join(KINDS)} or a scheduler address "
                         f"such as 'tcp://host:8786', got {kind!r}")
     size = size_for(workers, gpus, plan)

@@ -138,3 +138,14 @@ def _job_script(kind, kwargs):
     cls = SLURMJob if kind == "slurm" else PBSJob
     opts = {k: v for k, v in kwargs.items() if k != "scheduler_options"}
     return cls(scheduler="tcp://127.0.0.1:8786", name="w0", **opts).job_script()
+
+
+def test_the_cli_refuses_an_unknown_cluster_in_one_line(capsys):
+    from daskie.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["solve", "E1", "--cluster", "kubernetes"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--cluster: must be local, slurm, pbs or a scheduler address" in err
+    assert len(err.strip().splitlines()) == 1
