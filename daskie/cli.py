@@ -191,16 +191,22 @@ def _progress_printer(stream):
 
 class _Header:
     """The ``daskie: solving ...`` line, printed once the run has started (its first log
-    line or progress record), so that an error found before that is the only line shown."""
+    line or progress record), so that an error found before that is the only line shown.
 
-    def __init__(self, text: str, stream):
-        self.text, self.stream, self.shown = text, stream, False
+    ``on_show`` is called at that moment too (also when ``quiet`` prints nothing)."""
+
+    def __init__(self, text: str, stream, quiet: bool = False):
+        self.text, self.stream, self.shown, self.quiet = text, stream, False, quiet
+        self.on_show = None
 
     def show(self):
         if not self.shown:
             self.shown = True
-            self.stream.write(self.text + "\n")
-            self.stream.flush()
+            if not self.quiet:
+                self.stream.write(self.text + "\n")
+                self.stream.flush()
+            if self.on_show is not None:
+                self.on_show()
 
 
 class _HeaderFirst(logging.StreamHandler):
@@ -210,7 +216,8 @@ class _HeaderFirst(logging.StreamHandler):
 
     def emit(self, record):
         self.header.show()
-        super().emit(record)
+        if not self.header.quiet:
+            super().emit(record)
 
 
 def _show_dashboard_link(stream, header=None):
@@ -281,22 +288,31 @@ def _cmd_solve(args) -> int:
     formulation = _formulation(args.formulation, args)
     strategy = _strategy(args.strategy, args.window)
     optimizer = _optimizer(args.optimizer, args.steps, formulation)
-    progress, bar = None, None
+    bar, shown = None, None
+    header = _Header(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, "
+                     f"{args.optimizer}) on {args.workers} worker(s)", sys.stderr, quiet=quiet)
+    _show_dashboard_link(sys.stderr, header)
     if not quiet:
-        header = _Header(f"daskie: solving {args.name} ({args.formulation}, {args.strategy}, "
-                         f"{args.optimizer}) on {args.workers} worker(s)", sys.stderr)
-        _show_dashboard_link(sys.stderr, header)
         if sys.stderr.isatty():
             from daskie.dashboard.progress import ProgressBar
 
-            shown = ProgressBar(optimizer.steps + strategy.polish_steps(), sys.stderr)
-            bar = shown
+            shown = bar = ProgressBar(optimizer.steps + strategy.polish_steps(), sys.stderr)
         else:
             shown = _progress_printer(sys.stderr)
 
-        def progress(rec, shown=shown):
-            header.show()
+    def progress(rec):
+        header.show()
+        if shown is not None:
             shown(rec)
+
+    # The embedded cluster's worker processes inherit an ignored SIGINT, so that a Ctrl-C in
+    # the terminal (sent to the whole process group) reaches only this process, which shuts
+    # the cluster down; without it every worker prints its own KeyboardInterrupt traceback.
+    # This process takes Ctrl-C again as soon as the run has started (header.show()).
+    ignoring = threading_main() and signal.getsignal(signal.SIGINT) is _on_sigint
+    if ignoring:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        header.on_show = lambda: signal.signal(signal.SIGINT, _on_sigint)
     try:
         with contextlib.ExitStack() as stack:
             client = None
@@ -309,6 +325,8 @@ def _cmd_solve(args) -> int:
                        overwrite=args.overwrite, workers=args.workers,
                        target_loss=args.target_loss, progress=progress, client=client)
     finally:
+        if ignoring and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, _on_sigint)
         if bar is not None:
             bar.close()
     return _print_summary(ds.attrs, args)
