@@ -455,7 +455,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
           seed: int = 0, target_loss: float = 1e-14, resume: bool = False, overwrite: bool = False,
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
           progress=None, on_window=None, grid: int | None = None, init: str = "auto",
-          restarts: int = 1, check: bool = True):
+          restarts: int = 1, check: bool | None = None):
     """Solve an integral equation with a neural network, training as a Dask graph.
 
     Parameters
@@ -513,6 +513,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         ``discrepancy`` and ``warnings`` to the summary, raising
         :class:`~daskie.errors.DiscrepancyWarning` when the answer differs from the
         reference by more than 1e-6 (relative RMS).
+        Default: the setting ``daskie.check`` (true).
 
     Returns
     -------
@@ -541,6 +542,10 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     if init not in INITS:
         raise SpecError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
     check_int("restarts", restarts)
+    if check is None:
+        from daskie import config
+
+        check = config.get("check")
     run.init, run.restarts, run.check = init, int(restarts), bool(check)
     run = _prepare(run, workers, gpus, threads, eval_every)
     run_store = _open(run, store, resume, overwrite)
@@ -558,7 +563,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
                     workers, config.get("threads-per-worker"), gpus,
                     dashboard_address=config.get("dashboard-address")))
             executor = as_executor(client)
-            executor.check_resources(run.plan)
+            run.plan = executor.fit_plan(run.plan)
             live = None
             if isinstance(executor, DaskExecutor):  # the live page; its link is logged
                 from daskie.dashboard.plugin import LiveRun

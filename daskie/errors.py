@@ -2,7 +2,7 @@
 
 from numbers import Integral
 
-__all__ = ["DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "StoreMissingError",
+__all__ = ["PlanWarning", "DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "StoreMissingError",
            "PlanError", "CheckpointError", "StorePathError", "UnsafeStoreError", "check_int"]
 
 
@@ -25,6 +25,10 @@ class TrainingDiverged(DaskieError, FloatingPointError):
 class DiscrepancyWarning(UserWarning):
     """The neural answer differs from the classical reference by more than the tolerance
     (or lies on another solution of a nonlinear equation); the message gives both errors."""
+
+
+class PlanWarning(UserWarning):
+    """The Plan was adapted to the cluster at hand (e.g. GPU groups placed on CPU workers)."""
 
 
 class StoreExistsError(DaskieError, FileExistsError):

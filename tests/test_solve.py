@@ -11,7 +11,7 @@ import xarray as xr
 import daskie
 from daskie import (APTS, CEPTF, MLP, Adam, BlockCoordinate, DataParallel, LevenbergMarquardt,
                     Monolithic, OrderReduction, ParaFlowS, QuadratureCollocation)
-from daskie.errors import PlanError, SpecError, StoreExistsError, TrainingDiverged
+from daskie.errors import PlanError, PlanWarning, SpecError, StoreExistsError, TrainingDiverged
 from daskie.store import RunStore
 
 # the runtime's numbers on short trainings (tests/conftest.py: runtime_numbers)
@@ -146,10 +146,28 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(client, tmp_path):
     assert ckpt.window == 1 and bool(ckpt.outputs[0]["params"]["mu"].isfinite().all())
 
 
-def test_plan_needing_a_gpu_fails_fast(client):
-    with pytest.raises(PlanError, match="GPU"):
-        daskie.solve("E1", formulation=SMALL_OR, strategy=CEPTF(window=2),
-                     optimizer=LevenbergMarquardt(steps=2), client=client, gpus=1)
+@pytest.mark.parametrize("strategy", [CEPTF(window=2), BlockCoordinate(window=2)],
+                         ids=["spmd", "window-graph"])
+def test_a_gpu_plan_on_a_cluster_without_gpus_runs_on_cpu_with_a_warning(client, strategy):
+    kw = dict(formulation=SMALL_OR, strategy=strategy, optimizer=LevenbergMarquardt(steps=2),
+              client=client)
+    cpu = daskie.solve("E1", **kw)
+    with pytest.warns(PlanWarning, match="no worker of .* declares a GPU resource"):
+        gpu = daskie.solve("E1", gpus=1, **kw)
+    np.testing.assert_array_equal(gpu.mu.values, cpu.mu.values)
+
+
+@pytest.mark.parametrize("strategy", [CEPTF(window=2), BlockCoordinate(window=2)],
+                         ids=["spmd", "window-graph"])
+def test_a_gpu_task_on_a_worker_without_cuda_fails_naming_the_worker(strategy):
+    # workers that declare GPU=1 (as the README tells GPU users) but whose torch sees no
+    # CUDA device: the GPU-tagged task fails at once, it does not train on the CPU instead
+    from daskie.api import local_cluster
+
+    with local_cluster(2, gpus=1) as gpu_cluster:
+        with pytest.raises(PlanError, match=r"tagged GPU, but torch sees no CUDA device on worker tcp://"):
+            daskie.solve("E1", formulation=SMALL_OR, strategy=strategy,
+                         optimizer=LevenbergMarquardt(steps=2), client=gpu_cluster, gpus=1)
 
 
 @pytest.mark.parametrize("kwargs, field", [

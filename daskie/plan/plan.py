@@ -33,9 +33,9 @@ class Placement:
     resource : str
         ``"GPU"`` or ``"CPU"``: the worker resource the group's task asks for.
     flops_per_step : float
-        Estimated multiply-adds of one training step of the group: for every evaluation of
-        its sub-models, ``points * net.flops(in_dim) * 3`` (forward plus backward is about
-        three forward passes), doubled for a derivative evaluation.
+        Estimated multiply-adds of one training step of the group: three times (forward plus
+        backward) the sum of :func:`daskie.plan.cost.evaluation_cost` over the evaluations of
+        its sub-models.
     memory_bytes : float
         Estimated training memory of the group: per sub-model ``n_params * 8 * 4`` (float64
         parameters, gradients and two Adam moments) plus ``points * sum(layer widths) * 8 * 3``
@@ -208,6 +208,11 @@ class Plan:
     costs: tuple[SubmodelCost, ...] = ()
     blocks: tuple[ResidualBlock, ...] = ()
     pieces: tuple = ()
+
+    def on_cpu(self) -> "Plan":
+        """This plan with every group on CPU workers (for a cluster without GPUs)."""
+        return replace(self, groups=tuple(replace(g, resource="CPU") for g in self.groups),
+                       gpus=0)
 
     def with_pieces(self, disc, ranks: int) -> "Plan":
         """This plan with its evaluation rows dealt to ``ranks`` ranks by estimated work

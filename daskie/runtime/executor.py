@@ -88,19 +88,39 @@ class Executor(abc.ABC):
             names |= {k for k, v in (info.get("resources") or {}).items() if v >= 1}
         return names
 
-    def check_resources(self, plan) -> set[str]:
-        """The cluster's resource names; :class:`PlanError` when the Plan places a group on a
-        resource no worker declares (such a task would wait forever)."""
+    def fit_plan(self, plan):
+        """The Plan for the resources this cluster really has.
+
+        A Plan with GPU groups on a cluster where no worker declares ``GPU`` is placed on
+        CPU workers, with a :class:`~daskie.errors.PlanWarning` (a task asking for a
+        resource no worker has would wait forever). Any other resource no worker declares
+        is a :class:`PlanError`. In process, this process is the one worker (with a GPU when
+        torch sees CUDA).
+        """
+        if plan is None:
+            return plan
         available = self.resources()
-        if plan is not None and not self.eager:
-            for p in plan.groups:
-                if p.resource != "CPU" and p.resource not in available:
-                    raise PlanError(
-                        f"the plan places group {p.index} ({'+'.join(p.submodels)}) on a "
-                        f"{p.resource} worker, but no worker declares that resource (workers "
-                        f"have: {sorted(available) or 'no resources'}); plan with gpus=0 or "
-                        f"start workers with --resources {p.resource}=1")
-        return available
+        missing = {p.resource for p in plan.groups if p.resource != "CPU"} - available
+        if missing == {"GPU"}:
+            import warnings
+
+            from daskie.errors import PlanWarning
+
+            gpu = [p for p in plan.groups if p.resource == "GPU"]
+            warnings.warn(PlanWarning(
+                f"the plan places {len(gpu)} group(s) ({', '.join('+'.join(p.submodels) for p in gpu)}) "
+                f"on GPU workers, but no worker of {self.address} declares a GPU resource; they "
+                f"run on CPU workers (start GPU workers with --resources GPU=1 to use them)"),
+                stacklevel=3)
+            return plan.on_cpu()
+        for p in plan.groups:
+            if p.resource in missing:
+                raise PlanError(
+                    f"the plan places group {p.index} ({'+'.join(p.submodels)}) on a "
+                    f"{p.resource} worker, but no worker declares that resource (workers "
+                    f"have: {sorted(available) or 'no resources'}); start workers with "
+                    f"--resources {p.resource}=1")
+        return plan
 
     def check_alive(self) -> None:
         """Raise :class:`SchedulerLost` when the cluster is gone (nothing to do in process)."""
@@ -121,6 +141,9 @@ class Executor(abc.ABC):
         return None
 
 
+    address = "this process"
+
+
 class InProcess(Executor):
     """Tasks run in this process, at submission, in order: the serial path whose numbers
     every cluster run is checked against."""
@@ -131,7 +154,10 @@ class InProcess(Executor):
         self._state = WorkerState()
 
     def workers(self):
-        return {"local": {"resources": {}, "name": "local"}}
+        import torch
+
+        gpu = {"GPU": 1} if torch.cuda.is_available() else {}
+        return {"local": {"resources": gpu, "name": "local"}}
 
     def state(self):
         return self._state

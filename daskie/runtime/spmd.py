@@ -31,6 +31,7 @@ from daskie import records as kinds
 from daskie.collectives.group import GroupError
 from daskie.errors import DaskieError, PlanError
 from daskie.runtime.context import WindowOutput, objective_for, torch_threads
+from daskie.runtime.devices import require_device
 from daskie.runtime.executor import LostResult, SchedulerLost
 from daskie.runtime.groups import Groups, pick_workers
 from daskie.runtime.profiler import WindowProfiler
@@ -100,10 +101,12 @@ class RankWork:
         return rank // self.shards if self.kind == "model" else 0
 
 
-def _rank_window(group, ctx, work: RankWork, state, steps, window):
+def _rank_window(group, ctx, work: RankWork, state, steps, window, resource=None):
     """One rank's part of one window (runs inside the rank's task). ``state`` is the
     window's input state, or this rank's output ``(state, records)`` of the previous window
-    (windows submitted ahead)."""
+    (windows submitted ahead); ``resource`` the rank's tag (a ``GPU`` rank on a worker
+    without CUDA fails at once)."""
+    require_device(resource, f"rank {group.rank} of window {window}")
     if isinstance(state, tuple):
         state = state[0]
     with torch_threads(ctx.threads):
@@ -202,7 +205,8 @@ class _Windows:
         return min(self.window or self.total, self.total - epoch)
 
     def args(self, k, inputs, steps):
-        return [(self.ctx, self.work, inputs[r], steps, k) for r in range(self.n)]
+        tags = self.resources or [None] * self.n
+        return [(self.ctx, self.work, inputs[r], steps, k, tags[r]) for r in range(self.n)]
 
     def submit(self, k, inputs, steps, workers):
         return self.groups.submit(_rank_window, self.args(k, inputs, steps), workers=workers,

@@ -22,6 +22,7 @@ from dask import delayed
 
 from daskie import records as kinds
 from daskie.runtime.context import RunContext, WindowOutput, merge_params, objective_for, torch_threads
+from daskie.runtime.devices import require_device
 from daskie.runtime.profiler import WindowProfiler
 from daskie.runtime.state import where
 from daskie.train.loop import TrainState, advance
@@ -51,6 +52,10 @@ class WindowGraph:
     first: list
     make_window: object
     make_polish: object
+
+
+def _tag(plan, g) -> str:
+    return plan.groups[g].resource if plan is not None else "CPU"
 
 
 def _resources(plan, g, available):
@@ -91,7 +96,7 @@ def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, availabl
                 reads = [prev[h] for h in strategy.inputs(g, groups, plan)]
             with dask.annotate(**_annotations(plan, g, available, workers)):
                 cur.append(delayed(window_task, pure=True)(
-                    ctx_d, k, g, names, steps, prev[g], *reads,
+                    ctx_d, k, g, names, _tag(plan, g), steps, prev[g], *reads,
                     dask_key_name=f"window-{k:05d}-g{g}-{ctx.token}"))
         return cur
 
@@ -145,7 +150,8 @@ def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_w
                 reads = [cur[h] if h < g else prev[h] for h in strategy.inputs(g, groups, plan)]
             else:
                 reads = [prev[h] for h in strategy.inputs(g, groups, plan)]
-            per_group[g][cur[g]] = (window_task, ctx_key, k, g, list(names), steps, prev[g], *reads)
+            per_group[g][cur[g]] = (window_task, ctx_key, k, g, list(names), _tag(plan, g), steps,
+                                    prev[g], *reads)
         keys.append(cur)
         prev = cur
     layers = {f"start-{token}": MaterializedLayer(base)}
@@ -217,14 +223,16 @@ def init_task(ctx: RunContext, group: int, names: tuple[str, ...]) -> WindowOutp
     return WindowOutput(group, TrainState(theta=theta), mine)
 
 
-def window_task(ctx: RunContext, window: int, group: int, names: tuple[str, ...], steps: int,
-                own: WindowOutput, *others: WindowOutput) -> WindowOutput:
+def window_task(ctx: RunContext, window: int, group: int, names: tuple[str, ...], resource: str,
+                steps: int, own: WindowOutput, *others: WindowOutput) -> WindowOutput:
     """Advance group ``group`` by ``steps`` optimizer steps with the other groups frozen.
 
     ``own`` is this group's previous output, ``others`` the latest outputs of the groups it
     reads. When the joint loss of those inputs is already below the target the window
-    passes its input through unchanged.
+    passes its input through unchanged. ``resource`` is the group's tag in the Plan: a
+    ``GPU`` window on a worker without CUDA fails at once (:func:`require_device`).
     """
+    require_device(resource, f"window {window} of group {group} ({'+'.join(names)})")
     with torch_threads(ctx.threads):
         return _window(ctx, window, group, names, steps, own, others)
 
