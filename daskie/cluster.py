@@ -132,7 +132,8 @@ def make_cluster(kind: str, *, workers=None, gpus: int = 0, plan=None, adapt=Non
     Parameters
     ----------
     kind : str
-        ``"local"`` (daskie's embedded LocalCluster on 127.0.0.1), ``"slurm"``
+        ``"local"`` (daskie's embedded LocalCluster on 127.0.0.1; with ``gpus > 0`` every
+        local worker declares ``GPU=1``, as :func:`daskie.api.local_cluster` does), ``"slurm"``
         (:class:`dask_jobqueue.SLURMCluster`), ``"pbs"`` (:class:`dask_jobqueue.PBSCluster`),
         or the address of a running scheduler (``"tcp://host:8786"``).
     workers, gpus, plan
@@ -253,10 +254,11 @@ def job_settings(kind: str, size: Size, overrides: dict) -> dict:
             kwargs[key] = own[key]
     processes = overrides.get("processes", kwargs.get("processes", queue_conf.get("processes")))
     cores = overrides.get("cores", kwargs.get("cores", queue_conf.get("cores")))
-    if processes not in (None, 1):
-        raise SpecError(f"daskie runs one worker process per job (a GPU=1 tag per job), got "
-                        f"processes={processes!r} in jobqueue.{kind} or the overrides")
-    threads = int(cores or 1)
+    if processes not in (None, 1) and size.gpus:
+        raise SpecError(f"GPU workers need one worker process per job (one GPU=1 tag per job), "
+                        f"got processes={processes!r} in jobqueue.{kind} or the overrides")
+    # jobqueue splits a job's cores over its processes; each worker declares its own threads
+    threads = max(1, int(cores or 1) // int(processes or 1))
     extra = list(overrides.get("worker_extra_args", queue_conf.get("worker-extra-args") or []))
     kwargs["worker_extra_args"] = extra + ["--resources", f"CPU={threads}"]
     prologue = list(overrides.get("job_script_prologue",
@@ -267,7 +269,7 @@ def job_settings(kind: str, size: Size, overrides: dict) -> dict:
     return kwargs
 
 
-def gpu_options(kind: str, options: dict, threads: int) -> dict:
+def gpu_options(kind: str, options: dict, threads: int | None = None) -> dict:
     """The job options of a GPU worker: ``options`` (a CPU worker's) with ``GPU=1`` declared
     beside ``CPU=<threads>`` and the queue's GPU directives (``daskie.cluster.gpu-directives``)
     added to its job directives.
@@ -277,8 +279,9 @@ def gpu_options(kind: str, options: dict, threads: int) -> dict:
     kind : {"slurm", "pbs"}
     options : dict
         Keyword arguments of the jobqueue Job class (:func:`job_settings`' output).
-    threads : int
-        The worker's threads (its ``CPU`` resource).
+    threads : int, optional
+        The worker's threads (its ``CPU`` resource); default: the ``CPU=`` that ``options``
+        already declares.
 
     Returns
     -------
@@ -294,7 +297,10 @@ def gpu_options(kind: str, options: dict, threads: int) -> dict:
     args = list(opts.get("worker_extra_args") or [])
     if "--resources" in args:
         at = args.index("--resources")
+        declared = dict(pair.split("=") for pair in args[at + 1].split(","))
+        threads = threads or int(float(declared.get("CPU", 1)))
         args[at:at + 2] = []
+    threads = threads or 1
     opts["worker_extra_args"] = args + ["--resources", f"CPU={threads},GPU=1"]
     directives = opts.get("job_extra_directives")
     if directives is None:
@@ -322,12 +328,11 @@ def _jobqueue(kind, size, adapt, wait, overrides):
     except ValueError as exc:  # jobqueue's own checks (cores/memory missing, bad values)
         raise SpecError(f"jobqueue.{kind}: {exc}") from exc
     with cluster, Client(cluster) as client:
-        threads = int(kwargs.get("cores") or cluster.new_spec["options"].get("cores") or 1)
         # GPU jobs are put into the spec before scale() adds the CPU ones: scaling down pops
         # the newest entries, so CPU workers go first and the GPU ones stay.
         for k in range(size.gpus):
             spec = {**cluster.new_spec,
-                    "options": gpu_options(kind, cluster.new_spec["options"], threads)}
+                    "options": gpu_options(kind, cluster.new_spec["options"])}
             cluster.worker_spec[f"{cluster._name}-gpu-{k}"] = spec
         if adapt is not None:
             cluster.adapt(minimum=adapt[0], maximum=adapt[1])

@@ -75,16 +75,26 @@ def test_daskie_defaults_fill_what_jobqueue_leaves_unset():
 def test_a_gpu_job_declares_gpu_and_asks_the_queue_for_one():
     from daskie.cluster import gpu_options
 
-    opts = gpu_options("slurm", job_settings("slurm", Size(2, 1), {}), threads=1)
+    opts = gpu_options("slurm", job_settings("slurm", Size(2, 1), {}))
     script = _job_script("slurm", opts)
     assert "--resources CPU=1,GPU=1" in script and "#SBATCH --gres=gpu:1" in script
     cpu = _job_script("slurm", job_settings("slurm", Size(2, 1), {}))
     assert "GPU" not in cpu and "--gres" not in cpu
 
 
-def test_more_than_one_process_per_job_is_refused():
-    with pytest.raises(SpecError, match="one worker process per job"):
-        job_settings("slurm", Size(2, 0), {"processes": 4})
+def test_gpu_workers_need_one_process_per_job_and_cpu_jobs_split_their_cores():
+    with pytest.raises(SpecError, match="GPU workers need one worker process per job"):
+        job_settings("slurm", Size(2, 1), {"processes": 4})
+    kwargs = job_settings("slurm", Size(8, 0), {"processes": 4, "cores": 8})
+    assert kwargs["worker_extra_args"][-2:] == ["--resources", "CPU=2"]
+
+
+def test_a_gpu_job_keeps_the_threads_its_cpu_twin_declares():
+    from daskie.cluster import gpu_options
+
+    with dask.config.set({"jobqueue.slurm.cores": 6}):
+        opts = gpu_options("slurm", job_settings("slurm", Size(2, 1), {}))
+    assert opts["worker_extra_args"][-2:] == ["--resources", "CPU=6,GPU=1"]
 
 
 @pytest.mark.parametrize("kind, kwargs, message", [
