@@ -22,7 +22,8 @@ Measured inputs (no new runs unless ``--measure``):
 
 Each JSON record carries ``config``, ``measured_s``, ``predicted_s``, ``rel_error`` (or, for
 a prediction, ``predicted_s`` and ``predicted_sr``), and the machine's load, cores, date and
-daskie version.
+daskie version when the model was evaluated (the stored measurements' own conditions are in
+their files' ``meta``/``settings``).
 """
 
 from __future__ import annotations
@@ -223,8 +224,8 @@ def predictions(meta, fraction, s_per_flop, fitted, gpu_speeds=(1.0, 5.0, 20.0))
         grad = 8.0 * sum(c.n_params for c in plan.costs)
         for method, paper_ms in (("ring", ring_ms), ("ps", ps_ms)):
             t = scaling.allreduce_time(method, n, grad, scaling.GIGABIT, algorithm=algos[method])
-            out.append({"kind": "paper-sync", "config": f"gradient all-reduce {method} {n} nodes "
-                                                        f"{name} ({grad / 1e3:.0f} kB fp64), 1 GbE",
+            out.append({"kind": "paper-sync", "config": f"daskie {method} all-reduce, {n} nodes, "
+                                                        f"{name} gradient {grad / 1e3:.0f} kB, 1 GbE",
                         "predicted_s": t, "predicted_sr": None, "paper_s": paper_ms / 1e3})
     plan = speedup_plan("E1", workers=64, gpus=8, paper=True)
     costs = scaling.StepCosts.from_plan(plan, fraction, s_per_flop)
