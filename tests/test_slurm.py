@@ -115,3 +115,14 @@ def test_a_queue_that_never_starts_workers_is_named_with_its_pending_jobs(slurm)
     assert err.value.queue == "debug"
     assert "PENDING" in err.value.pending and "BeginTime" in err.value.pending
     assert _jobs_left() == []
+
+
+def test_an_adaptive_slurm_cluster_starts_its_minimum_and_runs_tasks(slurm):
+    from daskie.cluster import make_cluster
+
+    with make_cluster("slurm", adapt=(1, 2), log_directory=str(slurm / "logs"), timeout=120,
+                      **LOOPBACK) as client:
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) >= 1
+        assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
+        assert 1 <= len(_jobs()) <= 2
+    assert _jobs_left() == []
