@@ -398,8 +398,9 @@ def main(argv=None):
                           f"{'yes' if rec['meets_target'] else 'no':>3} {rec['paper_mse'] or 0:>8.2e} "
                           f"{rec['ref_mse']:>9.1e} {rec['ref_wall_s']:>6.2f}", flush=True)
                     if args.out:
-                        with open(args.out, "w") as fh:
-                            json.dump(records, fh, indent=1)
+                        from harness import write_records
+
+                        write_records(args.out, records)
     return 0
 
 

@@ -332,10 +332,11 @@ def main(argv=None):
                 "timing": "perf_counter around one allreduce after a barrier in each rank; "
                           "per repeat the slowest rank; median over repeats",
                 "note": "workers > cores means ranks share CPUs (oversubscribed)"}
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "records": records, "summary": summary}, f, indent=1)
-            f.write("\n")
+        from harness import write_records
+
+        summary_rows = summary if isinstance(summary, list) else [summary]
+        write_records(args.out, [{"kind": "allreduce", **r} for r in records]
+                      + [{"kind": "summary", **s} for s in summary_rows], **meta)
 
 
 if __name__ == "__main__":

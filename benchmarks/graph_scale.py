@@ -238,8 +238,9 @@ def main(argv=None) -> int:
         print(f"{r['variant']:<8} {r['window_tasks']:>7} {r['edges']:>9} {r['build_s']:>8.3f} "
               f"{r['submit_s']:>9.2f} {r['accept_s']:>9.2f}  {r['resource_tags']}")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(records, fh, indent=1)
+        from harness import write_records
+
+        write_records(args.out, records)
         print(f"wrote {args.out}")
     return 0
 

@@ -189,8 +189,10 @@ def main(argv=None) -> int:
     for k, v in ratios.items():
         print(f"  {k} = {v:.2f}")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump({"records": list(results.values()), "ratios": ratios}, fh, indent=1)
+        from harness import write_records
+
+        write_records(args.out, [{"kind": "run", **r} for r in results.values()]
+                      + [{"kind": "ratio", "ratio": k, "value": v} for k, v in ratios.items()])
     return 0
 
 

@@ -173,8 +173,9 @@ def main(argv=None) -> int:
                   f"({rec['overhead_s_median']:.3f} s of {rec['task_s_median']:.3f} s compute; "
                   f"target <= 5 %)")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(_plain(records), fh, indent=1)
+        from harness import write_records
+
+        write_records(args.out, _plain(records))
         print(f"wrote {args.out}")
     return 0
 

@@ -287,8 +287,9 @@ def main(argv=None):
         wall_rows(level, records)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(records, fh, indent=1, default=float)
+        from harness import write_records
+
+        write_records(args.out, records)
 
 
 if __name__ == "__main__":

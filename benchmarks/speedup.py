@@ -221,10 +221,12 @@ def main(argv=None) -> int:
             print("| " + " | ".join(cells) + " |")
     print("\ntargets: SR >= 1.3 against mono-all and >= 1.8 against mono-1t on every equation")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump({"table": table, "runs": records,
-                       "settings": {k: v for k, v in vars(args).items()}}, fh, indent=1,
-                      default=lambda v: None if isinstance(v, float) and np.isnan(v) else v)
+        from harness import write_records
+
+        # one list: the table's rows (kind "summary") and every run (kind "run")
+        write_records(args.out, [{"kind": "summary", **row} for row in table]
+                      + [{"kind": "run", **r} for r in records],
+                      settings={k: v for k, v in vars(args).items()})
     return 0
 
 
