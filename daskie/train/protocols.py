@@ -28,11 +28,11 @@ class LossObjective(Protocol):
 
 @runtime_checkable
 class LeastSquaresObjective(LossObjective, Protocol):
-    """A loss that is a sum of squared residuals, with their Jacobian."""
+    """A loss that is a sum of squared residuals, with their Jacobian ``(r, J)``."""
 
     def residuals(self, theta): ...
 
-    def normal_equations(self, theta): ...
+    def jacobian(self, theta): ...
 
 
 @runtime_checkable

@@ -143,10 +143,11 @@ class TrustRegionOptions:
 def is_least_squares(objective) -> bool:
     """True when ``objective.loss = r @ r`` with ``jacobian(theta) -> (r, J)`` available
     (integral-equation objectives; torch modules trained on :class:`~daskie.train.module.Residuals`)."""
-    if not callable(getattr(objective, "jacobian", None)):
-        return False
     from daskie.train.module import ModuleObjective, Residuals
+    from daskie.train.protocols import LeastSquaresObjective
 
+    if not isinstance(objective, LeastSquaresObjective):
+        return False
     return not isinstance(objective, ModuleObjective) or isinstance(objective.loss_fn, Residuals)
 
 
