@@ -13,19 +13,22 @@ _LAZY = {
     "Nonlinearity": "daskie.problems", "Noise": "daskie.problems", "VOLTERRA": "daskie.problems",
     "catalog": "daskie.problems",
     "QuadratureCollocation": "daskie.formulations", "OrderReduction": "daskie.formulations",
-    "MLP": "daskie.nn",
+    "MLP": "daskie.nn", "DeepONet": "daskie.nn",
     "Adam": "daskie.train", "LBFGS": "daskie.train", "LevenbergMarquardt": "daskie.train",
     "Chain": "daskie.train", "TrustRegion": "daskie.train",
     "Monolithic": "daskie.strategies", "CEPTF": "daskie.strategies",
     "DataParallel": "daskie.strategies", "BlockCoordinate": "daskie.strategies",
     "Comm": "daskie.strategies", "Balanced": "daskie.strategies", "Whole": "daskie.strategies",
     "ParaFlow": "daskie.strategies", "ParaFlowS": "daskie.strategies",
+    "OperatorDataParallel": "daskie.strategies",
     "GradientDescent": "daskie.strategies", "APTS": "daskie.strategies", "SAPTS": "daskie.strategies",
     "parareal": "daskie.parallel_in_time",
     "Nystrom": "daskie.reference",
     "make_plan": "daskie.plan",
     "RunStore": "daskie.store",
     "write_report": "daskie.report",
+    "fit_operator": "daskie.operator", "generate_dataset": "daskie.operator",
+    "Family": "daskie.problems.families", "family": "daskie.problems.families",
 }
 
 # ``fit`` is imported eagerly: a lazy entry would be shadowed by the submodule daskie.fit

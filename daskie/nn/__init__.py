@@ -1,5 +1,6 @@
 """Networks as pure functions of flat parameter vectors."""
 
+from daskie.nn.deeponet import DeepONet
 from daskie.nn.mlp import MLP
 
-__all__ = ["MLP"]
+__all__ = ["DeepONet", "MLP"]

@@ -6,6 +6,7 @@
 | :class:`BlockCoordinate` | window graph |
 | :class:`CEPTF` | SPMD groups |
 | :class:`DataParallel` | SPMD groups |
+| :class:`OperatorDataParallel` | SPMD groups |
 | :class:`ParaFlow`, :class:`ParaFlowS`, :class:`GradientDescent` | iterations |
 | :class:`APTS`, :class:`SAPTS` | iterations |
 """
@@ -16,8 +17,10 @@ from daskie.strategies.block_coordinate import BlockCoordinate
 from daskie.strategies.ceptf import CEPTF
 from daskie.strategies.data_parallel import DataParallel
 from daskie.strategies.monolithic import Monolithic
+from daskie.strategies.operator import OperatorDataParallel
 from daskie.strategies.paraflow import GradientDescent, IterationStrategy, ParaFlow, ParaFlowS
 
 __all__ = ["APTS", "Balanced", "BlockCoordinate", "CEPTF", "Comm", "DataParallel",
-           "GradientDescent", "IterationStrategy", "Monolithic", "ParaFlow", "ParaFlowS", "SAPTS",
+           "GradientDescent", "IterationStrategy", "Monolithic", "OperatorDataParallel", "ParaFlow",
+           "ParaFlowS", "SAPTS",
            "Strategy", "Whole"]

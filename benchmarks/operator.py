@@ -1,0 +1,191 @@
+"""Operator learning (seed 001): accuracy, prediction against the reference, and scaling.
+
+    python benchmarks/operator.py [--families fredholm-1d volterra-1d-sin fredholm-2d]
+                                  [--n 500] [--test 200] [--steps 40] [--scaling-n 400]
+                                  [--scaling-steps 150] [--scaling-train 1024]
+                                  [--dir /tmp/daskie-operator]
+                                  [--out operator.json]
+
+Per family (phase ``accuracy``): ``--n`` instances generated as tasks on daskie's embedded
+cluster (2 workers x 1 thread) into a zarr data set, a DeepONet trained with
+Levenberg-Marquardt on the first ``n - test`` (data loss, one rank), then on the ``--test``
+held-out instances the relative L2 error against the reference (median, 95th percentile),
+the time of one operator forward pass per instance (``predict_s``: 1000 new instances in one
+call, divided by 1000) and of one reference solve (``reference_s``: the mean Nystrom wall
+time recorded in the data set, assembly included, building the daskie Problem not).
+
+Scaling (phases ``data`` and ``train``), in the same run: data generation of
+``--scaling-n`` instances of the 2-D family on LocalCluster(1 x 1 thread) and
+LocalCluster(2 x 1 thread); data-parallel Adam training (``OperatorDataParallel``) of a
+DeepONet on the 1-D Fredholm set with 1 rank on 1 worker against 2 ranks on 2 workers,
+and in this process on all cores (``workers = 0``: ``client="sync"``, one rank, torch's
+threads). S = T_1 / T_N and S / N against one thread per worker (the machine has 2 cores:
+two threads of one process are not two workers' worth, see docs/architecture.md).
+Times are wall seconds on the client's clock around each call, clusters already started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _net(family, sensors):
+    from daskie.nn import MLP, DeepONet
+
+    return DeepONet(sensors, family.dim, branch=MLP(hidden=(16,)), trunk=MLP(hidden=(16, 16)),
+                    width=12)
+
+
+def accuracy(name, n, n_test, steps, directory, client):
+    import xarray as xr
+
+    from daskie.operator import fit_operator, generate_dataset
+    from daskie.problems.families import family
+    from daskie.strategies import OperatorDataParallel
+    from daskie.train import LevenbergMarquardt
+
+    fam = family(name)
+    query = 8 if fam.dim == 2 else 33
+    path = os.path.join(directory, f"{name}-{n}.zarr")
+    t0 = time.perf_counter()
+    gen = generate_dataset(fam, path, n, seed=0, query=query, client=client)
+    data_s = time.perf_counter() - t0
+    ds = xr.open_zarr(path)
+    sensors = ds.sizes["sensor"]
+    t0 = time.perf_counter()
+    op, hist = fit_operator(fam, path, _net(fam, sensors), client="sync",
+                            optimizer=LevenbergMarquardt(steps=steps),
+                            strategy=OperatorDataParallel(shards=1, window=None),
+                            train=(0, n - n_test), test=(n - n_test, n))
+    train_s = time.perf_counter() - t0
+    f, mu = ds.f.values[n - n_test:], ds.mu.values[n - n_test:]
+    err = op.relative_errors(op(f), mu)
+    baseline = op.relative_errors(np.broadcast_to(ds.mu.values[:n - n_test].mean(0), mu.shape), mu)
+    new = fam.sample(1000, seed=99)
+    f_new = op.f_at_sensors(new)
+    op(f_new[:10])  # warm up
+    t0 = time.perf_counter()
+    op(f_new)
+    predict_s = (time.perf_counter() - t0) / 1000
+    return {"phase": "accuracy", "family": name, "dim": fam.dim, "n_train": n - n_test,
+            "n_test": n_test, "rel_l2_median": float(np.median(err)),
+            "rel_l2_p95": float(np.quantile(err, 0.95)), "rel_l2_max": float(err.max()),
+            "baseline_rel_l2_median": float(np.median(baseline)),
+            "predict_s": predict_s, "reference_s": float(ds.solve_s.values.mean()),
+            "reference_n": fam.reference_n,
+            "reference_residual_max": float(ds.residual.values.max()),
+            "data_s": data_s, "data_blocks_solved": gen["solved"], "train_s": train_s,
+            "optimizer": f"LM({steps})", "n_params": int(op.theta.numel()),
+            "sensors": int(sensors), "query": int(ds.sizes["query"]),
+            "final_loss": hist[-1]["loss"]}
+
+
+def scaling(n, steps, directory, n_train=1024):
+    from daskie.api import local_cluster
+    from daskie.operator import OperatorLoss, fit_operator, generate_dataset
+    from daskie.problems.families import family
+    from daskie.strategies import OperatorDataParallel
+    from daskie.train import Adam
+
+    records = []
+    fam2 = family("fredholm-2d")
+    fam1 = family("fredholm-1d")
+    train_path = os.path.join(directory, f"scaling-fredholm-1d-{n_train}.zarr")
+    generate_dataset(fam1, train_path, n_train, seed=1, client="sync")
+    loss = OperatorLoss(_net(fam1, 32), test_instances=16)
+    times = {}
+    for workers in (1, 2):
+        with local_cluster(workers=workers) as client:
+            path = os.path.join(directory, f"scaling-data-{workers}.zarr")
+            generate_dataset(fam2, os.path.join(directory, f"warm-{workers}.zarr"), 2 * workers,
+                             block=1, client=client)
+            t0 = time.perf_counter()
+            generate_dataset(fam2, path, n, seed=2, block=8, client=client)
+            times[("data", workers)] = time.perf_counter() - t0
+            kwargs = dict(loss=loss, optimizer=Adam(lr=1e-3, steps=steps),
+                          strategy=OperatorDataParallel(shards=workers, window=50),
+                          train=(0, n_train - 16), test=(n_train - 16, n_train))
+            fit_operator(fam1, train_path, client=client, **{**kwargs, "optimizer": Adam(steps=5)})
+            t0 = time.perf_counter()
+            fit_operator(fam1, train_path, client=client, **kwargs)
+            times[("train", workers)] = time.perf_counter() - t0
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    fit_operator(fam1, train_path, client="sync", threads=None,
+                 **{**kwargs, "strategy": OperatorDataParallel(shards=1, window=50)})
+    all_cores = time.perf_counter() - t0
+    torch.set_num_threads(before)
+    for phase, what in (("data", f"{n} instances of fredholm-2d (Nystrom n=12)"),
+                        ("train", f"Adam {steps} steps, {n_train - 16} instances x 33 points of fredholm-1d")):
+        t1 = times[(phase, 1)]
+        for workers in (1, 2):
+            s = t1 / times[(phase, workers)]
+            records.append({"phase": phase, "workers": workers, "threads_per_worker": 1,
+                            "wall_s": times[(phase, workers)], "speedup": s,
+                            "efficiency": s / workers, "what": what,
+                            "family": "fredholm-2d" if phase == "data" else "fredholm-1d"})
+    records.append({"phase": "train", "workers": 0, "threads_per_worker": os.cpu_count(),
+                    "wall_s": all_cores, "speedup": times[("train", 1)] / all_cores,
+                    "efficiency": None, "family": "fredholm-1d",
+                    "what": "one process, one rank, torch on all cores (client='sync')"})
+    return records
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--families", nargs="+",
+                    default=["fredholm-1d", "volterra-1d-sin", "fredholm-2d"])
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--test", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--scaling-n", type=int, default=400)
+    ap.add_argument("--scaling-steps", type=int, default=150)
+    ap.add_argument("--scaling-train", type=int, default=1024)
+    ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--dir", default="/tmp/daskie-operator")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    from daskie.api import local_cluster
+
+    torch.set_num_threads(1)
+    os.makedirs(args.dir, exist_ok=True)
+    records = []
+    with local_cluster(workers=2) as client:
+        for name in args.families:
+            rec = accuracy(name, args.n, args.test, args.steps, args.dir, client)
+            records.append(rec)
+            print(f"{name:16s} dim {rec['dim']}  rel L2 median {rec['rel_l2_median']:.2e}  "
+                  f"p95 {rec['rel_l2_p95']:.2e}  (mean-solution baseline "
+                  f"{rec['baseline_rel_l2_median']:.2f})  predict {rec['predict_s'] * 1e6:.1f} us"
+                  f"  reference {rec['reference_s'] * 1e3:.2f} ms  "
+                  f"x{rec['reference_s'] / rec['predict_s']:.0f}  train {rec['train_s']:.0f} s",
+                  flush=True)
+    if not args.no_scaling:
+        rows = scaling(args.scaling_n, args.scaling_steps, args.dir, args.scaling_train)
+        records += rows
+        print(f"\n{'phase':6s} {'workers':>7s} {'wall_s':>8s} {'S':>6s} {'S/N':>6s}  what")
+        for r in rows:
+            eff = "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
+            print(f"{r['phase']:6s} {r['workers']:7d} {r['wall_s']:8.2f} {r['speedup']:6.2f} "
+                  f"{eff:>6s}  {r['what']}")
+    if args.out:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from harness import write_records
+
+        write_records(args.out, records, benchmark="operator")
+        print(f"wrote {len(records)} records to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

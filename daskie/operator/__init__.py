@@ -1,0 +1,15 @@
+"""Operator learning (seed 001): families of integral equations learned once.
+
+* :func:`generate_dataset` -- a family's instances solved by the Nystrom reference as tasks,
+  streamed into one zarr data set (resumable);
+* :class:`OperatorLoss` -- the DeepONet objective: data loss and/or the physics-informed
+  residual of the integral equation (:mod:`daskie.operator.formulation`);
+* :func:`fit_operator` -- data-parallel training (:class:`~daskie.strategies.OperatorDataParallel`)
+  returning a trained :class:`Operator` and its history.
+"""
+
+from daskie.operator.api import fit_operator, generate_dataset
+from daskie.operator.formulation import OperatorLoss, TrainingSet
+from daskie.operator.model import Operator
+
+__all__ = ["Operator", "OperatorLoss", "TrainingSet", "fit_operator", "generate_dataset"]

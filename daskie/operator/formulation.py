@@ -1,0 +1,256 @@
+"""The operator-learning objective as a daskie formulation (no Dask, no zarr here).
+
+Training a DeepONet on a family is a least-squares problem over one network: its value at
+rows ``z = (f_i at the sensors, x_j)`` for the training instances ``i`` and points ``j``.
+:class:`OperatorLoss` writes it as a :class:`~daskie.formulations.base.Discretization` with
+one sub-model (``"G"``), so every optimizer (Adam, L-BFGS, Levenberg-Marquardt), the
+data-parallel objective (:class:`~daskie.train.collective.ShardedObjective`), the SPMD runner
+and its checkpoints train it exactly as they train an integral equation. Two residual blocks:
+
+* ``"data"`` -- ``G(f_i)(x_j) - mu_i(x_j)`` against the reference solutions of the data set;
+* ``"physics"`` -- the integral equation itself,
+  ``alpha G(f_i)(x_j) - f_i(x_j) - lam_i sum_k W_jk K(x_j, t_jk) M(G(f_i)(t_jk))``, with the
+  Gauss rules of :mod:`daskie.quadrature` (shared nodes for Fredholm families, a rule mapped
+  onto ``[lower, x_j]`` per point for Volterra families); it needs no solutions.
+
+``shard=(k, n)`` keeps the k-th of n contiguous ranges of the training instances and reads
+only those rows of the data set, with block weights scaled so that the shards' losses sum to
+the full loss (the mean over every training row).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from daskie.errors import SpecError, check_int
+from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
+from daskie.nn.deeponet import DeepONet
+from daskie.quadrature import tensor_rule
+
+__all__ = ["TrainingSet", "OperatorLoss", "instance_shard"]
+
+
+def _range(value, name):
+    try:
+        lo, hi = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name} must be a pair (first, stop) of instance indices, "
+                        f"got {value!r}") from None
+    if not 0 <= lo < hi:
+        raise SpecError(f"{name} must satisfy 0 <= first < stop, got {value!r}")
+    return lo, hi
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingSet:
+    """What an operator is trained on: a data set on disk, its family, which instances.
+
+    Parameters
+    ----------
+    path : str
+        The data set (:class:`~daskie.store.dataset.OperatorDataset`), visible to every
+        worker (each reads its own shard).
+    family : Family
+        The family the data set was generated from (the physics residual needs it).
+    train : (int, int)
+        Instances ``[first, stop)`` to train on.
+    test : (int, int), optional
+        Held-out instances ``[first, stop)`` for the test error in the records.
+    """
+
+    path: str
+    family: object
+    train: tuple[int, int]
+    test: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "train", _range(self.train, "TrainingSet.train"))
+        if self.test is not None:
+            object.__setattr__(self, "test", _range(self.test, "TrainingSet.test"))
+
+    @property
+    def name(self) -> str:
+        return self.family.name
+
+    def describe(self) -> dict:
+        """Plain data (JSON-serialisable) for tokens and records."""
+        return {"path": self.path, "family": self.family.describe(), "train": list(self.train),
+                "test": None if self.test is None else list(self.test)}
+
+
+def instance_shard(first: int, stop: int, shard) -> tuple[int, int]:
+    """Instances ``[lo, hi)`` of shard ``(k, n)`` of ``[first, stop)``: contiguous ranges
+    (each rank reads one slab of the store), sizes differing by at most one."""
+    if shard is None:
+        return first, stop
+    k, n = (int(v) for v in shard)
+    total = stop - first
+    if n < 1 or not 0 <= k < n:
+        raise SpecError(f"shard (k, n) needs n >= 1 and 0 <= k < n, got {shard!r}")
+    if n > total:
+        raise SpecError(f"{n} shards of {total} training instances leave some shard empty")
+    return first + (k * total) // n, first + ((k + 1) * total) // n
+
+
+def _rows(f_sensors, points):
+    """Rows ``(f_i at the sensors, point)`` for every instance i (``f_sensors (n, m)``) and
+    every point of ``points (p, d)``, instance-major: shape ``(n * p, m + d)``."""
+    n, m = f_sensors.shape
+    p, d = points.shape
+    return np.concatenate([np.repeat(f_sensors, p, axis=0), np.tile(points, (n, 1))], axis=1)
+
+
+@dataclass(frozen=True)
+class OperatorLoss(Formulation):
+    """DeepONet training objective: data loss, physics-informed loss, or both.
+
+    Parameters
+    ----------
+    net : DeepONet
+        The operator network (its ``sensors`` and ``dim`` must match the data set's).
+    data : float
+        Weight of the data loss (mean squared misfit to the reference solutions); 0: none.
+    physics : float
+        Weight of the physics-informed loss (mean squared residual of the integral
+        equation at the query points); 0: none.
+    quadrature : int
+        Gauss points per coordinate of the physics residual's rules.
+    test_instances : int
+        Held-out instances the records' test error is measured on (at most; all query points).
+    """
+
+    net: DeepONet
+    data: float = 1.0
+    physics: float = 0.0
+    quadrature: int = 32
+    test_instances: int = 64
+
+    def __post_init__(self):
+        if not isinstance(self.net, DeepONet):
+            raise SpecError(f"OperatorLoss.net must be a daskie DeepONet, got {self.net!r}")
+        for name in ("data", "physics"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise SpecError(f"OperatorLoss.{name} must be a number >= 0, got {v!r}")
+        if self.data == 0 and self.physics == 0:
+            raise SpecError("OperatorLoss needs data > 0 or physics > 0 (a loss to minimise)")
+        check_int("OperatorLoss.quadrature", self.quadrature, 2)
+        check_int("OperatorLoss.test_instances", self.test_instances)
+
+    @property
+    def label(self) -> str:
+        parts = [p for p, w in (("data", self.data), ("physics", self.physics)) if w > 0]
+        return "operator-" + "+".join(parts)
+
+    # --- the physics rule -------------------------------------------------------------------
+    def physics_rule(self, family, x):
+        """``(nodes, WK, shared)`` of the integral at points ``x`` ``(p, d)``: shared nodes
+        ``(Q, d)`` with ``WK (p, Q)`` (Fredholm), or nodes ``(p, Q, d)`` per point with
+        ``WK (p, Q)`` (Volterra: the Gauss rule mapped onto ``[lower, x_j]``)."""
+        lo, hi = np.asarray(family.domain.lower), np.asarray(family.domain.upper)
+        n = self.quadrature
+        if not family.volterra:
+            t, w = tensor_rule(n, lo, hi)
+            return t, w[None, :] * family.kernel(x[:, None, :], t[None, :, :]), True
+        u, w = tensor_rule(n, np.zeros_like(lo), np.ones_like(hi))
+        span = x - lo  # (p, d)
+        t = lo + span[:, None, :] * u[None, :, :]
+        wk = np.prod(span, axis=1)[:, None] * w[None, :] * family.kernel(x[:, None, :], t)
+        return t, wk, False
+
+    def physics_terms(self, family, params, x) -> dict:
+        """What the physics residual of instances ``params`` at points ``x`` needs, as
+        tensors: ``f`` there ``(n, p)``, ``lam (n, 1)``, the rule's ``nodes`` and ``WK``,
+        and whether the nodes are ``shared``."""
+        import torch
+
+        T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        nodes, wk, shared = self.physics_rule(family, x)
+        return {"f": T(family.f_values(params, x)), "lam": T(family.lam_values(params))[:, None],
+                "nodes": nodes, "wk": T(wk), "shared": shared}
+
+    @staticmethod
+    def physics_residual(family, terms, mu_x, mu_nodes):
+        """The physics residual ``(n, p)`` from values of ``mu`` (torch tensors) at the
+        points, ``mu_x (n, p)``, and at the rule's nodes, ``mu_nodes`` (``(n, Q)`` shared,
+        ``(n, p, Q)`` per point); ``terms`` from :meth:`physics_terms`. A public function of
+        the values so that tests can put the reference solution in."""
+        m = family.nonlinearity(mu_nodes)
+        wk = terms["wk"]
+        integral = m @ wk.T if terms["shared"] else (m * wk).sum(dim=-1)
+        return float(family.alpha) * mu_x - terms["f"] - terms["lam"] * integral
+
+    # --- the discretization -----------------------------------------------------------------
+    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
+        """Rows of the training instances of ``problem`` (a :class:`TrainingSet`), of data
+        shard ``shard=(k, n)`` when given (a contiguous range of instances)."""
+        import torch
+
+        from daskie.store.dataset import OperatorDataset
+
+        if not isinstance(problem, TrainingSet):
+            raise SpecError(f"OperatorLoss trains on a TrainingSet, got {type(problem).__name__}")
+        family, net = problem.family, self.net
+        store = OperatorDataset.open(problem.path)
+        sensors, x = store.sensors, store.query
+        if net.sensors != len(sensors) or net.dim != x.shape[1]:
+            raise SpecError(f"the data set has {len(sensors)} sensors in {x.shape[1]}-D; the "
+                            f"DeepONet takes {net.sensors} sensors in {net.dim}-D")
+        for name, (a, b) in (("train", problem.train), ("test", problem.test or (0, 1))):
+            if b > store.n:
+                raise SpecError(f"TrainingSet.{name} = [{a}, {b}) reaches past the data set's "
+                                f"{store.n} instances")
+        first, stop = problem.train
+        lo, hi = instance_shard(first, stop, shard)
+        rows = store.read(lo, hi)
+        n_total, n_here, p = stop - first, hi - lo, len(x)
+        T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+
+        sub = SubModel("G", net.in_dim, net)
+        evaluations = {"G@x": Evaluation("G", T(_rows(rows["f"], x)))}
+        weights, blocks = {}, {}
+        target = T(rows["mu"].reshape(-1))
+        if self.data > 0:
+            weights["data"] = float(self.data) * n_here / n_total
+            blocks["data"] = ("G@x",)
+        if self.physics > 0:
+            terms = self.physics_terms(family, rows["params"], x)
+            nodes = terms["nodes"]
+            evaluations["G@nodes"] = Evaluation("G", T(_rows(rows["f"], nodes.reshape(-1, x.shape[1]))))
+            node_shape = (n_here, *nodes.shape[:-1])  # (n, Q) shared or (n, p, Q) per point
+            weights["physics"] = float(self.physics) * n_here / n_total
+            blocks["physics"] = ("G@x", "G@nodes")
+
+        def residual_fn(values):
+            out = {}
+            u = values["G@x"]
+            if "data" in weights:
+                out["data"] = u - target
+            if "physics" in weights:
+                out["physics"] = self.physics_residual(
+                    family, terms, u.reshape(n_here, p),
+                    values["G@nodes"].reshape(node_shape)).reshape(-1)
+            return out
+
+        # the data block is the identity in G@x: the Jacobian is the per-point gradients
+        linear_parts = None
+        if "physics" not in weights:
+            ones = torch.ones(n_here * p, dtype=torch.float64)
+            linear_parts = lambda values: {"data": {"G@x": ("diag", ones)}}  # noqa: E731
+
+        test_points, test_exact = np.zeros((0, net.in_dim)), None
+        if problem.test is not None:
+            a, b = problem.test
+            held = store.read(a, min(b, a + self.test_instances), names=("f", "mu"))
+            test_points, test_exact = _rows(held["f"], x), held["mu"].reshape(-1)
+        return Discretization(
+            problem=problem, submodels={"G": sub}, evaluations=evaluations,
+            residual_fn=residual_fn, solution="G", test_points=test_points,
+            test_exact=test_exact, block_evaluations=blocks, weights=weights,
+            linear_parts=linear_parts,
+            info={"formulation": self.label, "instances": [int(lo), int(hi)],
+                  "points": int(p), "rows": int(n_here * p), "n_params": sub.n_params,
+                  "shard": None if shard is None else [int(v) for v in shard]})

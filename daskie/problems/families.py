@@ -1,0 +1,273 @@
+"""Parametric families of integral equations: one equation form, many instances.
+
+A :class:`Family` fixes the domain, the kernel, the nonlinearity and ``alpha``, and draws the
+rest per instance from a seeded distribution: the right-hand side ``f`` from a Gaussian
+random field (a truncated random Fourier expansion, :class:`RandomField`) and ``lambda`` from
+an interval. Each instance is described by one flat parameter vector (the field's
+coefficients, then ``lambda``), which is what a data set stores; :meth:`Family.problem` turns
+a parameter vector back into a daskie :class:`~daskie.problems.Problem`, whose reference
+solution (:class:`~daskie.reference.Nystrom`) is the instance's answer.
+
+Instance ``i`` of seed ``s`` is drawn from its own generator (``numpy`` seeded by
+``(s, i)``), so it does not depend on how many instances are drawn, in which order, or on
+which worker: a half-generated data set continues with exactly the instances it would have
+had.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from daskie.errors import SpecError, check_int
+from daskie.problems.domain import Domain
+from daskie.problems.spec import VOLTERRA, IntegralTerm, Nonlinearity, Problem
+
+__all__ = ["RandomField", "Family", "FAMILIES", "family"]
+
+
+@dataclass(frozen=True)
+class RandomField:
+    """A Gaussian random field on a box, as a truncated random Fourier expansion.
+
+    ``f(x) = mean + scale * sum_k s_k (a_k cos(pi k.u) + b_k sin(pi k.u))`` with
+    ``u = (x - lower) / (upper - lower)``, multi-indices ``k`` in ``{0..modes-1}^d``,
+    ``a_k, b_k ~ N(0, 1)`` and spectral weights ``s_k = exp(-(pi |k| length)^2 / 4)`` (the
+    spectral density of a squared-exponential covariance of correlation length
+    ``length``), normalised so that ``sum s_k^2 = 1``: the field's pointwise variance is
+    about ``scale^2``. This is the Karhunen-Loeve picture of a stationary field truncated to
+    its leading modes.
+
+    Parameters
+    ----------
+    modes : int
+        Fourier modes per coordinate (``2 * modes**d`` coefficients).
+    length : float
+        Correlation length, relative to the box (smaller: rougher fields).
+    scale, mean : float
+        Standard deviation and mean of the field.
+    """
+
+    modes: int = 6
+    length: float = 0.2
+    scale: float = 1.0
+    mean: float = 0.0
+
+    def __post_init__(self):
+        check_int("RandomField.modes", self.modes, 1)
+        for name in ("length", "scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SpecError(f"RandomField.{name} must be a positive number, got {v!r}")
+        if not (isinstance(self.mean, (int, float)) and math.isfinite(self.mean)):
+            raise SpecError(f"RandomField.mean must be a finite number, got {self.mean!r}")
+
+    def wavenumbers(self, d: int) -> np.ndarray:
+        """Multi-indices ``k``, shape ``(modes**d, d)``."""
+        return np.array(list(itertools.product(range(self.modes), repeat=d)), dtype=float)
+
+    def n_coefficients(self, d: int) -> int:
+        """Coefficients of one draw in ``d`` dimensions."""
+        return 2 * self.modes**d
+
+    def weights(self, d: int) -> np.ndarray:
+        """Spectral weights ``s_k`` (normalised: ``sum s_k^2 = 1``)."""
+        k = self.wavenumbers(d)
+        s = np.exp(-(math.pi * self.length) ** 2 * np.sum(k**2, axis=1) / 4.0)
+        return s / np.sqrt(np.sum(s**2))
+
+    def draw(self, d: int, rng: np.random.Generator) -> np.ndarray:
+        """One draw's coefficients ``(a, b)`` concatenated, shape ``(2 * modes**d,)``."""
+        return rng.standard_normal(self.n_coefficients(d))
+
+    def evaluate(self, coefficients, x, lower, upper) -> np.ndarray:
+        """Field values at points ``x`` (shape ``(..., d)``) for coefficients of shape
+        ``(n_coef,)`` -> ``(...)``, or ``(n, n_coef)`` -> ``(n, ...)`` (several draws)."""
+        x = np.asarray(x, dtype=float)
+        c = np.asarray(coefficients, dtype=float)
+        d = x.shape[-1]
+        lo, hi = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+        phase = math.pi * ((x - lo) / (hi - lo)) @ self.wavenumbers(d).T  # (..., K)
+        s = self.weights(d)
+        n_k = len(s)
+        a, b = c[..., :n_k] * s, c[..., n_k:] * s
+        basis_c, basis_s = np.cos(phase), np.sin(phase)
+        if c.ndim == 1:
+            return self.mean + self.scale * (basis_c @ a + basis_s @ b)
+        flat_c = basis_c.reshape(-1, n_k)
+        flat_s = basis_s.reshape(-1, n_k)
+        out = flat_c @ a.T + flat_s @ b.T  # (points, n)
+        return self.mean + self.scale * out.T.reshape((len(c),) + x.shape[:-1])
+
+
+@dataclass(frozen=True, eq=False)
+class Family:
+    """A parametric family ``alpha mu = f + lam Int K(x, t) M(mu(t)) dt`` over a fixed domain.
+
+    Parameters
+    ----------
+    name : str
+        Label (data sets and benchmarks record it).
+    domain : Domain
+        A box (instances are solved by the Nystrom reference on it).
+    kernel : callable
+        ``K(x, t)`` on numpy arrays of shape ``(..., d)``, broadcasting.
+    field : RandomField
+        Distribution of ``f``.
+    lam : (float, float)
+        ``lambda ~ U(lam[0], lam[1])``; equal ends fix it.
+    volterra : bool
+        ``True``: ``Int_{lower}^{x}`` in every coordinate; ``False``: over the whole box.
+    nonlinearity : Nonlinearity
+        ``M`` (identity: a linear family).
+    alpha : float
+        Coefficient of ``mu`` (non-zero: a second-kind equation).
+    reference_n : int
+        Gauss points per coordinate of the instances' Nystrom reference (chosen per family so
+        that the reference is converged to about 1e-13).
+    description : str
+    """
+
+    name: str
+    domain: Domain
+    kernel: Callable
+    field: RandomField = RandomField()
+    lam: tuple[float, float] = (1.0, 1.0)
+    volterra: bool = False
+    nonlinearity: Nonlinearity | None = None
+    alpha: float = 1.0
+    reference_n: int = 24
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise SpecError(f"Family.name must be a non-empty str, got {self.name!r}")
+        if not isinstance(self.domain, Domain) or not self.domain.is_box:
+            raise SpecError("Family.domain must be a daskie Domain without holes (a box)")
+        if not callable(self.kernel):
+            raise SpecError("Family.kernel must be callable: K(x, t)")
+        if not isinstance(self.field, RandomField):
+            raise SpecError(f"Family.field must be a RandomField, got {self.field!r}")
+        try:
+            lo, hi = (float(v) for v in self.lam)
+        except (TypeError, ValueError):
+            raise SpecError(f"Family.lam must be a pair (low, high), got {self.lam!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise SpecError(f"Family.lam must be finite with low <= high, got {self.lam!r}")
+        object.__setattr__(self, "lam", (lo, hi))
+        if self.nonlinearity is None:
+            object.__setattr__(self, "nonlinearity", Nonlinearity.identity())
+        if not isinstance(self.nonlinearity, Nonlinearity):
+            raise SpecError(f"Family.nonlinearity must be a Nonlinearity, got {self.nonlinearity!r}")
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha != 0):
+            raise SpecError(f"Family.alpha must be a non-zero number, got {self.alpha!r}")
+        check_int("Family.reference_n", self.reference_n, 2)
+
+    # --- parameters -------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Coordinates of the domain."""
+        return self.domain.dim
+
+    @property
+    def n_params(self) -> int:
+        """Length of one instance's parameter vector (field coefficients, then lambda)."""
+        return self.field.n_coefficients(self.dim) + 1
+
+    def sample(self, n: int, seed: int = 0, start: int = 0) -> np.ndarray:
+        """Parameters of instances ``start .. start + n - 1`` of ``seed``, shape
+        ``(n, n_params)``; instance i comes from its own generator seeded by ``(seed, i)``."""
+        check_int("n", n, 0)
+        check_int("seed", seed, 0)
+        check_int("start", start, 0)
+        out = np.empty((n, self.n_params))
+        lo, hi = self.lam
+        for row, i in enumerate(range(start, start + n)):
+            rng = np.random.default_rng([int(seed), int(i)])
+            out[row, :-1] = self.field.draw(self.dim, rng)
+            out[row, -1] = lo + (hi - lo) * rng.random()
+        return out
+
+    def f_values(self, params, x) -> np.ndarray:
+        """``f`` of instances ``params`` (``(n, n_params)``) at points ``x`` ``(k, d)`` -> ``(n, k)``."""
+        p = np.atleast_2d(np.asarray(params, dtype=float))
+        return self.field.evaluate(p[:, :-1], np.asarray(x, dtype=float),
+                                   self.domain.lower, self.domain.upper)
+
+    def lam_values(self, params) -> np.ndarray:
+        """``lambda`` of each instance, shape ``(n,)``."""
+        return np.atleast_2d(np.asarray(params, dtype=float))[:, -1].copy()
+
+    def problem(self, params) -> Problem:
+        """The daskie :class:`Problem` of one instance (parameters of shape ``(n_params,)``)."""
+        p = np.asarray(params, dtype=float).reshape(-1)
+        if p.shape != (self.n_params,):
+            raise SpecError(f"an instance of family {self.name!r} has {self.n_params} parameters, "
+                            f"got {p.shape}")
+        coef, lam = p[:-1].copy(), float(p[-1])
+        field, lo, hi = self.field, self.domain.lower, self.domain.upper
+        upper = (VOLTERRA,) * self.dim if self.volterra else None
+        term = IntegralTerm(kernel=self.kernel, lam=lam, upper=upper, nonlinearity=self.nonlinearity)
+        return Problem(domain=self.domain, f=lambda x: field.evaluate(coef, x, lo, hi),
+                       terms=[term], alpha=float(self.alpha), name=self.name,
+                       description=self.description)
+
+    def reference(self):
+        """The instances' reference solver (:class:`~daskie.reference.Nystrom`)."""
+        from daskie.reference import Nystrom
+
+        return Nystrom(self.reference_n)
+
+    def describe(self) -> dict:
+        """Plain-data summary (JSON-serialisable) for data sets and benchmarks."""
+        return {"name": self.name, "dim": self.dim, "domain": self.domain.to_dict(),
+                "field": vars(self.field), "lam": list(self.lam), "volterra": self.volterra,
+                "nonlinearity": self.nonlinearity.name, "alpha": float(self.alpha),
+                "reference_n": self.reference_n, "n_params": self.n_params, "description": self.description}
+
+
+def _gauss_kernel(width: float):
+    def kernel(x, t):
+        return np.exp(-np.sum((x - t) ** 2, axis=-1) / width)
+    return kernel
+
+
+def _decay_kernel(x, t):
+    return np.exp(-(x[..., 0] - t[..., 0]))
+
+
+def _fredholm_1d() -> Family:
+    return Family("fredholm-1d", Domain((0.0,), (1.0,)), _gauss_kernel(0.5),
+                  field=RandomField(modes=6, length=0.2), lam=(0.5, 0.5),
+                  description="mu = f + 0.5 Int_0^1 exp(-2 (x - t)^2) mu(t) dt, f a random field")
+
+
+def _volterra_1d() -> Family:
+    return Family("volterra-1d-sin", Domain((0.0,), (1.0,)), _decay_kernel,
+                  field=RandomField(modes=6, length=0.2), lam=(0.5, 1.5), volterra=True,
+                  nonlinearity=Nonlinearity.sin(), reference_n=64,
+                  description="mu = f + lam Int_0^x exp(-(x - t)) sin(mu(t)) dt, f a random field, "
+                              "lam ~ U(0.5, 1.5)")
+
+
+def _fredholm_2d() -> Family:
+    return Family("fredholm-2d", Domain((0.0, 0.0), (1.0, 1.0)), _gauss_kernel(1.0),
+                  field=RandomField(modes=4, length=0.25), lam=(0.3, 0.3), reference_n=12,
+                  description="mu = f + 0.3 Int_[0,1]^2 exp(-|x - t|^2) mu(t) dt, f a random field")
+
+
+#: The built-in families by name: a 1-D linear Fredholm family (varying f), a 1-D nonlinear
+#: Volterra family (varying f and lambda) and a 2-D Fredholm family (varying f).
+FAMILIES = {"fredholm-1d": _fredholm_1d, "volterra-1d-sin": _volterra_1d,
+            "fredholm-2d": _fredholm_2d}
+
+
+def family(name: str) -> Family:
+    """The built-in family ``name`` (one of :data:`FAMILIES`)."""
+    if name not in FAMILIES:
+        raise SpecError(f"no family named {name!r}; choose one of {sorted(FAMILIES)}")
+    return FAMILIES[name]()

@@ -1,0 +1,192 @@
+"""Operator learning: DeepONet, the data set as tasks (round trip, resume), the physics
+residual, data-parallel == one process, serial == LocalCluster, and a trained operator
+against a trivial baseline."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from torch.func import grad, vmap
+
+from daskie.errors import SpecError
+from daskie.nn import MLP, DeepONet
+from daskie.operator import OperatorLoss, TrainingSet, fit_operator, generate_dataset
+from daskie.operator.data import sensor_points, solve_block
+from daskie.problems.families import family
+from daskie.store.dataset import OperatorDataset
+from daskie.strategies import OperatorDataParallel
+from daskie.train import Adam, LevenbergMarquardt, Objective, train
+
+SMALL = dict(sensors=16, query=9, block=8)
+
+
+def small_net(sensors=16, dim=1):
+    return DeepONet(sensors, dim, branch=MLP(hidden=(12,)), trunk=MLP(hidden=(12,)), width=8)
+
+
+@pytest.fixture(scope="module")
+def fredholm_set(tmp_path_factory):
+    fam = family("fredholm-1d")
+    path = tmp_path_factory.mktemp("data") / "fredholm.zarr"
+    generate_dataset(fam, path, 48, seed=0, client="sync", **SMALL)
+    return fam, str(path)
+
+
+# --- DeepONet ---------------------------------------------------------------------------------
+def test_deeponet_rows_equal_its_cartesian_product_and_jacobian_equals_autograd():
+    net = DeepONet(6, 2, branch=MLP(hidden=(9, 7)), trunk=MLP(hidden=(8,), activation="sin"),
+                   width=5)
+    theta = net.init_params(8, torch.Generator().manual_seed(1)) + 0.05
+    assert theta.numel() == net.n_params(8)
+    f, x = torch.randn(4, 6, dtype=torch.float64), torch.rand(3, 2, dtype=torch.float64)
+    rows = torch.cat([f.repeat_interleave(3, 0), x.repeat(4, 1)], dim=1)
+    torch.testing.assert_close(net.apply(theta, rows).view(4, 3), net.operator(theta, f, x),
+                               rtol=0, atol=1e-14)
+    auto = vmap(grad(lambda th, z: net.apply(th, z)), in_dims=(None, 0))(theta, rows)
+    torch.testing.assert_close(net.point_jacobian(theta, rows), auto, rtol=0, atol=1e-13)
+
+
+def test_deeponet_several_outputs_and_its_checks():
+    net = DeepONet(4, 1, outputs=3, width=5, branch=MLP(hidden=(6,)), trunk=MLP(hidden=(6,)))
+    theta = net.init_params(5, torch.Generator().manual_seed(0))
+    out = net.operator(theta, torch.randn(2, 4, dtype=torch.float64),
+                       torch.rand(7, 1, dtype=torch.float64))
+    assert out.shape == (2, 7, 3)
+    with pytest.raises(SpecError, match="DeepONet.width"):
+        DeepONet(4, width=0)
+    with pytest.raises(SpecError, match="points of 5 inputs"):
+        net.n_params(6)
+
+
+# --- the data set -----------------------------------------------------------------------------
+def test_data_set_round_trips_through_xarray_and_holds_the_reference_solutions(fredholm_set):
+    fam, path = fredholm_set
+    ds = xr.open_zarr(path)
+    assert ds.sizes["instance"] == 48 and bool(ds.done.all())
+    params = fam.sample(48, seed=0)
+    np.testing.assert_array_equal(ds.params.values, params)
+    x = ds.query_x.values
+    np.testing.assert_array_equal(x, sensor_points(fam, 9))
+    for i in (0, 17, 47):
+        ref = fam.reference().solve(fam.problem(params[i]))
+        np.testing.assert_allclose(ds.mu.values[i], ref(x), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(ds.f.values, fam.f_values(params, ds.sensor_x.values), atol=1e-15)
+
+
+def test_interrupted_generation_resumes_without_recomputing(fredholm_set, tmp_path):
+    fam, whole = fredholm_set
+    path = tmp_path / "half.zarr"
+
+    def stop_after_two(k, written, pending):
+        if written == 2:
+            raise KeyboardInterrupt("stopped by the test")
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(fam, path, 48, seed=0, client="sync", ahead=1, on_block=stop_after_two,
+                         **SMALL)
+    store = OperatorDataset.open(path)
+    assert store.pending() == [2, 3, 4, 5]
+    out = generate_dataset(fam, path, 48, seed=0, client="sync", **SMALL)
+    assert (out["solved"], out["skipped"]) == (4, 2)
+    again = generate_dataset(fam, path, 48, seed=0, client="sync", **SMALL)
+    assert (again["solved"], again["skipped"]) == (0, 6)
+    a, b = xr.open_zarr(whole), xr.open_zarr(path)
+    for name in ("params", "f", "mu"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_a_data_set_with_other_settings_is_never_overwritten(fredholm_set):
+    fam, path = fredholm_set
+    with pytest.raises(SpecError, match="other settings"):
+        generate_dataset(fam, path, 48, seed=1, client="sync", **SMALL)
+
+
+def test_training_needs_a_complete_data_set(fredholm_set, tmp_path):
+    fam, _ = fredholm_set
+    path = tmp_path / "partial.zarr"
+    spec = {"n": 16, "block": 8}
+    store = OperatorDataset.create(path, {**spec, "family": fam.describe()},
+                                   sensor_points(fam, 16), sensor_points(fam, 9), fam.n_params)
+    store.write_block(0, solve_block(fam, 0, 0, 8, store.sensors, store.query))
+    with pytest.raises(SpecError, match="not complete"):
+        fit_operator(fam, str(path), small_net(), client="sync")
+
+
+# --- the physics-informed residual ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["fredholm-1d", "volterra-1d-sin", "fredholm-2d"])
+def test_physics_residual_of_the_reference_solution_is_at_rounding_level(name):
+    fam = family(name)
+    loss = OperatorLoss(small_net(4, fam.dim), data=0.0, physics=1.0, quadrature=32)
+    params = fam.sample(3, seed=5)
+    x = fam.domain.sample(11, seed=3)
+    terms = loss.physics_terms(fam, params, x)
+    refs = [fam.reference().solve(fam.problem(p)) for p in params]
+    nodes = terms["nodes"]
+    mu_x = torch.tensor(np.stack([r(x) for r in refs]))
+    mu_nodes = torch.tensor(np.stack([r(nodes.reshape(-1, fam.dim)).reshape(nodes.shape[:-1])
+                                      for r in refs]))
+    res = loss.physics_residual(fam, terms, mu_x, mu_nodes)
+    assert res.shape == (3, 11)
+    assert float(res.abs().max()) < 1e-12
+    # and a wrong solution is far from it: the residual measures something
+    assert float(loss.physics_residual(fam, terms, 1.01 * mu_x, 1.01 * mu_nodes).abs().max()) > 1e-3
+
+
+# --- data-parallel == one process; serial == LocalCluster --------------------------------------
+def _one_process(fam, path, loss, optimizer, seed=0):
+    disc = loss.discretize(TrainingSet(path, fam, (0, 40), (40, 48)), seed=seed)
+    state, _ = train(Objective(disc), optimizer, seed=seed)
+    return state.theta
+
+
+@pytest.mark.parametrize("optimizer", [Adam(lr=3e-3, steps=12), LevenbergMarquardt(steps=4)],
+                         ids=["adam", "lm"])
+def test_data_parallel_equals_one_process(fredholm_set, optimizer):
+    fam, path = fredholm_set
+    loss = OperatorLoss(small_net())
+    op, hist = fit_operator(fam, path, loss=loss, client="sync", optimizer=optimizer,
+                            strategy=OperatorDataParallel(shards=2, window=3),
+                            train=(0, 40), test=(40, 48))
+    reference = _one_process(fam, path, loss, optimizer)
+    torch.testing.assert_close(op.theta, reference, rtol=0, atol=1e-10)
+    assert {r["rank"] for r in hist} == {0, 1}
+
+
+def test_physics_informed_training_is_data_parallel_too(fredholm_set):
+    fam, path = fredholm_set
+    loss = OperatorLoss(small_net(), data=1.0, physics=1.0, quadrature=12)
+    optimizer = Adam(lr=3e-3, steps=6)
+    op, _ = fit_operator(fam, path, loss=loss, client="sync", optimizer=optimizer,
+                         strategy=OperatorDataParallel(shards=2, window=None),
+                         train=(0, 40), test=(40, 48))
+    torch.testing.assert_close(op.theta, _one_process(fam, path, loss, optimizer), rtol=0,
+                               atol=1e-10)
+
+
+def test_serial_equals_local_cluster(fredholm_set, client):
+    fam, path = fredholm_set
+    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=Adam(lr=3e-3, steps=10),
+                  strategy=OperatorDataParallel(shards=2, window=4), train=(0, 40), test=(40, 48))
+    serial, _ = fit_operator(fam, path, client="sync", **kwargs)
+    cluster, hist = fit_operator(fam, path, client=client, **kwargs)
+    torch.testing.assert_close(cluster.theta, serial.theta, rtol=0, atol=1e-12)
+    assert len({r["worker"] for r in hist}) == 2
+
+
+# --- a trained operator -----------------------------------------------------------------------
+def test_a_trained_operator_beats_the_mean_solution_on_held_out_instances(fredholm_set):
+    fam, path = fredholm_set
+    op, hist = fit_operator(fam, path, small_net(), client="sync",
+                            optimizer=LevenbergMarquardt(steps=25),
+                            strategy=OperatorDataParallel(shards=1, window=None),
+                            train=(0, 40), test=(40, 48))
+    ds = xr.open_zarr(path)
+    mu, f = ds.mu.values, ds.f.values
+    model = op.relative_errors(op(f[40:]), mu[40:])
+    baseline = op.relative_errors(np.broadcast_to(mu[:40].mean(axis=0), mu[40:].shape), mu[40:])
+    # measured: median 11 % against 91 % for the mean solution (40 training instances)
+    assert np.median(model) < np.median(baseline) / 5
+    assert op.predict(fam.sample(48, seed=0)[40:]).shape == (8, 9)
+    ds_pred = op.dataset(f[40:42])
+    assert ds_pred.mu.shape == (2, 9)
+    np.testing.assert_allclose(ds_pred.mu.values, op(f[40:42]), rtol=0, atol=0)
