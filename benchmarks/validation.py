@@ -90,7 +90,7 @@ def core_solve(problem, *, seed: int = 0, init: str = "auto", restarts: int = 1,
         checks = assess.assess(problem, lambda x: objective.solution(theta, x), disc.test_points,
                                reference=reference)
     wall = time.perf_counter() - t0
-    return {"problem": problem.name, "formulation": formulation.label, "strategy": "monolithic",
+    return {"total_s": wall, "problem": problem.name, "formulation": formulation.label, "strategy": "monolithic",
             "optimizer": opt.label, **checks, "warning_classes": sorted({type(w.message).__name__ for w in caught}),
             "loss": float(best.state.loss), "floor": floor, "epochs": int(best.state.epoch),
             "stopped_by": best.state.done or "budget", "init": best.init.get("init"),
@@ -110,8 +110,8 @@ def api_solve(problem, client, **kw) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = daskie.solve(problem, client=client, **kw)
-    out = dict(ds.attrs)
-    out.setdefault("wall_s", time.perf_counter() - t0)
+    out = dict(ds.attrs)  # wall_s: training; total_s: the whole call (reference, checks)
+    out["total_s"] = time.perf_counter() - t0
     out["warning_classes"] = sorted({type(w.message).__name__ for w in caught})
     return out
 
@@ -182,7 +182,7 @@ def main(argv=None):
     ok = [r for r in records if (r.get("mse") or math.inf) <= 1e-10]
     silent = [r for r in records if (r.get("discrepancy") or 0) > 1e-6 and not r.get("warnings")]
     print(f"\nMSE <= 1e-10: {len(ok)}/{len(records)}; over 2 min: "
-          f"{sum(r.get('wall_s', 0) > 120 for r in records)}; silent failures: {len(silent)}; "
+          f"{sum(r.get('total_s', 0) > 120 for r in records)}; silent failures: {len(silent)}; "
           f"load {os.getloadavg()[0]:.2f}, torch threads {torch.get_num_threads()}, "
           f"cores {os.cpu_count()}")
     return records
