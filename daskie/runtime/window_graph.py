@@ -288,8 +288,16 @@ def _polish(ctx, steps, outputs):
                         records)
 
 
-def execute(strategy, executor, ctx, groups, plan, *, resume=None, on_window=None):
-    """Build the window graph of ``strategy`` and run it on ``executor``; the final outputs."""
+def execute(strategy, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+    """Build the window graph of ``strategy`` and run it on ``executor``; the final outputs.
+
+    ``start`` (flat initial parameters) becomes the outputs of a "window -1" that the first
+    window reads instead of the seeded ``init_task``s."""
+    if start is not None and resume is None:
+        params = objective_for(ctx).layout.split(start.detach())
+        resume = (-1, [WindowOutput(g, TrainState(theta=torch.cat([params[n] for n in names])),
+                                    {n: params[n].clone() for n in names})
+                       for g, names in enumerate(groups)])
     available = executor.resources()
     workers = None if executor.eager else sorted(executor.workers())
     graph = build(strategy, ctx, groups, plan, total_steps=ctx.optimizer.steps,

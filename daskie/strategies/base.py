@@ -54,13 +54,18 @@ class Strategy(abc.ABC):
         """Optimizer steps the run takes at most (for progress bars)."""
         return optimizer.steps + self.polish_steps()
 
+    #: True when one seed's whole training is one task on one worker, so that several
+    #: seeds can train as independent tasks (restarts).
+    seeds_as_tasks: bool = False
+
     @abc.abstractmethod
-    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         """Train on ``executor``; return the final :class:`~daskie.runtime.WindowOutput` list.
 
-        ``resume`` is ``(k, outputs)`` of the last completed window; ``on_window(k,
-        outputs)`` is called after each window, with outputs whose ``params`` together cover
-        every sub-model.
+        ``resume`` is ``(k, outputs)`` of the last completed window; ``start`` the flat
+        initial parameters when not resuming (default: the objective's seeded
+        ``init_params``); ``on_window(k, outputs)`` is called after each window, with outputs
+        whose ``params`` together cover every sub-model.
         """
 
 

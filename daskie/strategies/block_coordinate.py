@@ -72,8 +72,8 @@ class BlockCoordinate(Strategy):
     def polish_steps(self) -> int:
         return self.polish
 
-    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         from daskie.runtime import window_graph
 
         return window_graph.execute(self, executor, ctx, groups, plan, resume=resume,
-                                    on_window=on_window)
+                                    on_window=on_window, start=start)

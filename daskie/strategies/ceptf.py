@@ -83,7 +83,7 @@ class CEPTF(Strategy):
         """The resource tag of every rank."""
         return [g.resource for g in plan.groups for _ in range(self.shards)]
 
-    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         from daskie.runtime.spmd import RankWork, run_spmd_windows
         from daskie.train.optimizers import LevenbergMarquardt
 
@@ -101,7 +101,7 @@ class CEPTF(Strategy):
             replan = _Repacker(self, plan, work)
         return run_spmd_windows(executor, ctx, work, len(groups) * self.shards, self.comm,
                                 window=self.window, resume=resume, on_window=on_window,
-                                resources=self.resources(plan), replan=replan)
+                                resources=self.resources(plan), replan=replan, start=start)
 
 
 class _Repacker:

@@ -57,8 +57,9 @@ class DataParallel(Strategy):
             return self.shards
         return 2 if executor.eager else len(executor.workers())
 
-    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         from daskie.runtime.spmd import RankWork, run_spmd_windows
 
         return run_spmd_windows(executor, ctx, RankWork("data"), self.ranks(executor), self.comm,
-                                window=self.window, resume=resume, on_window=on_window)
+                                window=self.window, resume=resume, on_window=on_window,
+                                start=start)

@@ -26,6 +26,7 @@ class Monolithic(Strategy):
     window: int | None = None
 
     runner = "window-graph"
+    seeds_as_tasks = True
 
     def __post_init__(self):
         check_int("Monolithic.window", self.window, allow_none=True)
@@ -41,8 +42,8 @@ class Monolithic(Strategy):
         """True when the groups of one window run one after another."""
         return False
 
-    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         from daskie.runtime import window_graph
 
         return window_graph.execute(self, executor, ctx, groups, plan, resume=resume,
-                                    on_window=on_window)
+                                    on_window=on_window, start=start)

@@ -61,10 +61,11 @@ class OperatorDataParallel(Strategy):
             return self.shards
         return 2 if executor.eager else len(executor.workers())
 
-    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         from daskie.runtime.spmd import RankWork, run_spmd_windows
 
         # each rank's objective is data shard (r, n) of the run's formulation: for an
         # OperatorLoss, a contiguous range of instances read from the data set
         return run_spmd_windows(executor, ctx, RankWork("data"), self.ranks(executor), self.comm,
-                                window=self.window, resume=resume, on_window=on_window)
+                                window=self.window, resume=resume, on_window=on_window,
+                                start=start)

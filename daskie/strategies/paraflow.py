@@ -55,13 +55,13 @@ class IterationStrategy(Strategy):
     def progress_total(self, optimizer) -> int:
         return optimizer.steps
 
-    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None):
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         from daskie.runtime.context import objective_for
         from daskie.runtime.iterations import train
 
         return train(self, objective_for(ctx), executor, seed=ctx.seed,
                      target_loss=ctx.target_loss, threads=ctx.threads, resume=resume,
-                     on_window=on_window, source=ctx)
+                     on_window=on_window, source=ctx, theta0=start)
 
 
 class _GradientFlowStrategy(IterationStrategy):
