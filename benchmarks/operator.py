@@ -1,18 +1,21 @@
 """Operator learning (seed 001): accuracy, prediction against the reference, and scaling.
 
     python benchmarks/operator.py [--families fredholm-1d volterra-1d-sin fredholm-2d]
-                                  [--n 500] [--test 200] [--steps 40] [--scaling-n 400]
+                                  [--n 500] [--test 200] [--steps 100] [--steps-2d 25]
+                                  [--scaling-n 400]
                                   [--scaling-steps 150] [--scaling-train 1024]
                                   [--dir /tmp/daskie-operator]
                                   [--out operator.json]
 
 Per family (phase ``accuracy``): ``--n`` instances generated as tasks on daskie's embedded
-cluster (2 workers x 1 thread) into a zarr data set, a DeepONet trained with
-Levenberg-Marquardt on the first ``n - test`` (data loss, one rank), then on the ``--test``
-held-out instances the relative L2 error against the reference (median, 95th percentile),
-the time of one operator forward pass per instance (``predict_s``: 1000 new instances in one
-call, divided by 1000) and of one reference solve (``reference_s``: the mean Nystrom wall
-time recorded in the data set, assembly included, building the daskie Problem not).
+cluster (2 workers x 1 thread) into a zarr data set; a DeepONet trained with
+Levenberg-Marquardt on the first ``n - test`` (data loss, one rank; ``--steps`` steps in 1-D,
+``--steps-2d`` in 2-D, where the rows and so ``J^T J`` cost several times more); then, on the
+``--test`` held-out instances, the relative L2 error against the reference (median, 95th
+percentile), the time of one operator forward pass per instance (``predict_s``: 1000 new
+instances in one call, divided by 1000) and of one reference solve (``reference_s``: the
+mean Nystrom wall time recorded in the data set, assembly included, building the daskie
+Problem not).
 
 Scaling (phases ``data`` and ``train``), in the same run: data generation of
 ``--scaling-n`` instances of the 2-D family on LocalCluster(1 x 1 thread) and
@@ -36,9 +39,10 @@ import numpy as np
 
 def _net(family, sensors):
     from daskie.nn import MLP, DeepONet
+    from daskie.operator.formulation import n_branch_inputs
 
-    return DeepONet(sensors, family.dim, branch=MLP(hidden=(16,)), trunk=MLP(hidden=(16, 16)),
-                    width=12)
+    return DeepONet(n_branch_inputs(family, sensors), family.dim, branch=MLP(hidden=(16,)),
+                    trunk=MLP(hidden=(16, 16)), width=12)
 
 
 def accuracy(name, n, n_test, steps, directory, client):
@@ -63,11 +67,11 @@ def accuracy(name, n, n_test, steps, directory, client):
                             strategy=OperatorDataParallel(shards=1, window=None),
                             train=(0, n - n_test), test=(n - n_test, n))
     train_s = time.perf_counter() - t0
-    f, mu = ds.f.values[n - n_test:], ds.mu.values[n - n_test:]
-    err = op.relative_errors(op(f), mu)
+    mu = ds.mu.values[n - n_test:]
+    err = op.relative_errors(op.predict(ds.params.values[n - n_test:]), mu)
     baseline = op.relative_errors(np.broadcast_to(ds.mu.values[:n - n_test].mean(0), mu.shape), mu)
     new = fam.sample(1000, seed=99)
-    f_new = op.f_at_sensors(new)
+    f_new = op.inputs(new)
     op(f_new[:10])  # warm up
     t0 = time.perf_counter()
     op(f_new)
@@ -124,7 +128,8 @@ def scaling(n, steps, directory, n_train=1024):
     all_cores = time.perf_counter() - t0
     torch.set_num_threads(before)
     for phase, what in (("data", f"{n} instances of fredholm-2d (Nystrom n=12)"),
-                        ("train", f"Adam {steps} steps, {n_train - 16} instances x 33 points of fredholm-1d")):
+                        ("train", f"Adam {steps} steps, {n_train - 16} instances x 33 "
+                                  "points of fredholm-1d")):
         t1 = times[(phase, 1)]
         for workers in (1, 2):
             s = t1 / times[(phase, workers)]
@@ -145,7 +150,8 @@ def main(argv=None) -> int:
                     default=["fredholm-1d", "volterra-1d-sin", "fredholm-2d"])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--test", type=int, default=200)
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps-2d", type=int, default=25)
     ap.add_argument("--scaling-n", type=int, default=400)
     ap.add_argument("--scaling-steps", type=int, default=150)
     ap.add_argument("--scaling-train", type=int, default=1024)
@@ -162,7 +168,10 @@ def main(argv=None) -> int:
     records = []
     with local_cluster(workers=2) as client:
         for name in args.families:
-            rec = accuracy(name, args.n, args.test, args.steps, args.dir, client)
+            from daskie.problems.families import family
+
+            steps = args.steps_2d if family(name).dim >= 2 else args.steps
+            rec = accuracy(name, args.n, args.test, steps, args.dir, client)
             records.append(rec)
             print(f"{name:16s} dim {rec['dim']}  rel L2 median {rec['rel_l2_median']:.2e}  "
                   f"p95 {rec['rel_l2_p95']:.2e}  (mean-solution baseline "

@@ -33,16 +33,17 @@ def main():
         made = generate_dataset(family, path, 400, seed=0, client=client)
         print(f"data set {path}: {made['solved']} blocks solved now, {made['skipped']} found "
               f"on disk ({made['wall_s']:.1f} s)")
-        net = DeepONet(sensors=32, dim=1, branch=MLP(hidden=(16,)), trunk=MLP(hidden=(16, 16)),
+        # the branch reads f at 32 sensors and lambda (this family varies it)
+        net = DeepONet(sensors=33, dim=1, branch=MLP(hidden=(16,)), trunk=MLP(hidden=(16, 16)),
                        width=12)
         # a short Adam start, then Levenberg-Marquardt: both data-parallel over two workers
-        op, history = fit_operator(family, path, net, client=client,
-                                   optimizer=Adam(lr=1e-3, steps=100) >> LevenbergMarquardt(steps=30),
+        optimizer = Adam(lr=1e-3, steps=100) >> LevenbergMarquardt(steps=30)
+        op, history = fit_operator(family, path, net, client=client, optimizer=optimizer,
                                    strategy=OperatorDataParallel(shards=2, window=20),
                                    train=(0, 300), test=(300, 400))
     print(f"trained: loss {history[-1]['loss']:.2e} after {history[-1]['epoch']} steps")
     ds = xr.open_zarr(path)
-    err = op.relative_errors(op(ds.f.values[300:]), ds.mu.values[300:])
+    err = op.relative_errors(op.predict(ds.params.values[300:]), ds.mu.values[300:])
     print(f"held-out relative L2: median {np.median(err):.2e}, 95th percentile "
           f"{np.quantile(err, 0.95):.2e}")
     new = family.sample(1000, seed=123)

@@ -33,9 +33,9 @@ def fredholm_set(tmp_path_factory):
 
 
 # --- DeepONet ---------------------------------------------------------------------------------
-def test_deeponet_rows_equal_its_cartesian_product_and_jacobian_equals_autograd():
-    net = DeepONet(6, 2, branch=MLP(hidden=(9, 7)), trunk=MLP(hidden=(8,), activation="sin"),
-                   width=5)
+@pytest.mark.parametrize("branch", [MLP(hidden=(9, 7)), None], ids=["mlp", "linear"])
+def test_deeponet_rows_equal_its_cartesian_product_and_jacobian_equals_autograd(branch):
+    net = DeepONet(6, 2, branch=branch, trunk=MLP(hidden=(8,), activation="sin"), width=5)
     theta = net.init_params(8, torch.Generator().manual_seed(1)) + 0.05
     assert theta.numel() == net.n_params(8)
     f, x = torch.randn(4, 6, dtype=torch.float64), torch.rand(3, 2, dtype=torch.float64)
@@ -190,3 +190,43 @@ def test_a_trained_operator_beats_the_mean_solution_on_held_out_instances(fredho
     ds_pred = op.dataset(f[40:42])
     assert ds_pred.mu.shape == (2, 9)
     np.testing.assert_allclose(ds_pred.mu.values, op(f[40:42]), rtol=0, atol=0)
+
+
+def test_a_family_that_varies_lambda_gives_lambda_to_the_branch(tmp_path):
+    fam = family("volterra-1d-sin")
+    path = str(tmp_path / "volterra.zarr")
+    generate_dataset(fam, path, 16, seed=0, client="sync", **SMALL)
+    with pytest.raises(SpecError, match="16 sensors and lambda"):
+        fit_operator(fam, path, small_net(16), client="sync")
+    op, _ = fit_operator(fam, path, small_net(17), client="sync", optimizer=Adam(steps=2),
+                         strategy=OperatorDataParallel(shards=2, window=None), train=(0, 12),
+                         test=(12, 16))
+    params = fam.sample(16, seed=0)
+    inputs = op.inputs(params)
+    np.testing.assert_array_equal(inputs[:, -1], fam.lam_values(params))
+    np.testing.assert_allclose(op.predict(params), op(inputs), rtol=0, atol=0)
+
+
+def test_a_stopped_training_resumes_to_the_numbers_of_an_unstopped_one(fredholm_set, tmp_path):
+    fam, path = fredholm_set
+    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=Adam(lr=3e-3, steps=9),
+                  strategy=OperatorDataParallel(shards=2, window=3), train=(0, 40), test=(40, 48),
+                  client="sync")
+    straight, full_history = fit_operator(fam, path, **kwargs)
+    store = str(tmp_path / "run.zarr")
+
+    def stop_after_first(k, outputs):
+        if k == 0:
+            raise KeyboardInterrupt("stopped by the test")
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_operator(fam, path, store=store, on_window=stop_after_first, **kwargs)
+    resumed, history = fit_operator(fam, path, store=store, resume=True, **kwargs)
+    torch.testing.assert_close(resumed.theta, straight.theta, rtol=0, atol=0)
+    assert [r["epoch"] for r in history] == [r["epoch"] for r in full_history]
+    loaded = type(resumed).load(store)
+    assert loaded.net == resumed.net and loaded.family is not None
+    np.testing.assert_array_equal(loaded(np.ones((2, 16))), resumed(np.ones((2, 16))))
+    with pytest.raises(SpecError, match="other arguments"):
+        fit_operator(fam, path, store=store, resume=True,
+                     **{**kwargs, "optimizer": Adam(lr=1e-3, steps=9)})

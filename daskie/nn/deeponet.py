@@ -46,6 +46,9 @@ class DeepONet:
         Hidden widths, activation and initialisation of the two networks (their scalar
         output layer is replaced by ``width * outputs`` features). The branch's last layer
         is linear, the trunk's is activated (Lu et al.'s unstacked DeepONet).
+        ``branch=None``: a linear branch (its features a linear map of the sensor values),
+        which represents the solution operator of a linear family exactly once the trunk
+        spans it.
     width : int
         ``p``: features per output in the dot product.
     outputs : int
@@ -56,7 +59,7 @@ class DeepONet:
 
     sensors: int
     dim: int = 1
-    branch: MLP = field(default_factory=lambda: MLP(hidden=(40, 40)))
+    branch: MLP | None = field(default_factory=lambda: MLP(hidden=(40, 40)))
     trunk: MLP = field(default_factory=lambda: MLP(hidden=(40, 40)))
     width: int = 40
     outputs: int = 1
@@ -68,11 +71,18 @@ class DeepONet:
         check_int("DeepONet.width", self.width)
         check_int("DeepONet.outputs", self.outputs)
         for name in ("branch", "trunk"):
+            if name == "branch" and self.branch is None:
+                continue
             if not isinstance(getattr(self, name), MLP):
                 raise SpecError(f"DeepONet.{name} must be a daskie MLP spec (hidden widths, "
                                 f"activation, init), got {getattr(self, name)!r}")
         if not isinstance(self.bias, bool):
             raise SpecError(f"DeepONet.bias must be True or False, got {self.bias!r}")
+
+    @property
+    def _branch_activation(self) -> str:
+        # a linear branch applies none; "tanh" is only a placeholder for the layer loops
+        return "tanh" if self.branch is None else self.branch.activation
 
     # --- layout -----------------------------------------------------------------------------
     @property
@@ -82,7 +92,8 @@ class DeepONet:
 
     def _sizes(self):
         q = self.width * self.outputs
-        return [self.sensors, *self.branch.hidden, q], [self.dim, *self.trunk.hidden, q]
+        hidden = () if self.branch is None else self.branch.hidden
+        return [self.sensors, *hidden, q], [self.dim, *self.trunk.hidden, q]
 
     def _check_in_dim(self, in_dim):
         if in_dim is not None and int(in_dim) != self.in_dim:
@@ -110,7 +121,8 @@ class DeepONet:
         chunks = []
         for spec, sizes in zip((self.branch, self.trunk), self._sizes()):
             for a, b in zip(sizes[:-1], sizes[1:]):
-                std = spec.init_std if spec.init == "normal" else (2.0 / (a + b)) ** 0.5
+                normal = spec is not None and spec.init == "normal"
+                std = spec.init_std if normal else (2.0 / (a + b)) ** 0.5
                 chunks.append(torch.randn(b * a, generator=generator, dtype=torch.float64) * std)
                 chunks.append(torch.zeros(b, dtype=torch.float64))
         if self.bias:
@@ -146,7 +158,7 @@ class DeepONet:
         """Branch features of ``f_values`` (``(..., m)``) and trunk features of ``x``
         (``(..., d)``), each of shape ``(..., outputs, width)``, and the head's bias."""
         branch, trunk, b0 = self._split(theta)
-        fb = self._run(branch, f_values, _activation(self.branch.activation), False)
+        fb = self._run(branch, f_values, _activation(self._branch_activation), False)
         ft = self._run(trunk, x, _activation(self.trunk.activation), True)
         shape = (self.outputs, self.width)
         return fb.reshape(fb.shape[:-1] + shape), ft.reshape(ft.shape[:-1] + shape), b0
@@ -183,7 +195,7 @@ class DeepONet:
         """
         import torch
 
-        acts = (self.branch.activation, self.trunk.activation)
+        acts = (self._branch_activation, self.trunk.activation)
         if self.outputs != 1 or row_weights is not None or "gelu" in acts or z.ndim != 2:
             return None
         branch, trunk, b0 = self._split(theta)

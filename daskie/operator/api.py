@@ -102,7 +102,7 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
 
 def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=None,
                  train=None, test=None, client=None, seed: int = 0, threads: int | None = 1,
-                 target_loss: float = 0.0, on_window=None):
+                 target_loss: float = 0.0, store=None, resume: bool = False, on_window=None):
     """Train a DeepONet on a family's data set; returns the operator and its history.
 
     Parameters
@@ -112,8 +112,8 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     data : str or path-like
         A data set made by :func:`generate_dataset`, visible to every worker.
     net : DeepONet, optional
-        Default: ``DeepONet(sensors=m, dim=d)`` with the data set's ``m`` sensors. Give
-        either ``net`` or ``loss``.
+        Default: ``DeepONet(sensors=m, dim=d)`` with ``m`` the data set's sensors (plus one,
+        lambda, for families that vary it). Give either ``net`` or ``loss``.
     strategy : OperatorDataParallel, optional
         Default ``OperatorDataParallel()`` (one rank per worker; 2 ranks in process).
     optimizer : Optimizer, optional
@@ -132,6 +132,13 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
         torch threads per rank.
     target_loss : float
         Stop once the loss falls below it.
+    store : str or path-like, optional
+        A run store (:class:`~daskie.store.RunStore`) for the window checkpoints; the trained
+        operator is reloaded from it with :meth:`Operator.load`. Never replaced: a new run
+        needs a new path.
+    resume : bool
+        Continue the run in ``store`` from its newest checkpoint (the same arguments
+        otherwise): it ends with the numbers of a run that was never stopped.
     on_window : callable, optional
         ``on_window(k, outputs)`` after every window.
 
@@ -141,27 +148,32 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
         The trained operator (callable on ``f`` at the sensors) and every rank's records.
     """
     from daskie.nn.deeponet import DeepONet
-    from daskie.operator.formulation import OperatorLoss, TrainingSet
+    from daskie.operator.formulation import OperatorLoss, TrainingSet, n_branch_inputs
     from daskie.operator.model import Operator
     from daskie.runtime.context import RunContext
     from daskie.runtime.window_graph import run_token
+    from daskie.store import Checkpoint
     from daskie.store.dataset import OperatorDataset
     from daskie.strategies.operator import OperatorDataParallel
     from daskie.train.optimizers import Adam, Optimizer
 
     _check_family(family)
     if not isinstance(data, (str, os.PathLike)):
-        raise SpecError(f"data must be the path of a data set made by generate_dataset, got {data!r}")
-    store = OperatorDataset.open(data)
-    if store.spec.get("family") != family.describe():
-        raise SpecError(f"the data set at {store.path} holds family "
-                        f"{store.spec.get('family', {}).get('name')!r} with other settings than "
+        raise SpecError("data must be the path of a data set made by generate_dataset, "
+                        f"got {data!r}")
+    data_store = OperatorDataset.open(data)
+    spec = data_store.spec
+    if spec.get("family") != family.describe():
+        raise SpecError(f"the data set at {data_store.path} holds family "
+                        f"{spec.get('family', {}).get('name')!r} with other settings than "
                         f"{family.name!r}")
-    if not store.complete:
-        raise SpecError(f"the data set at {store.path} is not complete ({len(store.pending())} "
-                        "blocks missing): run generate_dataset again to finish it")
+    if not data_store.complete:
+        raise SpecError(f"the data set at {data_store.path} is not complete "
+                        f"({len(data_store.pending())} blocks missing): run generate_dataset "
+                        "again to finish it")
     if loss is None:
-        net = DeepONet(sensors=len(store.sensors), dim=family.dim) if net is None else net
+        m = n_branch_inputs(family, len(data_store.sensors))
+        net = DeepONet(sensors=m, dim=family.dim) if net is None else net
         loss = OperatorLoss(net)
     elif not isinstance(loss, OperatorLoss):
         raise SpecError(f"loss must be an OperatorLoss, got {loss!r}")
@@ -175,22 +187,59 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
         raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
     check_int("seed", seed, 0)
     if train is None:
-        held = min(200, store.n // 5)
-        train = (0, store.n - held)
-        test = (store.n - held, store.n) if test is None and held else test
-    training = TrainingSet(store.path, family, train, test)
-    token = run_token(training.describe(), store.spec, loss, optimizer, strategy, seed, threads,
+        held = min(200, data_store.n // 5)
+        train = (0, data_store.n - held)
+        test = (data_store.n - held, data_store.n) if test is None and held else test
+    training = TrainingSet(data_store.path, family, train, test)
+    token = run_token(training.describe(), spec, loss, optimizer, strategy, seed, threads,
                       target_loss)
     ctx = RunContext(training, loss, optimizer, int(seed), float(target_loss), threads, token)
-    history = []
+    meta = {"operator": {"token": token, "family": family.describe(), "data": data_store.path,
+                         "net": Operator.net_spec(loss.net), "loss": repr(loss),
+                         "optimizer": repr(optimizer), "strategy": repr(strategy),
+                         "seed": int(seed), "train": list(training.train),
+                         "test": None if training.test is None else list(training.test)}}
+    runs, start, history = _open_run(store, resume, token, meta)
 
     def window_done(k, outputs):
-        for out in outputs:
-            history.extend(out.records)
+        recs = [r for out in outputs for r in out.records]
+        history.extend(recs)
+        if runs is not None:
+            runs.write_checkpoint(Checkpoint(k, [o.to_tree() for o in outputs], recs))
         if on_window is not None:
             on_window(k, outputs)
 
-    with _executor(client) as executor:
-        final = strategy.execute(executor, ctx, None, None, on_window=window_done)
-    op = Operator(loss.net, final[0].state.theta, store.sensors, store.query, family)
+    try:
+        with _executor(client) as executor:
+            final = strategy.execute(executor, ctx, None, None, resume=start,
+                                     on_window=window_done)
+    finally:
+        if runs is not None:
+            runs.close()
+    op = Operator(loss.net, final[0].state.theta, data_store.sensors, data_store.query, family)
     return op, history
+
+
+def _open_run(store, resume, token, meta):
+    """``(run store or None, resume point or None, earlier records)`` for ``fit_operator``."""
+    from daskie.runtime.context import WindowOutput
+    from daskie.store import RunStore
+
+    if store is None:
+        if resume:
+            raise SpecError("resume=True needs the store= of the run to continue")
+        return None, None, []
+    if not resume:
+        runs = RunStore(store, mode="w-")
+        runs.write_meta(meta)
+        return runs, None, []
+    runs = RunStore(store, mode="a")
+    old = runs.read_meta().get("operator", {})
+    if old.get("token") != token:
+        runs.close()
+        raise SpecError(f"the run in {runs.path} was trained with other arguments (family, data, "
+                        "network, loss, optimizer, strategy or seed): resume it with the same ones")
+    ckpt = runs.latest_checkpoint()
+    if ckpt is None:
+        return runs, None, []
+    return runs, (ckpt.window, [WindowOutput.from_tree(t) for t in ckpt.outputs]), runs.history()

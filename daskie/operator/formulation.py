@@ -30,7 +30,7 @@ from daskie.formulations.base import Discretization, Evaluation, Formulation, Su
 from daskie.nn.deeponet import DeepONet
 from daskie.quadrature import tensor_rule
 
-__all__ = ["TrainingSet", "OperatorLoss", "instance_shard"]
+__all__ = ["TrainingSet", "OperatorLoss", "instance_shard", "branch_inputs", "n_branch_inputs"]
 
 
 def _range(value, name):
@@ -95,6 +95,21 @@ def instance_shard(first: int, stop: int, shard) -> tuple[int, int]:
     return first + (k * total) // n, first + ((k + 1) * total) // n
 
 
+def n_branch_inputs(family, sensors: int) -> int:
+    """Inputs of the branch for ``sensors`` sensor values: one more (lambda) when the family
+    varies lambda, which the operator cannot see in ``f``."""
+    return sensors + (1 if family.lam[0] != family.lam[1] else 0)
+
+
+def branch_inputs(family, f_sensors, params) -> np.ndarray:
+    """What the branch reads of each instance: ``f`` at the sensors, then lambda when the
+    family varies it (:func:`n_branch_inputs`)."""
+    f = np.atleast_2d(np.asarray(f_sensors, dtype=float))
+    if family.lam[0] == family.lam[1]:
+        return f
+    return np.concatenate([f, family.lam_values(params)[:, None]], axis=1)
+
+
 def _rows(f_sensors, points):
     """Rows ``(f_i at the sensors, point)`` for every instance i (``f_sensors (n, m)``) and
     every point of ``points (p, d)``, instance-major: shape ``(n * p, m + d)``."""
@@ -133,7 +148,8 @@ class OperatorLoss(Formulation):
             raise SpecError(f"OperatorLoss.net must be a daskie DeepONet, got {self.net!r}")
         for name in ("data", "physics"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not number or not math.isfinite(v) or v < 0:
                 raise SpecError(f"OperatorLoss.{name} must be a number >= 0, got {v!r}")
         if self.data == 0 and self.physics == 0:
             raise SpecError("OperatorLoss needs data > 0 or physics > 0 (a loss to minimise)")
@@ -196,9 +212,12 @@ class OperatorLoss(Formulation):
         family, net = problem.family, self.net
         store = OperatorDataset.open(problem.path)
         sensors, x = store.sensors, store.query
-        if net.sensors != len(sensors) or net.dim != x.shape[1]:
-            raise SpecError(f"the data set has {len(sensors)} sensors in {x.shape[1]}-D; the "
-                            f"DeepONet takes {net.sensors} sensors in {net.dim}-D")
+        m = n_branch_inputs(family, len(sensors))
+        if net.sensors != m or net.dim != x.shape[1]:
+            extra = " and lambda" if m > len(sensors) else ""
+            raise SpecError(f"the data set has {len(sensors)} sensors{extra} in {x.shape[1]}-D "
+                            f"(DeepONet(sensors={m}, dim={x.shape[1]})); the DeepONet takes "
+                            f"{net.sensors} inputs in {net.dim}-D")
         for name, (a, b) in (("train", problem.train), ("test", problem.test or (0, 1))):
             if b > store.n:
                 raise SpecError(f"TrainingSet.{name} = [{a}, {b}) reaches past the data set's "
@@ -210,7 +229,8 @@ class OperatorLoss(Formulation):
         T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
 
         sub = SubModel("G", net.in_dim, net)
-        evaluations = {"G@x": Evaluation("G", T(_rows(rows["f"], x)))}
+        inputs = branch_inputs(family, rows["f"], rows["params"])
+        evaluations = {"G@x": Evaluation("G", T(_rows(inputs, x)))}
         weights, blocks = {}, {}
         target = T(rows["mu"].reshape(-1))
         if self.data > 0:
@@ -219,7 +239,8 @@ class OperatorLoss(Formulation):
         if self.physics > 0:
             terms = self.physics_terms(family, rows["params"], x)
             nodes = terms["nodes"]
-            evaluations["G@nodes"] = Evaluation("G", T(_rows(rows["f"], nodes.reshape(-1, x.shape[1]))))
+            flat = nodes.reshape(-1, x.shape[1])
+            evaluations["G@nodes"] = Evaluation("G", T(_rows(inputs, flat)))
             node_shape = (n_here, *nodes.shape[:-1])  # (n, Q) shared or (n, p, Q) per point
             weights["physics"] = float(self.physics) * n_here / n_total
             blocks["physics"] = ("G@x", "G@nodes")
@@ -244,8 +265,9 @@ class OperatorLoss(Formulation):
         test_points, test_exact = np.zeros((0, net.in_dim)), None
         if problem.test is not None:
             a, b = problem.test
-            held = store.read(a, min(b, a + self.test_instances), names=("f", "mu"))
-            test_points, test_exact = _rows(held["f"], x), held["mu"].reshape(-1)
+            held = store.read(a, min(b, a + self.test_instances))
+            test_points = _rows(branch_inputs(family, held["f"], held["params"]), x)
+            test_exact = held["mu"].reshape(-1)
         return Discretization(
             problem=problem, submodels={"G": sub}, evaluations=evaluations,
             residual_fn=residual_fn, solution="G", test_points=test_points,

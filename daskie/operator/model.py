@@ -37,17 +37,19 @@ class Operator:
                 f"params={self.theta.numel()})")
 
     def __call__(self, f_values, x=None) -> np.ndarray:
-        """``mu`` of the instances whose ``f`` at the sensors is ``f_values`` (``(n, m)``, or
-        ``(m,)`` for one), at points ``x`` (``(k, d)``; default: the query points): shape
+        """``mu`` of the instances whose branch inputs are ``f_values`` (``(n, m)``, or
+        ``(m,)`` for one: ``f`` at the sensors, then lambda for families that vary it, see
+        :meth:`inputs`), at points ``x`` (``(k, d)``; default: the query points): shape
         ``(n, k)`` (or ``(k,)``). One branch pass per instance and one trunk pass per point."""
         import torch
 
         f = np.asarray(f_values, dtype=float)
         one = f.ndim == 1
         f = np.atleast_2d(f)
-        if f.shape[1] != len(self.sensors):
-            raise SpecError(f"f_values must hold f at the {len(self.sensors)} sensors (last "
-                            f"axis), got shape {np.shape(f_values)}")
+        if f.shape[1] != self.net.sensors:
+            raise SpecError(f"f_values must hold the {self.net.sensors} branch inputs (f at the "
+                            f"{len(self.sensors)} sensors, then lambda if the family varies it) "
+                            f"on the last axis, got shape {np.shape(f_values)}")
         x = self.query if x is None else np.asarray(x, dtype=float)
         if x.ndim != 2 or x.shape[1] != self.net.dim:
             raise SpecError(f"x must have shape (k, {self.net.dim}), got {x.shape}")
@@ -55,30 +57,76 @@ class Operator:
             out = self.net.operator(self.theta, torch.as_tensor(f), torch.as_tensor(x)).numpy()
         return out[0] if one else out
 
-    def f_at_sensors(self, params) -> np.ndarray:
-        """``f`` of family instances ``params`` (``(n, n_params)``) at the sensors."""
+    def inputs(self, params) -> np.ndarray:
+        """The branch inputs of family instances ``params`` (``(n, n_params)``): ``f`` at the
+        sensors, then lambda when the family varies it."""
+        from daskie.operator.formulation import branch_inputs
+
         if self.family is None:
-            raise SpecError("this operator has no family: pass f at the sensors instead")
-        return self.family.f_values(params, self.sensors)
+            raise SpecError("this operator has no family: pass its branch inputs instead")
+        params = np.atleast_2d(params)
+        return branch_inputs(self.family, self.family.f_values(params, self.sensors), params)
 
     def predict(self, params, x=None) -> np.ndarray:
         """``mu`` of family instances ``params`` (``(n, n_params)``) at ``x`` (default: the
         query points), shape ``(n, k)``."""
-        return self(self.f_at_sensors(params), x)
+        return self(self.inputs(params), x)
 
     def dataset(self, f_values, x=None):
-        """The prediction as an ``xarray.Dataset``: ``mu (instance, point)``, ``f (instance,
-        sensor)`` and the coordinates ``x (point, dim)``, ``sensor_x (sensor, dim)``."""
+        """The prediction as an ``xarray.Dataset``: ``mu (instance, point)``, ``inputs
+        (instance, input)`` and the coordinates ``x (point, dim)``, ``sensor_x (sensor, dim)``."""
         import xarray as xr
 
         x = self.query if x is None else np.asarray(x, dtype=float)
         f = np.atleast_2d(np.asarray(f_values, dtype=float))
         mu = self(f, x)
-        ds = xr.Dataset({"mu": (("instance", "point"), mu), "f": (("instance", "sensor"), f),
+        ds = xr.Dataset({"mu": (("instance", "point"), mu), "inputs": (("instance", "input"), f),
                          "x": (("point", "dim"), x), "sensor_x": (("sensor", "dim"), self.sensors)})
         ds["mu"].attrs["description"] = "operator prediction of mu"
-        ds["f"].attrs["description"] = "right-hand side at the sensors (the input)"
+        ds["inputs"].attrs["description"] = "branch inputs: f at the sensors (then lambda)"
         return ds
+
+    @staticmethod
+    def net_spec(net) -> dict:
+        """The DeepONet as plain data (JSON) for a run store; :meth:`load` rebuilds it."""
+        from dataclasses import asdict
+
+        spec = asdict(net)
+        for part in ("branch", "trunk"):
+            if spec[part] is not None:
+                spec[part] = {**spec[part], "hidden": list(spec[part]["hidden"])}
+        return spec
+
+    @classmethod
+    def load(cls, store, family=None) -> "Operator":
+        """The operator of the newest checkpoint in the run store ``store`` (written by
+        :func:`~daskie.operator.fit_operator` with ``store=``); ``family`` defaults to the
+        built-in family of the stored name, if there is one."""
+        from daskie.nn import MLP, DeepONet
+        from daskie.problems.families import FAMILIES, family as named
+        from daskie.store import RunStore
+        from daskie.store.dataset import OperatorDataset
+
+        runs = RunStore(store, mode="a")
+        try:
+            meta = runs.read_meta().get("operator")
+            ckpt = runs.latest_checkpoint()
+        finally:
+            runs.close()
+        if meta is None or ckpt is None:
+            raise SpecError(f"{runs.path} holds no trained operator (no operator run with a "
+                            "checkpoint)")
+        spec = dict(meta["net"])
+        for part in ("branch", "trunk"):
+            if spec[part] is not None:
+                spec[part] = MLP(**{**spec[part], "hidden": tuple(spec[part]["hidden"])})
+        net = DeepONet(**spec)
+        name = meta["family"]["name"]
+        if family is None and name in FAMILIES and named(name).describe() == meta["family"]:
+            family = named(name)
+        data = OperatorDataset.open(meta["data"])
+        theta = ckpt.outputs[0]["state"]["theta"]
+        return cls(net, theta, data.sensors, data.query, family)
 
     @staticmethod
     def relative_errors(predicted, reference) -> np.ndarray:

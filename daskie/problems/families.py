@@ -162,8 +162,10 @@ class Family:
         if self.nonlinearity is None:
             object.__setattr__(self, "nonlinearity", Nonlinearity.identity())
         if not isinstance(self.nonlinearity, Nonlinearity):
-            raise SpecError(f"Family.nonlinearity must be a Nonlinearity, got {self.nonlinearity!r}")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha != 0):
+            raise SpecError("Family.nonlinearity must be a Nonlinearity, "
+                            f"got {self.nonlinearity!r}")
+        a = self.alpha
+        if isinstance(a, bool) or not (isinstance(a, (int, float)) and math.isfinite(a) and a != 0):
             raise SpecError(f"Family.alpha must be a non-zero number, got {self.alpha!r}")
         check_int("Family.reference_n", self.reference_n, 2)
 
@@ -193,7 +195,8 @@ class Family:
         return out
 
     def f_values(self, params, x) -> np.ndarray:
-        """``f`` of instances ``params`` (``(n, n_params)``) at points ``x`` ``(k, d)`` -> ``(n, k)``."""
+        """``f`` of instances ``params`` (``(n, n_params)``) at points ``x`` (``(k, d)``):
+        shape ``(n, k)``."""
         p = np.atleast_2d(np.asarray(params, dtype=float))
         return self.field.evaluate(p[:, :-1], np.asarray(x, dtype=float),
                                    self.domain.lower, self.domain.upper)
@@ -211,7 +214,8 @@ class Family:
         coef, lam = p[:-1].copy(), float(p[-1])
         field, lo, hi = self.field, self.domain.lower, self.domain.upper
         upper = (VOLTERRA,) * self.dim if self.volterra else None
-        term = IntegralTerm(kernel=self.kernel, lam=lam, upper=upper, nonlinearity=self.nonlinearity)
+        term = IntegralTerm(kernel=self.kernel, lam=lam, upper=upper,
+                            nonlinearity=self.nonlinearity)
         return Problem(domain=self.domain, f=lambda x: field.evaluate(coef, x, lo, hi),
                        terms=[term], alpha=float(self.alpha), name=self.name,
                        description=self.description)
@@ -227,7 +231,8 @@ class Family:
         return {"name": self.name, "dim": self.dim, "domain": self.domain.to_dict(),
                 "field": vars(self.field), "lam": list(self.lam), "volterra": self.volterra,
                 "nonlinearity": self.nonlinearity.name, "alpha": float(self.alpha),
-                "reference_n": self.reference_n, "n_params": self.n_params, "description": self.description}
+                "reference_n": self.reference_n, "n_params": self.n_params,
+                "description": self.description}
 
 
 def _gauss_kernel(width: float):

@@ -94,7 +94,8 @@ class OperatorDataset:
                 raise StorePathError(f"{path} exists and is not a daskie operator data set: "
                                      "choose another path") from exc
             if _spec_json(old.spec) != _spec_json(spec):
-                diff = sorted(k for k in set(spec) | set(old.spec) if old.spec.get(k) != spec.get(k))
+                keys = set(spec) | set(old.spec)
+                diff = sorted(k for k in keys if old.spec.get(k) != spec.get(k))
                 raise SpecError(f"the data set at {path} was made with other settings "
                                 f"(differs in {diff}); use another path or the same settings "
                                 "to continue it")
