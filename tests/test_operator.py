@@ -230,3 +230,17 @@ def test_a_stopped_training_resumes_to_the_numbers_of_an_unstopped_one(fredholm_
     with pytest.raises(SpecError, match="other arguments"):
         fit_operator(fam, path, store=store, resume=True,
                      **{**kwargs, "optimizer": Adam(lr=1e-3, steps=9)})
+
+
+def test_bad_operator_arguments_are_refused_with_the_field_named(fredholm_set):
+    fam, path = fredholm_set
+    with pytest.raises(SpecError, match="OperatorDataParallel.window"):
+        OperatorDataParallel(window=0)
+    with pytest.raises(SpecError, match="data > 0 or physics > 0"):
+        OperatorLoss(small_net(), data=0.0)
+    with pytest.raises(SpecError, match="16 sensors in 1-D"):
+        fit_operator(fam, path, small_net(12), client="sync")
+    with pytest.raises(SpecError, match="holds family 'fredholm-1d'"):
+        fit_operator(family("volterra-1d-sin"), path, small_net(17), client="sync")
+    with pytest.raises(SpecError, match="resume=True needs the store"):
+        fit_operator(fam, path, small_net(), client="sync", resume=True)
