@@ -311,7 +311,7 @@ def lm_rows(args):
               f"{'epochs':>6} {'wall s':>7} {'s to 1e-8':>9} {'target':>8} {'met':>3} {'load':>9}")
     print(header, flush=True)
     records = []
-    plan = [(r, "lm") for r in LM_ROWS] + [(r, "chain") for r in CHAIN_ROWS]
+    plan = [(r, "lm") for r in LM_ROWS] + ([] if args.lm_only else [(r, "chain") for r in CHAIN_ROWS])
     if args.problems:
         plan = [(r, k) for r, k in plan if r["problem"] in args.problems]
     for row, kind in plan:
@@ -366,6 +366,8 @@ def main(argv=None):
     p.add_argument("--out", help="write the records as JSON here")
     p.add_argument("--lm-rows", action="store_true",
                    help="run only issue 7's rows (LM_ROWS, CHAIN_ROWS; --problems filters them)")
+    p.add_argument("--lm-only", action="store_true",
+                   help="with --lm-rows: the Levenberg-Marquardt rows only (not the Adam+L-BFGS race)")
     p.add_argument("--run", default="issue7-lm-rows",
                    help="run name stored in each --lm-rows record; --out keeps other runs' records")
     args = p.parse_args(argv)

@@ -158,6 +158,7 @@ class _Run:
     meta: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     resume_point: tuple | None = None
+    start: object = None  # initial parameters of a new run (a warm start), or None
     init: str = "auto"
     restarts: int = 1
     check: bool = True
@@ -167,8 +168,11 @@ class _Run:
 
 
 def _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
-             overwrite, store, workers, gpus) -> _Run:
-    """Validate the arguments (named errors, before anything starts) and fill the defaults."""
+             overwrite, store, workers, gpus, init=None, restarts=1, check=None) -> _Run:
+    """Validate the arguments (named errors, before anything starts) and fill the defaults
+    (``init`` and ``check`` from the settings ``daskie.init``, ``daskie.check``)."""
+    from daskie import config
+    from daskie.train.warm_start import INITS
     from daskie.formulations.base import Formulation
     from daskie.problems import Problem, catalog
     from daskie.strategies import Monolithic, Strategy
@@ -208,7 +212,18 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
         if not isinstance(client, (Client, Executor)):
             raise SpecError(f"client must be None (start an embedded LocalCluster), 'sync' (this "
                             f"process) or a distributed.Client, got {client!r}")
-    return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss))
+    init = config.get("init") if init is None else init
+    check = config.get("check") if check is None else check
+    if init not in INITS:
+        raise SpecError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+    if not isinstance(check, bool):
+        raise SpecError(f"check must be True or False, got {check!r}")
+    check_int("restarts", restarts)
+    if restarts > 1 and not strategy.seeds_as_tasks:
+        raise SpecError(f"restarts={restarts} trains seeds as independent tasks: it needs a "
+                        f"strategy whose training is one task (Monolithic), not {strategy.label}")
+    return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss),
+                init=init, restarts=int(restarts), check=check)
 
 
 def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
@@ -261,28 +276,14 @@ def _initial(run: _Run):
     """Start from the warm start of :func:`daskie.train.warm_start.initial_params` (the
     reference's branch; issue 15, class 1), unless resuming from a checkpoint or training
     several seeds (each seed task warms up by itself)."""
-    from daskie.runtime.context import WindowOutput
-    from daskie.train.loop import TrainState
     from daskie.train.warm_start import initial_params
 
     if run.resume_point is not None or run.restarts > 1:
         return
-    if run.strategy.__class__.__name__ != "Monolithic":
-        # the other runners keep their own start (an SPMD run reads its resume point as the
-        # joint state of its ranks): a warm start for them is the runtime's to add
-        run.checks.update({"init": "random", "init_reason": f"{run.strategy.label} starts from "
-                           "the runtime's seeded random parameters"})
-        return
     theta, info = initial_params(run.objective, run.init, seed=run.seed, reference=run.reference)
     run.checks.update(info)
-    if info["init"] == "random":
-        return  # the runtime's own seeded start: the same numbers
-    import torch
-
-    params = run.objective.layout.split(theta)
-    outputs = [WindowOutput(g, TrainState(theta=torch.cat([params[n] for n in names])),
-                            {n: params[n].clone() for n in names}) for g, names in enumerate(run.groups)]
-    run.resume_point = (-1, outputs)  # "window -1 done": training starts at window 0 from here
+    if info["init"] != "random":  # random: the runtime's own seeded start, the same numbers
+        run.start = theta  # every runner takes it (Strategy.execute(start=))
 
 
 def _seeds(run: _Run, executor, seeds, optimizer=None) -> list:
@@ -304,7 +305,7 @@ def _restarts(run: _Run, executor, final, wall_s):
     from daskie.runtime.context import WindowOutput
     from daskie.train.restarts import SeedResult, best_of, needs_restart, with_time
 
-    if not run.strategy.__class__.__name__ == "Monolithic":
+    if not run.strategy.seeds_as_tasks:
         return final
     results = []
     if run.restarts > 1:
@@ -415,7 +416,8 @@ def _execute(run: _Run, executor, run_store, *, live=None, progress=None, on_win
     state.objectives[(run.ctx.token, None)] = objective
     with state.current():
         final = run.strategy.execute(executor, run.ctx, run.groups, run.plan,
-                                     resume=run.resume_point, on_window=window_done)
+                                     resume=run.resume_point, on_window=window_done,
+                                     start=run.start)
     return final, time.perf_counter() - t0, prior_wall
 
 
@@ -454,7 +456,7 @@ def _summarize(run: _Run, final, wall, prior_wall, n_workers, run_store, grid):
 def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=None, store=None,
           seed: int = 0, target_loss: float = 1e-14, resume: bool = False, overwrite: bool = False,
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
-          progress=None, on_window=None, grid: int | None = None, init: str = "auto",
+          progress=None, on_window=None, grid: int | None = None, init: str | None = None,
           restarts: int = 1, check: bool | None = None):
     """Solve an integral equation with a neural network, training as a Dask graph.
 
@@ -502,7 +504,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     init : {"auto", "reference", "f", "random"}
         Initial parameters (:func:`daskie.train.warm_start.initial_params`): the network
         fitted to the reference first (the default where the reference fits), to ``f / alpha``,
-        or the seeded random start; the summary's ``init`` says which.
+        or the seeded random start; the summary's ``init`` says which. Default: the setting
+        ``daskie.init`` (``"auto"``).
     restarts : int
         Seeds trained as independent tasks (Monolithic strategy), the best by loss kept; the
         default optimizer also restarts by itself when the loss stalls far above the
@@ -536,17 +539,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     from daskie.runtime.executor import DaskExecutor, as_executor
 
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
-                   overwrite, store, workers, gpus)
-    from daskie.train.warm_start import INITS
-
-    if init not in INITS:
-        raise SpecError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
-    check_int("restarts", restarts)
-    if check is None:
-        from daskie import config
-
-        check = config.get("check")
-    run.init, run.restarts, run.check = init, int(restarts), bool(check)
+                   overwrite, store, workers, gpus, init, restarts, check)
     run = _prepare(run, workers, gpus, threads, eval_every)
     run_store = _open(run, store, resume, overwrite)
     _initial(run)

@@ -101,6 +101,7 @@ _CHECKS = {
     "seed": _count,
     "target-loss": _number,
     "check": _flag,
+    "init": _choice("auto", "reference", "f", "random"),
     "collective-timeout": _seconds,
     "retries": _count,
     "store.overwrite": _flag,

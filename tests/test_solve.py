@@ -299,3 +299,24 @@ def test_cli_resume_of_a_missing_store_is_one_line(tmp_path):
     out = _cli("solve", "fredholm1d", "--store", str(tmp_path / "nope.zarr"), "--resume")
     assert out.returncode == 2 and "no run store" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.usefixtures("runtime_numbers")
+@pytest.mark.parametrize("strategy", [CEPTF(window=2), DataParallel(shards=2, window=2),
+                                      ParaFlowS(eta=0.05, checkpoint_every=2, windows=2)],
+                         ids=["ceptf", "data-parallel", "paraflows"])
+def test_a_warm_start_reaches_every_runner(client, strategy):
+    # init="f" fits the network to f / alpha first; every runner starts from it
+    kw = dict(formulation=SMALL_Q, strategy=strategy, optimizer=LevenbergMarquardt(steps=2),
+              client=client)
+    cold = daskie.solve("nvolterra1d", init="random", **kw)
+    warm = daskie.solve("nvolterra1d", init="f", **kw)
+    assert warm.attrs["init"] == "f" and cold.attrs["init"] == "random"
+    assert not np.array_equal(warm.mu.values, cold.mu.values)
+    again = daskie.solve("nvolterra1d", init="f", **{**kw, "client": "sync"})
+    np.testing.assert_array_equal(again.mu.values, warm.mu.values)  # serial == cluster
+
+
+def test_restarts_need_a_strategy_whose_training_is_one_task():
+    with pytest.raises(SpecError, match="restarts=3 .* not ceptf"):
+        daskie.solve("E1", formulation=SMALL_OR, strategy=CEPTF(), restarts=3, client="sync")

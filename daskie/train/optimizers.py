@@ -7,8 +7,9 @@ tensors and numbers (L-BFGS: torch's own state dict), so a run can stop and resu
 
 * :class:`Adam` — seed 000's schedule ``lr / (1 + decay * epoch)``;
 * :class:`LBFGS` — torch's L-BFGS with strong-Wolfe line search;
-* :class:`LevenbergMarquardt` — Gauss-Newton with damping from the gain ratio (DESIGN.md
-  section 6: reaches MSE 1e-9 where first-order methods stall near 1e-6);
+* :class:`LevenbergMarquardt` — Gauss-Newton with damping from the gain ratio
+  (``docs/architecture.md``, measured facts: reaches MSE 1e-9 where first-order methods
+  stall near 1e-6);
 * :class:`Chain` — stages run one after another (e.g. Adam then L-BFGS).
 """
 
@@ -156,6 +157,10 @@ class Adam(Optimizer):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     steps: int = 2000
+
+    #: Each parameter's update reads only its own gradient entry (no norms, no dot products):
+    #: ranks owning disjoint parameters can update them without exchanging gradients.
+    elementwise = True
 
     def __post_init__(self):
         _numbers("Adam", self, "lr", "decay", "betas", "eps")
