@@ -30,6 +30,7 @@ Times are wall seconds on the client's clock around each call, clusters already 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -89,7 +90,7 @@ def accuracy(name, n, n_test, steps, directory, client):
             "final_loss": hist[-1]["loss"]}
 
 
-def scaling(n, steps, directory, n_train=1024):
+def scaling(n, steps, directory, n_train=1024, repeats=1):
     from daskie.api import local_cluster
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
     from daskie.problems.families import family
@@ -108,45 +109,60 @@ def scaling(n, steps, directory, n_train=1024):
             path = os.path.join(directory, f"scaling-data-{workers}.zarr")
             generate_dataset(fam2, os.path.join(directory, f"warm-{workers}.zarr"), 2 * workers,
                              block=1, client=client)
-            t0 = time.perf_counter()
-            generate_dataset(fam2, path, n, seed=2, block=8, client=client)
-            times[("data", workers)] = time.perf_counter() - t0
+            walls, loads = [], []
+            for r in range(repeats):
+                loads.append(os.getloadavg()[0])
+                t0 = time.perf_counter()
+                generate_dataset(fam2, f"{path}-{r}", n, seed=2, block=8, client=client)
+                walls.append(time.perf_counter() - t0)
+            times[("data", workers)] = (float(np.median(walls)), walls, loads)
             kwargs = dict(loss=loss, optimizer=Adam(lr=1e-3, steps=steps),
                           strategy=OperatorDataParallel(shards=workers, window=50),
                           train=(0, n_train - 16), test=(n_train - 16, n_train))
             fit_operator(fam1, train_path, client=client, **{**kwargs, "optimizer": Adam(steps=5)})
-            t0 = time.perf_counter()
-            fit_operator(fam1, train_path, client=client, **kwargs)
-            times[("train", workers)] = time.perf_counter() - t0
+            walls, loads = [], []
+            for _ in range(repeats):
+                loads.append(os.getloadavg()[0])
+                t0 = time.perf_counter()
+                fit_operator(fam1, train_path, client=client, **kwargs)
+                walls.append(time.perf_counter() - t0)
+            times[("train", workers)] = (float(np.median(walls)), walls, loads)
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
-    t0 = time.perf_counter()
-    fit_operator(fam1, train_path, client="sync", threads=None,
-                 **{**kwargs, "strategy": OperatorDataParallel(shards=1, window=50)})
-    all_cores = time.perf_counter() - t0
+    walls, loads = [], []
+    for _ in range(repeats):
+        loads.append(os.getloadavg()[0])
+        t0 = time.perf_counter()
+        fit_operator(fam1, train_path, client="sync", threads=None,
+                     **{**kwargs, "strategy": OperatorDataParallel(shards=1, window=50)})
+        walls.append(time.perf_counter() - t0)
+    all_cores = (float(np.median(walls)), walls, loads)
     torch.set_num_threads(before)
     for phase, what in (("data", f"{n} instances of fredholm-2d (Nystrom n=12)"),
                         ("train", f"Adam {steps} steps, {n_train - 16} instances x 33 "
                                   "points of fredholm-1d")):
-        t1 = times[(phase, 1)]
+        t1 = times[(phase, 1)][0]
         for workers in (1, 2):
-            s = t1 / times[(phase, workers)]
+            wall, walls, loads = times[(phase, workers)]
+            s = t1 / wall
             records.append({"phase": phase, "workers": workers, "threads_per_worker": 1,
-                            "wall_s": times[(phase, workers)], "speedup": s,
-                            "efficiency": s / workers, "what": what,
+                            "wall_s": wall, "wall_s_repeats": walls, "load_at_start": loads,
+                            "speedup": s, "efficiency": s / workers, "what": what,
                             "family": "fredholm-2d" if phase == "data" else "fredholm-1d"})
+    wall, walls, loads = all_cores
     records.append({"phase": "train", "workers": 0, "threads_per_worker": os.cpu_count(),
-                    "wall_s": all_cores, "speedup": times[("train", 1)] / all_cores,
-                    "efficiency": None, "family": "fredholm-1d",
+                    "wall_s": wall, "wall_s_repeats": walls, "load_at_start": loads,
+                    "speedup": times[("train", 1)][0] / wall, "efficiency": None,
+                    "family": "fredholm-1d",
                     "what": "one process, one rank, torch on all cores (client='sync')"})
     return records
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--families", nargs="+",
+    ap.add_argument("--families", nargs="*",
                     default=["fredholm-1d", "volterra-1d-sin", "fredholm-2d"])
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--test", type=int, default=200)
@@ -156,6 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scaling-steps", type=int, default=150)
     ap.add_argument("--scaling-train", type=int, default=1024)
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1, help="scaling runs per configuration "
+                    "(the median is reported)")
     ap.add_argument("--dir", default="/tmp/daskie-operator")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -166,7 +184,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     os.makedirs(args.dir, exist_ok=True)
     records = []
-    with local_cluster(workers=2) as client:
+    with local_cluster(workers=2) if args.families else contextlib.nullcontext() as client:
         for name in args.families:
             from daskie.problems.families import family
 
@@ -180,13 +198,15 @@ def main(argv=None) -> int:
                   f"x{rec['reference_s'] / rec['predict_s']:.0f}  train {rec['train_s']:.0f} s",
                   flush=True)
     if not args.no_scaling:
-        rows = scaling(args.scaling_n, args.scaling_steps, args.dir, args.scaling_train)
+        rows = scaling(args.scaling_n, args.scaling_steps, args.dir, args.scaling_train,
+                       args.repeats)
         records += rows
-        print(f"\n{'phase':6s} {'workers':>7s} {'wall_s':>8s} {'S':>6s} {'S/N':>6s}  what")
+        print(f"\n{'phase':6s} {'workers':>7s} {'wall_s':>8s} {'S':>6s} {'S/N':>6s} "
+              f"{'load':>5s}  what")
         for r in rows:
             eff = "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
             print(f"{r['phase']:6s} {r['workers']:7d} {r['wall_s']:8.2f} {r['speedup']:6.2f} "
-                  f"{eff:>6s}  {r['what']}")
+                  f"{eff:>6s} {max(r['load_at_start']):5.1f}  {r['what']}")
     if args.out:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from harness import write_records
