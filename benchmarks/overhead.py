@@ -50,12 +50,12 @@ def timed_store_writes(log: list):
 
     original = RunStore.write_checkpoint
 
-    def write_checkpoint(self, window, *args, **kwargs):
+    def write_checkpoint(self, checkpoint, *args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return original(self, window, *args, **kwargs)
+            return original(self, checkpoint, *args, **kwargs)
         finally:
-            log.append((window, time.perf_counter() - t0))
+            log.append((checkpoint.window, time.perf_counter() - t0))
 
     RunStore.write_checkpoint = write_checkpoint
     try:

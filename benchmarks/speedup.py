@@ -57,7 +57,7 @@ def _records(ds):
 
 
 def configs(optimizer_name):
-    from daskie import CEPTF, DataParallel, Monolithic
+    from daskie import CEPTF, DataParallel, Monolithic, Whole
 
     def mono(window, threads):
         return Monolithic(window=window), "sync", threads

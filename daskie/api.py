@@ -70,11 +70,38 @@ def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, 
     config = {"distributed.nanny.pre-spawn-environ": environ}
     if not profile:
         config["distributed.worker.profile.enabled"] = False
-    with dask.config.set(config), \
-            LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                         processes=True, host="127.0.0.1", dashboard_address=dashboard_address,
-                         resources=resources) as cluster, Client(cluster) as client:
+    with contextlib.ExitStack() as stack:
+        levels: dict = {}
+        stack.callback(_restore_levels, levels)  # unwound last
+        stack.enter_context(dask.config.set(config))
+        # The workers' own log records stay below CRITICAL: every task's error reaches the
+        # client with its traceback anyway, and what is left are the heartbeats of workers
+        # whose scheduler is already closing (a 30-line CommClosedError after a Ctrl-C)
+        cluster = stack.enter_context(LocalCluster(
+            n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+            host="127.0.0.1", dashboard_address=dashboard_address, resources=resources,
+            silence_logs=logging.CRITICAL))
+        client = stack.enter_context(Client(cluster))
+        # unwound first: while the cluster is torn down, distributed's heartbeats and
+        # asyncio's "Task exception was never retrieved" about connections closing under them
+        # are noise after a finished (or failed, already reported) run
+        stack.callback(_silence_teardown, levels)
         yield client
+
+
+_TEARDOWN_LOGGERS = ("distributed", "asyncio", "tornado")
+
+
+def _silence_teardown(levels: dict) -> None:
+    for name in _TEARDOWN_LOGGERS:
+        logger = logging.getLogger(name)
+        levels[name] = logger.level
+        logger.setLevel(logging.CRITICAL + 1)
+
+
+def _restore_levels(levels: dict) -> None:
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def _grid_points(domain, n=None):

@@ -334,6 +334,7 @@ def _cmd_solve(args) -> int:
 
 def _print_summary(attrs, args, note: str = "") -> int:
     keys = ("problem", "formulation", "strategy", "optimizer", "mse", "rel_l2", "max_abs_error",
+            "mse_boundary", "reference_mse", "discrepancy", "stopped_by", "warnings", "init",
             "loss", "epochs", "wall_s", "n_params", "done", "store", "seed", "workers")
     summary = {k: attrs.get(k) for k in keys}
     summary["store"] = summary["store"] or None
@@ -349,6 +350,7 @@ def _print_summary(attrs, args, note: str = "") -> int:
               f"wall {fmt(summary['wall_s'], '.1f')} s  ({summary['done']})"
               + (f"  store {summary['store']}" if summary["store"] else "")
               + (f"  ({note})" if note else ""))
+
     return 0
 
 
@@ -488,8 +490,25 @@ def _second_sigint(signum, frame):
         os._exit(130)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning on the command line: one line on stderr, naming its kind (a result the
+    solver doubts says so; no source line or stack)."""
+    print(f"daskie: {category.__name__}: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``daskie`` console script."""
+    import warnings
+
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv=None) -> int:
     from daskie.errors import DaskieError, TrainingDiverged
 
     try:

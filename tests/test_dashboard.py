@@ -50,6 +50,14 @@ def test_live_page_shows_the_run_while_it_trains(client, caplog):
     url = page_url(client)
     assert url.startswith("http://127.0.0.1:") and url.endswith("/daskie")
     result = {}
+    # The run pauses after window 2 until the page has been read once, and after window 5
+    # until it has been read again: the page is seen during training however fast the steps
+    # are (a fixed sleep made this test depend on the machine's speed).
+    gates = {2: threading.Event(), 5: threading.Event()}
+
+    def hold(k, summary):
+        if k in gates:
+            gates[k].wait(60)
 
     def train():
         try:
@@ -58,32 +66,38 @@ def test_live_page_shows_the_run_while_it_trains(client, caplog):
                 result["ds"] = daskie.solve("E1", formulation=SMALL_Q,
                                             strategy=Monolithic(window=2),
                                             optimizer=LevenbergMarquardt(steps=160),
-                                            target_loss=0.0, client=client)
+                                            target_loss=0.0, client=client, on_window=hold)
         except BaseException as exc:  # re-raised in the test's thread
             result["error"] = exc
+
+    def read_until(ok):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and thread.is_alive():
+            try:
+                data = _data(url)
+            except urllib.error.HTTPError:  # the plugin is being installed
+                data = None
+            if data is not None and data["info"].get("problem") == "E1" and ok(data):
+                return data
+            time.sleep(0.1)
+        return None
 
     thread = threading.Thread(target=train)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        first = None
-        while time.monotonic() < deadline and thread.is_alive():
-            try:
-                first = _data(url)
-            except urllib.error.HTTPError:  # the plugin is being installed
-                first = None
-            if first is not None and first["info"].get("problem") == "E1" and all(_points(first)):
-                break
-            time.sleep(0.1)
-        assert first is not None and all(_points(first)), "no data on the page while training"
+        first = read_until(lambda d: all(_points(d)) and len(d["windows"]["worker"]) >= 3)
+        assert first is not None, "no data on the page while training"
         status, page = _get(url)
         assert status == 200 and "bokeh" in page.lower()
         rows_first = _pulled_sources(url)
-        time.sleep(0.5)
-        second = _data(url)
+        gates[2].set()
+        second = read_until(lambda d: len(d["windows"]["worker"]) >= 6)
+        assert second is not None, "the page did not follow the run"
         rows_second = _pulled_sources(url)
-        assert thread.is_alive(), "the run ended before the second fetch: make it longer"
+        assert thread.is_alive()  # held after window 5: the page was read during training
     finally:
+        for gate in gates.values():
+            gate.set()
         thread.join(120)
     if "error" in result:
         raise result["error"]

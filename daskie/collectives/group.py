@@ -150,11 +150,17 @@ class Group:
             deadline = time.perf_counter() + self.spin_s
             while not work.is_completed() and time.perf_counter() < deadline:
                 os.sched_yield()
+        t0 = time.perf_counter()
         try:
             work.wait(datetime.timedelta(seconds=self.timeout))
         except RuntimeError as exc:
-            raise GroupError(f"rank {self.rank} of {self.size}: {what} failed or timed out after "
-                             f"{self.timeout} s (a peer died or never came): {exc}") from exc
+            waited = time.perf_counter() - t0
+            # say what happened: a peer that went away fails at once, one that never answers
+            # runs into the timeout
+            how = (f"timed out after {self.timeout:g} s (a peer died or never came)"
+                   if waited >= 0.9 * self.timeout else
+                   f"failed after {waited:.1f} s (a peer went away)")
+            raise GroupError(f"rank {self.rank} of {self.size}: {what} {how}: {exc}") from exc
 
     def _next_tag(self) -> int:
         self._ops += 1

@@ -129,7 +129,7 @@ class OrderReduction(Formulation):
                 evaluations[f"d{name}"] = Evaluation(name, T(z), derivative=d)
                 if m == 1:
                     evaluations[f"mu@{name}"] = Evaluation("mu", T(ts))
-                    data[f"K{i}"] = T(term.kernel(xs, ts))
+                    data[f"K{i}"] = T(problem.kernel_at(i, xs, ts))
                     blocks[name] = [f"d{name}", f"mu@{name}"]
                 else:
                     prev = np.concatenate([xs, b[:, m - 2:m - 1], ts], axis=1)

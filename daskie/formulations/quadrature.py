@@ -61,13 +61,13 @@ def collocation_points(problem, n, seed, graded_power=1.0):
 def test_set(problem, n_test, seed):
     """Held-back test points (a Sobol stream no training set uses) and the exact solution there."""
     pts = problem.domain.sample(n_test, seed=10_007 + seed)
-    exact = None if problem.exact is None else np.asarray(problem.exact(pts), dtype=float)
+    exact = None if problem.exact is None else problem.exact_at(pts)  # checked where used
     return pts, exact
 
 
 def rhs_values(problem, x, seed):
     """``f`` at ``x`` and the lambda factors, with one seeded noise draw if the problem has noise."""
-    f = np.asarray(problem.f(x), dtype=float)
+    f = problem.f_at(x)  # checked (finite, real, right shape) at every point it is used
     factors = np.ones(len(problem.terms))
     if problem.noise is not None:
         f, factors = problem.noise.draw(f, len(problem.terms), np.random.default_rng(problem.noise.seed + seed))
@@ -258,11 +258,11 @@ class QuadratureCollocation(Formulation):
             if kind == "shared":
                 token = (nodes.shape, float(np.sum(nodes)), float(np.sum(w)))
                 key = shared.setdefault(token, f"mu@nodes{len(shared)}")
-                wk = w[None, :] * term.kernel(x[:, None, :], nodes[None, :, :])
+                wk = w[None, :] * problem.kernel_at(i, x[:, None, :], nodes[None, :, :])
                 evaluations.setdefault(key, Evaluation("mu", T(nodes)))
             else:
                 key = f"mu@term{i}"
-                wk = w * term.kernel(x[:, None, :], nodes)
+                wk = w * problem.kernel_at(i, x[:, None, :], nodes)
                 evaluations[key] = Evaluation("mu", T(nodes.reshape(-1, d)))
             terms.append((key, kind, wk, term.nonlinearity, float(lam)))
 

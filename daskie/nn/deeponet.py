@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daskie.errors import SpecError, check_int
-from daskie.nn.mlp import MLP
+from daskie.nn.mlp import MLP, activation_derivative
 
 __all__ = ["DeepONet"]
 
@@ -215,28 +215,15 @@ class DeepONet:
                 blocks.append(delta)  # bias
                 blocks.append((delta[:, :, None] * hs[k][:, None, :]).reshape(n, -1))
                 if k > 0:
-                    delta = (delta @ layers[k][0]) * _derivative(name, pre[k - 1], hs[k])
+                    delta = (delta @ layers[k][0]) * activation_derivative(name, pre[k - 1], hs[k])
             return blocks[::-1]
 
         hb, pb = forward(branch, z[:, :self.sensors], acts[0], False)
         ht, pt = forward(trunk, z[:, self.sensors:], acts[1], True)
         fb, ft = hb[-1], ht[-1]
         gb = backward(branch, hb, pb, ft, acts[0])
-        gt = backward(trunk, ht, pt, fb * _derivative(acts[1], pt[-1], ft), acts[1])
+        gt = backward(trunk, ht, pt, fb * activation_derivative(acts[1], pt[-1], ft), acts[1])
         parts = gb + gt  # each in layout order: (weight, bias) per layer, input layer first
         if b0 is not None:
             parts.append(torch.ones(n, 1, dtype=z.dtype))
         return torch.cat(parts, dim=1)
-
-
-def _derivative(name, s, h):
-    """The activation's derivative from its input ``s`` and output ``h``."""
-    import torch
-
-    if name == "tanh":
-        return 1.0 - h * h
-    if name == "sin":
-        return torch.cos(s)
-    if name == "sigmoid":
-        return h * (1.0 - h)
-    return torch.sigmoid(s)  # softplus

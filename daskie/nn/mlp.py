@@ -13,7 +13,7 @@ import numpy as np
 
 from daskie.errors import SpecError
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "activation_derivative"]
 
 _ACTIVATIONS = ("tanh", "sin", "gelu", "softplus", "sigmoid")
 
@@ -126,7 +126,7 @@ class MLP:
             ds = w[:, axis] if t is None else t @ w.T  # first layer: the same for all points
             if not last:
                 h = act(s)
-                t = _dact(self.activation, s, h) * ds
+                t = activation_derivative(self.activation, s, h) * ds
             else:
                 h, t = s, ds
         return h[..., 0], t.expand_as(h)[..., 0]
@@ -165,11 +165,14 @@ class MLP:
                 blocks.append(wd.sum(dim=1))
                 blocks.append(torch.bmm(wd.transpose(1, 2), hs[layer].view(m, q, -1)).reshape(m, -1))
             if layer > 0:
-                delta = (delta @ weights[layer]) * _dact(self.activation, pre[layer - 1], hs[layer])
+                delta = (delta @ weights[layer]) * activation_derivative(self.activation, pre[layer - 1],
+                                                                         hs[layer])
         return torch.cat(blocks[::-1], dim=1)
 
 
-def _dact(name, s, h):
+def activation_derivative(name: str, s, h):
+    """The derivative of activation ``name`` at its input ``s``, from ``s`` and its output
+    ``h`` (tanh and sigmoid from ``h``: no second evaluation)."""
     import torch
 
     if name == "tanh":

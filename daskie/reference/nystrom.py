@@ -294,7 +294,7 @@ class Nystrom:
         grid = _Grid(problem, int(self.n))
         x = grid.nodes if x is None else np.asarray(x, dtype=float)
         values = np.asarray(mu(grid.nodes), dtype=float)
-        out = problem.alpha_at(x) * np.asarray(mu(x), dtype=float) - np.asarray(problem.f(x), dtype=float)
+        out = problem.alpha_at(x) * np.asarray(mu(x), dtype=float) - problem.f_at(x)
         for term in problem.terms:
             out -= term.lam * (grid.operator(term, x) @ term.nonlinearity(values))
         return out
@@ -316,7 +316,7 @@ class Nystrom:
         start = time.perf_counter()
         grid = _Grid(problem, int(self.n))
         x = grid.nodes
-        f = np.asarray(problem.f(x), dtype=float)
+        f = problem.f_at(x)  # checked at every node
         lams = np.array([t.lam for t in problem.terms])
         if noisy:
             if problem.noise is None:

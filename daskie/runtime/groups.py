@@ -21,6 +21,7 @@ no cluster.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -235,10 +236,22 @@ class Groups:
                 if lost:
                     raise GroupError(f"group {name}: the workers of ranks {lost} left the cluster"
                                      + (" (their results with them)" if not pending else ""))
-            try:
-                return ex.gather(futures, timeout=result_timeout)
-            except LostResult as exc:
-                raise GroupError(f"group {name}: {exc}") from exc
+            # the results are small but live on the ranks' workers: fetch them in short
+            # slices and look for dead workers in between, so a result lost with its worker
+            # is noticed within a second or two, not at the end of result_timeout
+            deadline = time.monotonic() + result_timeout
+            while True:
+                try:
+                    return ex.gather(futures, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                except LostResult as exc:
+                    ex.check_alive()
+                    alive = ex.workers()
+                    lost = [r for r, a in enumerate(addrs) if a not in alive]
+                    if lost:
+                        raise GroupError(f"group {name}: the results of ranks {lost} went with "
+                                         "their workers (they left the cluster)") from exc
+                    if time.monotonic() >= deadline:
+                        raise GroupError(f"group {name}: {exc}") from exc
         except BaseException:
             self.cancel(call)
             raise

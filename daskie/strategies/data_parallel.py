@@ -40,9 +40,10 @@ class DataParallel(Strategy):
     runner = "spmd"
 
     def __post_init__(self):
-        check_int("DataParallel.shards", self.shards, allow_none=True)
-        check_int("DataParallel.window", self.window, allow_none=True)
-        check_comm("DataParallel", self.comm)
+        owner = type(self).__name__
+        check_int(f"{owner}.shards", self.shards, allow_none=True)
+        check_int(f"{owner}.window", self.window, allow_none=True)
+        check_comm(owner, self.comm)
 
     @property
     def label(self) -> str:
