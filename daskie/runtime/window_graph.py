@@ -169,7 +169,8 @@ def run(graph: WindowGraph, executor, *, on_window=None):
     """Execute ``graph`` window by window on ``executor``.
 
     ``on_window(k, outputs)`` is called after each window completes (checkpoints, progress);
-    it runs on the client, in window order. Returns the final outputs (one per group, or the
+    it runs on the client, in window order, and not for the windows after the training
+    ended (they hand their input on unchanged). Returns the final outputs (one per group, or the
     polish output) and the wall time. In process (an eager executor) each window's tasks (the same
     functions and keys) run in this process from the previous window's concrete outputs.
     """
@@ -182,7 +183,7 @@ def run(graph: WindowGraph, executor, *, on_window=None):
         for i in range(len(graph.windows)):
             k = graph.start + i
             prev = list(dask.compute(*graph.make_window(k, prev), scheduler="sync"))
-            if on_window is not None:
+            if on_window is not None and not _passed_through(prev):
                 on_window(k, prev)
             final = prev
         polish = graph.make_polish(prev)
@@ -199,7 +200,7 @@ def run(graph: WindowGraph, executor, *, on_window=None):
         try:
             for i, fs in enumerate(per_window):
                 outs = client.gather(fs)
-                if on_window is not None:
+                if on_window is not None and not _passed_through(outs):
                     on_window(graph.start + i, outs)
                 final = outs
                 if i >= 1:
@@ -212,6 +213,12 @@ def run(graph: WindowGraph, executor, *, on_window=None):
             client.cancel([f for fs in per_window for f in fs] + ([polish_f] if polish_f else []))
             raise
     return final, time.perf_counter() - t0
+
+
+def _passed_through(outputs) -> bool:
+    """True for a window after the training ended (every group done, no step taken): it
+    hands its input on unchanged, so there is nothing to report or checkpoint."""
+    return all(o.state.done is not None and not o.records for o in outputs)
 
 
 def init_task(ctx: RunContext, group: int, names: tuple[str, ...]) -> WindowOutput:
