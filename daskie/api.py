@@ -569,8 +569,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
                    overwrite, store, workers, gpus, init, restarts, check)
     run = _prepare(run, workers, gpus, threads, eval_every)
     run_store = _open(run, store, resume, overwrite)
-    _initial(run)
     try:
+        _initial(run)  # inside: a failed warm start must not leave a staged store behind
         if _finished(run, run_store):  # resuming a finished run: nothing to start
             log.info("the run in %s is finished; returning it as stored", run_store.path)
             run_store.close()
