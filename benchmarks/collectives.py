@@ -39,7 +39,6 @@ casts and error feedback cost more CPU time than the halved bytes save on a 1 Gb
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal

@@ -24,7 +24,6 @@ instead of G^2) to show what the edges cost. Timings are medians of ``--repeats`
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import statistics
 import sys
 import time
 
-import numpy as np
 
 
 def _records(ds):

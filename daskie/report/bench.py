@@ -6,7 +6,7 @@ import html
 import math
 
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div, FactorRange, HoverTool, Legend, Range1d
+from bokeh.models import ColumnDataSource, Div, FactorRange, Legend, Range1d
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -145,7 +145,7 @@ def records_table(recs) -> Div:
                 f"text-overflow:ellipsis' title='{text}'>{text}</td>")
 
     body = "".join("<tr>" + "".join(cell(r, k) for k in varying) + "</tr>" for r in recs)
-    return Div(text=f"<h3>Records</h3>"
+    return Div(text="<h3>Records</h3>"
                     + (f"<p style='font-size:12px'>In every record: {common}</p>" if common else "")
                     + "<div style='overflow-x:auto;max-width:100%'>"
                       "<table style='font-size:10.5px;border-collapse:collapse'>"

@@ -72,11 +72,7 @@ def _rank_main(fn, rank, size, host, port, timeout, options, args, reuse=None):
 
 def _close_groups(prefix: str, dask_worker=None) -> int:
     # ``client.run`` functions run outside a task: the worker comes as an argument
-    from daskie.runtime.state import PLUGIN_NAME
-
-    plugin = dask_worker.plugins.get(PLUGIN_NAME) if dask_worker is not None else None
-    state = getattr(plugin, "state", None)
-    return state.close_groups(prefix) if state is not None else 0
+    return worker_state(dask_worker).close_groups(prefix)
 
 
 @dataclass

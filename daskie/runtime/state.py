@@ -127,17 +127,19 @@ def _dask_worker():
         return None
 
 
-def worker_state() -> WorkerState:
+def worker_state(worker=None) -> WorkerState:
     """The state of the worker (or in-process executor) running the current task.
 
+    ``worker`` is the Dask worker when the caller has it (functions run by ``client.run``
+    get it as ``dask_worker``: they run outside a task, where ``get_worker`` finds none).
     On a Dask worker that lacks the plugin (a worker started before it was registered and
     never told), the plugin is installed on the spot. Outside any executor a fresh state is
     returned (nothing is kept).
     """
-    state = _CURRENT.get()
+    state = _CURRENT.get() if worker is None else None
     if state is not None:
         return state
-    worker = _dask_worker()
+    worker = worker if worker is not None else _dask_worker()
     if worker is None:
         return WorkerState()
     plugin = worker.plugins.get(PLUGIN_NAME)
