@@ -9,7 +9,11 @@ one-process training up to rounding. Two kinds of rank work:
 * ``"data"`` -- collocation rows sharded over the ranks (sums by all-reduce;
   :class:`~daskie.strategies.DataParallel`);
 * ``"model"`` -- sub-models (or row pieces of them) placed on the ranks by the Plan (values
-  by all-gather, the exact joint gradient; :class:`~daskie.strategies.CEPTF`).
+  by all-gather, the exact joint gradient; :class:`~daskie.strategies.CEPTF`);
+* ``"stages"`` -- layer ranges of every network on the ranks, activations and their gradients
+  sent from stage to stage, GPipe micro-batches, data-parallel replicas of the pipeline
+  (:mod:`daskie.runtime.stages`; :class:`~daskie.strategies.ModelParallel`,
+  :class:`~daskie.strategies.Pipeline`, :class:`~daskie.strategies.Hybrid`).
 
 One group serves every window of a run until a failure (no rendezvous per window), and on a
 cluster each window is submitted before the previous one ends, on its futures. Windows are
@@ -50,7 +54,8 @@ class RankWork:
     Attributes
     ----------
     kind : str
-        ``"data"`` (row shards) or ``"model"`` (sub-models per rank).
+        ``"data"`` (row shards), ``"model"`` (sub-models per rank) or ``"stages"`` (layer
+        ranges per rank).
     owners : tuple of tuple of str, optional
         ``"model"``: the sub-models of each Plan group (rank r serves group r // shards).
     shards : int
@@ -64,6 +69,9 @@ class RankWork:
         ``"model"`` with whole sub-models and an element-wise optimizer (Adam): no gradient
         all-reduce per step; each rank updates its own parameters and the window's state is
         assembled from every parameter's owner (:func:`assemble`).
+    stages, replicas, micro_batches : int
+        ``"stages"``: layer stages per replica, data-parallel replicas of the pipeline (rank
+        r is stage ``r % stages`` of replica ``r // stages``), GPipe micro-batches.
     """
 
     kind: str
@@ -72,12 +80,24 @@ class RankWork:
     lm_split: str = "rows"
     pieces: list | None = None
     local_grads: bool = False
+    stages: int = 1
+    replicas: int = 1
+    micro_batches: int = 1
 
     def objective(self, ctx, group):
         """This rank's objective and a label of what it evaluates."""
         from daskie.train.collective import PartitionedObjective, ShardedObjective
 
         r, n = group.rank, group.size
+        if self.kind == "stages":
+            from daskie.runtime.stages import StagedObjective
+
+            d = r // self.stages
+            shard = (d, self.replicas) if self.replicas > 1 else None
+            obj = StagedObjective(objective_for(ctx, shard=shard), group, self.stages,
+                                  self.replicas, self.micro_batches)
+            label = f"stage{obj.stage}/{self.stages}"
+            return obj, label + (f" replica{d}/{self.replicas}" if self.replicas > 1 else "")
         if self.kind == "data":
             return ShardedObjective(objective_for(ctx, shard=(r, n)), group), f"shard{r}/{n}"
         rows = ShardedObjective(objective_for(ctx, shard=(r, n)), group) \
@@ -121,6 +141,8 @@ def _rank_window(group, ctx, work: RankWork, state, steps, window, resource=None
         profiler.finish(records)
     if records:
         records[-1]["sync_ops"] = len(group.log)
+        if hasattr(obj, "window_stats"):  # layer stages: bubble, point-to-point traffic
+            records[-1].update(obj.window_stats())
     return state, records
 
 
