@@ -1,4 +1,5 @@
-"""The ``daskie`` command: ``list``, ``plan NAME``, ``solve NAME``, ``report PATH``, ``metrics``.
+"""The ``daskie`` command: ``list``, ``plan NAME``, ``solve NAME``, ``operator FAMILY``,
+``report PATH``, ``metrics``.
 
 Bad input prints one line (``daskie: error: ...``) and exits with status 2, no traceback:
 options are checked by argparse (types and ranges), paths before anything starts (a store
@@ -10,6 +11,8 @@ ends it quietly with 141, as other Unix tools do. Defaults come from dask's conf
 ``solve`` reports progress on stderr: a progress bar (epochs, loss, test MSE, ETA) when stderr
 is a terminal, one line per window otherwise (logs, pipes), nothing under ``--json`` or
 ``--quiet``; the address of the run's live page on the Dask dashboard comes first.
+``operator`` learns a family's solution operator (data set as tasks, data-parallel DeepONet
+training) and reports one line per data block batch and per window on stderr the same way.
 """
 
 from __future__ import annotations
@@ -236,10 +239,26 @@ def _show_dashboard_link(stream, header=None):
 def _cmd_report(args) -> int:
     from daskie.report import write_report
 
-    out = write_report(args.source, args.output)
+    if _is_operator_store(args.source):
+        from daskie.report.operator import operator_report
+
+        out = args.output or os.path.splitext(os.fspath(args.source).rstrip("/"))[0] + ".html"
+        out = operator_report(args.source, out)
+    else:
+        out = write_report(args.source, args.output)
     if not args.quiet:
         print(f"daskie: wrote {out}", file=sys.stderr)
     return 0
+
+
+def _is_operator_store(path) -> bool:
+    """Whether ``path`` is the run store of an operator (``operator --store``)."""
+    from daskie.store import RunStore
+
+    if not os.path.isdir(path) or not RunStore.exists(path):
+        return False
+    with RunStore(path, mode="a") as runs:
+        return "operator" in runs.read_meta()
 
 
 def _cmd_metrics(args) -> int:
@@ -308,8 +327,11 @@ def _cmd_solve(args) -> int:
     # The embedded cluster's worker processes inherit an ignored SIGINT, so that a Ctrl-C in
     # the terminal (sent to the whole process group) reaches only this process, which shuts
     # the cluster down; without it every worker prints its own KeyboardInterrupt traceback.
-    # This process takes Ctrl-C again as soon as the run has started (header.show()).
-    ignoring = threading_main() and signal.getsignal(signal.SIGINT) is _on_sigint
+    # This process takes Ctrl-C again as soon as the run has started (header.show()). Only
+    # while an embedded cluster spawns its workers: the workers of SLURM, PBS or an address
+    # are not this terminal's processes, and Ctrl-C must end a wait for a queue at once.
+    ignoring = (_spawns_workers(args.cluster) and threading_main()
+                and signal.getsignal(signal.SIGINT) is _on_sigint)
     if ignoring:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         header.on_show = lambda: signal.signal(signal.SIGINT, _on_sigint)
@@ -330,6 +352,145 @@ def _cmd_solve(args) -> int:
         if bar is not None:
             bar.close()
     return _print_summary(ds.attrs, args)
+
+
+def _spawns_workers(cluster) -> bool:
+    """Whether ``--cluster`` starts worker processes of this process (an embedded
+    LocalCluster: none given, or ``local``), which must not see the terminal's Ctrl-C."""
+    return cluster in (None, "local")
+
+
+def _cmd_operator(args) -> int:
+    from daskie.errors import SpecError
+    from daskie.operator import learn_operator
+    from daskie.problems.families import family
+
+    fam = family(args.family)  # a bad name fails before any output
+    if args.resume and not args.store:
+        raise SpecError("--resume needs the --store of the run to continue")
+    if args.test is not None and args.test >= args.n:
+        raise SpecError(f"--test {args.test} leaves none of the --n {args.n} instances to train on")
+    if args.store:
+        from daskie.store import RunStore
+
+        from daskie.errors import StoreExistsError
+
+        try:
+            RunStore.check(args.store, "a" if args.resume else "w-", probe=True)
+        except StoreExistsError:
+            raise StoreExistsError(f"--store {args.store!r} exists: give a new path, or "
+                                   "--resume to continue the run in it") from None
+    if args.report:
+        from daskie.report.html import check_output
+
+        check_output(args.report)
+    net = _operator_net(fam, args)
+    if args.optimizer == "lm":
+        from daskie.train import LevenbergMarquardt
+
+        optimizer = LevenbergMarquardt(steps=100 if args.steps is None else args.steps)
+    elif args.optimizer == "adam":
+        from daskie.train import Adam
+
+        optimizer = Adam(lr=args.lr, steps=2000 if args.steps is None else args.steps)
+    else:
+        from daskie.operator import default_optimizer
+
+        optimizer = default_optimizer(net, args.steps)
+    strategy = _operator_strategy(args)
+    loss = None
+    if args.physics:
+        from daskie.operator import OperatorLoss
+
+        loss, net = OperatorLoss(net, data=1.0, physics=args.physics), None
+    quiet = args.json or args.quiet
+    err = sys.stderr
+
+    def on_block(k, written, total):
+        if not quiet and (written == total or written % max(1, total // 10) == 0):
+            err.write(f"data   {written:>5}/{total} blocks solved\n")
+            err.flush()
+
+    def on_window(k, outputs):
+        if quiet:
+            return
+        last = outputs[0].records[-1] if outputs and outputs[0].records else None
+        if last is not None:
+            mse = last.get("mse")
+            err.write(f"window {k:>4}  epoch {last['epoch']:>5}  loss {last['loss']:.3e}"
+                      + (f"  test mse {mse:.3e}" if mse is not None else "") + "\n")
+            err.flush()
+
+    if not quiet:
+        err.write(f"daskie: learning the operator of {fam.name} ({args.n} instances, "
+                  f"{args.workers} worker(s))\n")
+        err.flush()
+    with contextlib.ExitStack() as stack:
+        client = "sync" if args.workers == 0 else None
+        if args.workers > 0:
+            from daskie.cluster import make_cluster
+
+            client = stack.enter_context(make_cluster(args.cluster or "local",
+                                                      workers=args.workers))
+        op = learn_operator(fam, args.n, data=args.data, test=args.test, net=net, loss=loss,
+                            optimizer=optimizer, strategy=strategy, client=client,
+                            seed=args.seed, data_seed=args.data_seed, sensors=args.sensors,
+                            query=args.query, store=args.store, resume=args.resume,
+                            on_block=on_block, on_window=on_window)
+    ev = op.evaluation.attrs
+    last = op.history[-1] if op.history else {}
+    summary = {"family": fam.name, "n": args.n, "n_test": ev.get("n_test"),
+               "rel_l2_median": ev.get("rel_l2_median"), "rel_l2_p95": ev.get("rel_l2_p95"),
+               "rel_l2_max": ev.get("rel_l2_max"),
+               "baseline_rel_l2_median": ev.get("baseline_rel_l2_median"),
+               "epochs": last.get("epoch"), "loss": last.get("loss"),
+               "wall_s": last.get("wall_s"), "n_params": int(op.theta.numel()),
+               "optimizer": last.get("optimizer"), "store": args.store and
+               os.path.abspath(args.store), "report": None}
+    if args.report:
+        from daskie.report.operator import operator_report
+
+        summary["report"] = operator_report(op, args.report)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{fam.name}: relative L2 median {summary['rel_l2_median']:.3e}  "
+              f"p95 {summary['rel_l2_p95']:.3e} on {summary['n_test']} held-out instances "
+              f"(mean-solution baseline {summary['baseline_rel_l2_median']:.3f})  "
+              f"epochs {summary['epochs']}  params {summary['n_params']}"
+              + (f"  store {summary['store']}" if summary["store"] else "")
+              + (f"  report {summary['report']}" if summary["report"] else ""))
+    return 0
+
+
+def _operator_net(fam, args):
+    """The DeepONet of ``daskie operator``: learn_operator's default, changed by the options."""
+    from daskie.nn import MLP, DeepONet
+    from daskie.operator import default_net
+    from daskie.operator.data import sensor_points
+    from daskie.operator.formulation import n_branch_inputs
+
+    m = len(sensor_points(fam, args.sensors or (32 if fam.dim == 1 else 8)))
+    base = default_net(fam, m)
+    branch = base.branch
+    if args.branch is not None:
+        branch = None if args.branch == [0] else MLP(hidden=tuple(args.branch))
+    trunk = base.trunk if args.hidden is None else MLP(hidden=tuple(args.hidden))
+    return DeepONet(n_branch_inputs(fam, m), fam.dim, branch=branch, trunk=trunk,
+                    width=base.width if args.width is None else args.width)
+
+
+def _operator_strategy(args):
+    from daskie.strategies import OperatorDataParallel
+
+    options = {}
+    if args.shards is not None:
+        options["shards"] = args.shards
+    if args.window is not None:
+        options["window"] = args.window or None
+    if getattr(args, "batch", None) is not None:
+        options["batch"] = args.batch
+    return OperatorDataParallel(**options)
 
 
 def _print_summary(attrs, args, note: str = "") -> int:
@@ -363,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "come from dask's configuration (daskie.* settings, e.g. "
                             "DASK_DASKIE__WORKERS=4).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                           metavar="{list,plan,solve,report,metrics}")
+                           metavar="{list,plan,solve,operator,report,metrics}")
 
     ls = sub.add_parser("list", help="list the catalog problems", formatter_class=_Help,
                         description="List the catalog problems.")
@@ -436,12 +597,68 @@ def build_parser() -> argparse.ArgumentParser:
                          "config), or a running scheduler's address")
     so.set_defaults(func=_cmd_solve)
 
+    op = sub.add_parser("operator", formatter_class=_Help,
+                        help="learn a family's solution operator (DeepONet, data-parallel)",
+                        description="Learn the solution operator of a family of integral "
+                                    "equations once (seed 001): N instances solved by the "
+                                    "reference as tasks into a zarr data set, a DeepONet "
+                                    "trained data-parallel on all but the held-out ones, and "
+                                    "its relative L2 error on those.")
+    op.add_argument("family", help="built-in family: fredholm-1d, volterra-1d-sin, fredholm-2d")
+    op.add_argument("--n", type=_int_at_least(2), default=500, help="instances in the data set")
+    op.add_argument("--test", type=_int_at_least(1),
+                    help="held-out instances (default: min(200, n / 5))")
+    op.add_argument("--data", help="the data set's zarr directory, continued if it exists "
+                                   "(default: one named after its settings in the temp dir)")
+    op.add_argument("--store", help="run store: checkpoints, the trained operator and its "
+                                    "evaluation (reload with daskie.operator.Operator.load)")
+    op.add_argument("--resume", action="store_true",
+                    help="continue the training in --store from its newest checkpoint")
+    op.add_argument("--workers", type=_int_at_least(0), default=config.get("workers"),
+                    help="worker processes (0: everything in this process; setting "
+                         "daskie.workers)")
+    op.add_argument("--cluster", type=_cluster, metavar="local|slurm|pbs|ADDRESS",
+                    help="where to run (default: daskie's embedded cluster)")
+    op.add_argument("--shards", type=_int_at_least(1),
+                    help="data-parallel ranks (default: one per worker)")
+    op.add_argument("--window", type=_int_at_least(0),
+                    help="steps per window, one checkpoint each (0: one window; default 100)")
+    op.add_argument("--batch", type=_int_at_least(1),
+                    help="instances per step over all ranks, each rank drawing its share in "
+                         "its own seeded order (default: the full batch)")
+    op.add_argument("--optimizer", choices=["lm", "adam"],
+                    help="lm: Levenberg-Marquardt (default up to 4000 parameters), adam")
+    op.add_argument("--steps", type=_int_at_least(1),
+                    help="optimizer steps (default: 100 for lm, 2000 for adam)")
+    op.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
+    op.add_argument("--physics", type=_nonnegative_float, default=0.0,
+                    help="weight of the physics-informed residual loss (0: data loss only)")
+    op.add_argument("--width", type=_int_at_least(1), help="DeepONet features per output")
+    op.add_argument("--hidden", type=_int_at_least(1), nargs="+", metavar="WIDTH",
+                    help="trunk hidden layer widths (default: 16 16)")
+    op.add_argument("--branch", type=_int_at_least(0), nargs="+", metavar="WIDTH",
+                    help="branch hidden layer widths; 0: a linear branch (default: linear "
+                         "for linear families, 16 otherwise)")
+    op.add_argument("--sensors", type=_int_at_least(2),
+                    help="sensors per coordinate (default: 32 in 1-D, 8 in 2-D)")
+    op.add_argument("--query", type=_int_at_least(2),
+                    help="query points per coordinate (default: 33 in 1-D, 12 in 2-D)")
+    op.add_argument("--seed", type=_int_at_least(0), default=config.get("seed"),
+                    help="seed of the network's initialisation")
+    op.add_argument("--data-seed", type=_int_at_least(0), default=0,
+                    help="seed of the instances")
+    op.add_argument("--report", metavar="HTML", help="also write the operator's report page")
+    op.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    op.add_argument("--quiet", action="store_true", help="no progress output")
+    op.set_defaults(func=_cmd_operator)
+
     rp = sub.add_parser("report", formatter_class=_Help,
                         help="write a self-contained HTML report of a run store or a "
                              "benchmark's JSON records",
                         description="Write a self-contained HTML report of a run store or a "
                                     "benchmark's JSON records; no cluster is needed.")
-    rp.add_argument("source", help="a run's zarr store (solve --store) or a benchmark JSON file")
+    rp.add_argument("source", help="a run's zarr store (solve --store, operator --store) or a "
+                                   "benchmark JSON file")
     rp.add_argument("-o", "--output", help="HTML file to write (default: SOURCE with .html)")
     rp.add_argument("--quiet", action="store_true", help="do not print the path written")
     rp.set_defaults(func=_cmd_report)

@@ -244,3 +244,96 @@ def test_bad_operator_arguments_are_refused_with_the_field_named(fredholm_set):
         fit_operator(family("volterra-1d-sin"), path, small_net(17), client="sync")
     with pytest.raises(SpecError, match="resume=True needs the store"):
         fit_operator(fam, path, small_net(), client="sync", resume=True)
+
+
+# --- mini-batches -----------------------------------------------------------------------------
+def test_each_rank_visits_its_shard_once_per_pass_in_its_own_seeded_order():
+    from daskie.operator.batches import batch_of, rank_share
+
+    assert [rank_share(10, r, 3) for r in range(3)] == [3, 3, 4]
+    # 17 instances, 4 per step: 4 steps per pass, each instance at most once, one left out
+    steps = [batch_of(5, 1, 17, 4, t) for t in range(4)]
+    seen = np.concatenate(steps)
+    assert len(set(seen.tolist())) == 16 and seen.max() < 17
+    assert not np.array_equal(batch_of(5, 1, 17, 4, 4), steps[0])  # the next pass reshuffles
+    assert not np.array_equal(batch_of(5, 0, 17, 4, 0), steps[0])  # another rank, another order
+    np.testing.assert_array_equal(batch_of(5, 1, 17, 4, 2), steps[2])  # a function of the step
+
+
+def test_a_mini_batch_step_loss_is_the_mean_over_the_ranks_batches(fredholm_set):
+    # every step's recorded loss, recomputed from the DeepONet itself on the union of the
+    # instances the ranks' seeded orders pick (the batch of step t at the parameters after t)
+    from daskie.operator.batches import batch_of, rank_share
+    from daskie.operator.formulation import instance_shard
+
+    fam, path = fredholm_set
+    net, batch = small_net(), 10
+    thetas = []
+    op, hist = fit_operator(fam, path, loss=OperatorLoss(net), client="sync",
+                            optimizer=Adam(lr=3e-3, steps=4),
+                            strategy=OperatorDataParallel(shards=2, window=1, batch=batch),
+                            train=(0, 40), test=(40, 48),
+                            on_window=lambda k, out: thetas.append(out[0].state.theta))
+    ds = xr.open_zarr(path)
+    f, mu, x = ds.f.values, ds.mu.values, ds.query_x.values
+    theta0 = OperatorLoss(net).discretize(TrainingSet(path, fam, (0, 40)))
+    start = Objective(theta0).init_params(0)
+    for step, theta in enumerate([start] + thetas[:-1]):
+        picked = []
+        for r in range(2):
+            lo, hi = instance_shard(0, 40, (r, 2))
+            picked += list(lo + batch_of(0, r, hi - lo, rank_share(batch, r, 2), step))
+        assert len(set(picked)) == batch
+        pred = net.operator(theta, torch.tensor(f[picked]), torch.tensor(x)).numpy()
+        expected = np.mean((pred - mu[picked]) ** 2)
+        recorded = [r["loss"] for r in hist if r["epoch"] == step + 1 and r["rank"] == 0]
+        np.testing.assert_allclose(recorded, [expected], rtol=1e-12)
+
+
+def test_mini_batch_training_serial_equals_local_cluster(fredholm_set, client):
+    fam, path = fredholm_set
+    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=Adam(lr=3e-3, steps=10),
+                  strategy=OperatorDataParallel(shards=2, window=4, batch=8), train=(0, 40),
+                  test=(40, 48))
+    serial, _ = fit_operator(fam, path, client="sync", **kwargs)
+    cluster, hist = fit_operator(fam, path, client=client, **kwargs)
+    torch.testing.assert_close(cluster.theta, serial.theta, rtol=0, atol=0)
+    assert len({r["worker"] for r in hist}) == 2
+    full, _ = fit_operator(fam, path, client="sync",
+                           **{**kwargs, "strategy": OperatorDataParallel(shards=2, window=4)})
+    assert not torch.allclose(full.theta, serial.theta)  # the batches are not the full batch
+
+
+def test_the_same_numbers_after_a_worker_is_killed_during_mini_batch_training(fredholm_set):
+    # as tests/test_faults.py: kill a worker that ran window 0; the window submitted ahead on
+    # its results runs again from its input on the workers alive, with the same batches
+    import os
+    import signal
+
+    from daskie.api import local_cluster
+    from daskie.strategies import Comm
+
+    fam, path = fredholm_set
+    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=Adam(lr=3e-3, steps=6),
+                  strategy=OperatorDataParallel(shards=2, window=2, batch=8,
+                                                comm=Comm(timeout=10)),
+                  train=(0, 40), test=(40, 48))
+    reference, _ = fit_operator(fam, path, client="sync", **kwargs)
+    with local_cluster(3) as own:
+        def on_window(k, outputs):
+            if k == 0:
+                addr = sorted({r["worker"] for r in outputs[0].records})[0]
+                os.kill(own.run(os.getpid, workers=[addr])[addr], signal.SIGKILL)
+
+        op, hist = fit_operator(fam, path, client=own, on_window=on_window, **kwargs)
+    torch.testing.assert_close(op.theta, reference.theta, rtol=0, atol=0)
+    assert max(r.get("attempts", 1) for r in hist) >= 2  # a window ran again
+
+
+def test_a_batch_larger_than_a_shard_is_refused_with_the_field_named(fredholm_set):
+    fam, path = fredholm_set
+    with pytest.raises(SpecError, match="OperatorDataParallel.batch"):
+        OperatorDataParallel(batch=0)
+    with pytest.raises(SpecError, match="batch=50 needs 25 instances"):
+        fit_operator(fam, path, small_net(), client="sync", optimizer=Adam(steps=1),
+                     strategy=OperatorDataParallel(shards=2, batch=50), train=(0, 40))

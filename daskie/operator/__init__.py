@@ -5,11 +5,16 @@
 * :class:`OperatorLoss` -- the DeepONet objective: data loss and/or the physics-informed
   residual of the integral equation (:mod:`daskie.operator.formulation`);
 * :func:`fit_operator` -- data-parallel training (:class:`~daskie.strategies.OperatorDataParallel`)
-  returning a trained :class:`Operator` and its history.
+  returning a trained :class:`Operator` and its history;
+* :func:`learn_operator` -- both at once on one cluster, the operator measured on held-out
+  instances (:func:`~daskie.operator.evaluation.evaluate`).
 """
 
-from daskie.operator.api import fit_operator, generate_dataset
+from daskie.operator.api import (default_net, default_optimizer, fit_operator, generate_dataset,
+                                 learn_operator)
 from daskie.operator.formulation import OperatorLoss, TrainingSet
 from daskie.operator.model import Operator
 
-__all__ = ["Operator", "OperatorLoss", "TrainingSet", "fit_operator", "generate_dataset"]
+__all__ = ["Operator", "OperatorLoss", "TrainingSet", "default_net", "default_optimizer",
+           "fit_operator",
+           "generate_dataset", "learn_operator"]

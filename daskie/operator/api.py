@@ -12,7 +12,8 @@ import os
 
 from daskie.errors import SpecError, check_int
 
-__all__ = ["generate_dataset", "fit_operator"]
+__all__ = ["generate_dataset", "fit_operator", "learn_operator", "default_net",
+           "default_optimizer"]
 
 #: Default points per coordinate: sensors and query points (1-D, 2-D and up).
 _SENSORS = {1: 32, 2: 8}
@@ -76,28 +77,158 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
         ``path``, ``n``, ``blocks``, ``solved`` (blocks computed now), ``skipped`` (found on
         disk), ``wall_s``.
     """
-    from dask.base import tokenize
-
     from daskie.operator.data import generate_on, sensor_points
     from daskie.store.dataset import OperatorDataset
 
     _check_family(family)
-    check_int("n", n)
-    check_int("seed", seed, 0)
-    check_int("block", block)
-    d = family.dim
-    sensors = _SENSORS.get(d, 4) if sensors is None else sensors
-    query = _QUERY.get(d, 5) if query is None else query
-    check_int("sensors", sensors, 2)
-    check_int("query", query, 2)
-    spec = {"family": family.describe(), "seed": int(seed), "n": int(n), "block": int(block),
-            "sensors_per_axis": int(sensors), "query_per_axis": int(query)}
-    spec["token"] = tokenize(repr(sorted(spec.items())))[:16]
+    sensors, query = _points(family, sensors, query)
+    spec = _dataset_spec(family, n, seed, sensors, query, block)
     store = OperatorDataset.create(path, spec, sensor_points(family, sensors),
                                    sensor_points(family, query), family.n_params)
     with _executor(client) as executor:
         out = generate_on(executor, family, store, seed=seed, ahead=ahead, on_block=on_block)
     return {"path": store.path, "n": store.n, **out}
+
+
+def _points(family, sensors, query):
+    """Points per coordinate of the sensor and query grids (defaults by dimension)."""
+    d = family.dim
+    sensors = _SENSORS.get(d, 4) if sensors is None else sensors
+    query = _QUERY.get(d, 5) if query is None else query
+    check_int("sensors", sensors, 2)
+    check_int("query", query, 2)
+    return sensors, query
+
+
+def _dataset_spec(family, n, seed, sensors, query, block) -> dict:
+    """What a data set holds, with its deterministic token (the same settings, the same
+    token: a data set is continued, never regenerated)."""
+    from dask.base import tokenize
+
+    check_int("n", n)
+    check_int("seed", seed, 0)
+    check_int("block", block)
+    spec = {"family": family.describe(), "seed": int(seed), "n": int(n), "block": int(block),
+            "sensors_per_axis": int(sensors), "query_per_axis": int(query)}
+    spec["token"] = tokenize(repr(sorted(spec.items())))[:16]
+    return spec
+
+
+def default_net(family, sensors: int):
+    """The DeepONet :func:`learn_operator` trains when given none, for a data set with
+    ``sensors`` sensor values: a linear branch for linear families (their solution operator is
+    linear in ``f``: the trunk need only span the solutions), a one-layer tanh branch for
+    nonlinear ones; small enough for Levenberg-Marquardt."""
+    from daskie.nn import MLP, DeepONet
+    from daskie.operator.formulation import n_branch_inputs
+
+    m = n_branch_inputs(family, sensors)
+    if family.nonlinearity.name == "identity":
+        return DeepONet(m, family.dim, branch=None, trunk=MLP(hidden=(16, 16)),
+                        width=40 if family.dim >= 2 else 24)
+    return DeepONet(m, family.dim, branch=MLP(hidden=(16,)), trunk=MLP(hidden=(16, 16)),
+                    width=12)
+
+
+def default_optimizer(net, steps: int | None = None):
+    """What :func:`learn_operator` trains ``net`` with when given no optimizer:
+    Levenberg-Marquardt (default 100 steps) up to 4000 parameters, where each rank's
+    ``J^T J`` is at most 128 MB, Adam (default 2000 steps) beyond."""
+    from daskie.train import Adam, LevenbergMarquardt
+
+    if net.n_params() <= 4000:
+        return LevenbergMarquardt(steps=100 if steps is None else steps)
+    return Adam(steps=2000 if steps is None else steps)
+
+
+def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, net=None,
+                   loss=None, optimizer=None, strategy=None, client=None, seed: int = 0,
+                   data_seed: int = 0, sensors: int | None = None, query: int | None = None,
+                   block: int = 16, threads: int | None = 1, target_loss: float = 0.0,
+                   store=None, resume: bool = False, on_block=None, on_window=None):
+    """Learn the solution operator of a family once: data as tasks, then data-parallel training.
+
+    Generates (or continues) the family's data set of ``n`` instances solved by the reference
+    (:func:`generate_dataset`), trains a DeepONet on all but the last ``test`` of them
+    (:func:`fit_operator`) and measures it on those held-out instances, on one cluster.
+
+    Parameters
+    ----------
+    family : Family or str
+        A family, or the name of a built-in one (:data:`daskie.problems.families.FAMILIES`).
+    n : int
+        Instances in the data set (training plus held out).
+    data : str or path-like, optional
+        Where the data set is (continued if it exists with the same settings). Default: a
+        directory named after the settings' token in the system's temporary directory, so
+        that the same call finds its data again.
+    test : int, optional
+        Held-out instances (default ``min(200, n // 5)``).
+    net, loss, optimizer, strategy, seed, threads, target_loss, store, resume, on_window
+        As :func:`fit_operator`. ``net`` defaults to :func:`default_net`; ``optimizer`` to
+        ``LevenbergMarquardt(steps=100)`` for up to 4000 parameters, ``Adam(steps=2000)``
+        beyond.
+    client : None, "sync" or distributed.Client
+        Where everything runs (None: one embedded LocalCluster of two workers for both).
+    data_seed, sensors, query, block, on_block
+        As ``seed``, ``sensors``, ``query``, ``block`` and ``on_block`` of
+        :func:`generate_dataset`.
+
+    Returns
+    -------
+    Operator
+        The trained operator; ``op.history`` holds every rank's training records and
+        ``op.evaluation`` its held-out evaluation
+        (:func:`~daskie.operator.evaluation.evaluate`, figures in ``.attrs``).
+    """
+    import tempfile
+
+    from daskie.operator.evaluation import evaluate
+    from daskie.problems.families import family as named
+    from daskie.store.dataset import OperatorDataset
+
+    if isinstance(family, str):
+        family = named(family)
+    _check_family(family)
+    check_int("n", n, 2)
+    held = min(200, n // 5) if test is None else test
+    check_int("test", held)
+    if held >= n:
+        raise SpecError(f"test={held} held-out instances leave none of the n={n} to train on")
+    sensors, query = _points(family, sensors, query)
+    if data is None:
+        token = _dataset_spec(family, n, data_seed, sensors, query, block)["token"]
+        data = os.path.join(tempfile.gettempdir(), f"daskie-data-{family.name}-{token}.zarr")
+    if net is None and loss is None:
+        from daskie.operator.data import sensor_points
+
+        net = default_net(family, len(sensor_points(family, sensors)))
+    if optimizer is None:
+        optimizer = default_optimizer(net if net is not None else loss.net)
+    train, test_range = (0, n - held), (n - held, n)
+    with _client(client) as c:
+        generate_dataset(family, data, n, seed=data_seed, sensors=sensors, query=query,
+                         block=block, client=c, on_block=on_block)
+        op, history = fit_operator(family, data, net, strategy=strategy, optimizer=optimizer,
+                                   loss=loss, train=train, test=test_range, client=c, seed=seed,
+                                   threads=threads, target_loss=target_loss, store=store,
+                                   resume=resume, on_window=on_window)
+    op.history = history
+    op.evaluation = evaluate(op, OperatorDataset.open(data), test_range, train)
+    return op
+
+
+@contextlib.contextmanager
+def _client(client):
+    """The public ``client`` argument, with ``None`` turned into one embedded LocalCluster
+    (both phases of :func:`learn_operator` share it)."""
+    if client is None:
+        from daskie.api import local_cluster
+
+        with local_cluster(workers=2) as c:
+            yield c
+    else:
+        yield client
 
 
 def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=None,
@@ -211,13 +342,52 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
 
     try:
         with _executor(client) as executor:
+            _check_batch(strategy, strategy.ranks(executor), training.train)
             final = strategy.execute(executor, ctx, None, None, resume=start,
                                      on_window=window_done)
+        op = Operator(loss.net, final[0].state.theta, data_store.sensors, data_store.query,
+                      family)
+        if runs is not None:
+            _write_result(runs, op, data_store, training, history, final[0].state)
     finally:
         if runs is not None:
             runs.close()
-    op = Operator(loss.net, final[0].state.theta, data_store.sensors, data_store.query, family)
     return op, history
+
+
+def _check_batch(strategy, ranks, train):
+    """Refuse a mini-batch that some rank's shard cannot fill, before anything starts."""
+    batch = strategy.batch
+    if batch is None:
+        return
+    n = train[1] - train[0]
+    if batch < ranks:
+        raise SpecError(f"OperatorDataParallel.batch={batch} is less than one instance per rank "
+                        f"({ranks} ranks)")
+    share, smallest = -(-batch // ranks), n // ranks
+    if share > smallest:
+        raise SpecError(f"OperatorDataParallel.batch={batch} needs {share} instances per step "
+                        f"of each of {ranks} ranks; the smallest shard of the {n} training "
+                        f"instances holds {smallest}: use a smaller batch or fewer ranks")
+
+
+def _write_result(runs, op, data_store, training, history, state):
+    """The run store's result: the operator's parameters, its sensors and query points, and
+    its evaluation on the held-out instances (:func:`~daskie.operator.evaluation.evaluate`),
+    so that :meth:`Operator.load` and the report need nothing but the store."""
+    import xarray as xr
+
+    from daskie.operator.evaluation import evaluate
+
+    if training.test is not None:
+        ds = evaluate(op, data_store, training.test, training.train)
+    else:
+        ds = xr.Dataset({"x": (("point", "dim"), op.query),
+                         "sensor_x": (("sensor", "dim"), op.sensors)})
+    summary = {"epochs": int(state.epoch), "loss": float(state.loss),
+               "wall_s": float(state.wall_s), "done": state.done or "budget",
+               "n_params": int(op.theta.numel()), "family": op.family.name}
+    runs.write_result(ds, history, summary, params={"G": op.theta.numpy()})
 
 
 def _open_run(store, resume, token, meta):

@@ -203,6 +203,13 @@ class OperatorLoss(Formulation):
     def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
         """Rows of the training instances of ``problem`` (a :class:`TrainingSet`), of data
         shard ``shard=(k, n)`` when given (a contiguous range of instances)."""
+        rows = self.shard_rows(problem, shard)
+        return rows.discretization(None, rows.n / rows.n_total)
+
+    def shard_rows(self, problem, shard=None) -> "ShardRows":
+        """Everything the losses of shard ``shard`` need, read once from the data set; its
+        :meth:`ShardRows.discretization` gives the objective of any subset of its instances
+        (the full shard, or one mini-batch)."""
         import torch
 
         from daskie.store.dataset import OperatorDataset
@@ -224,25 +231,71 @@ class OperatorLoss(Formulation):
                                 f"{store.n} instances")
         first, stop = problem.train
         lo, hi = instance_shard(first, stop, shard)
-        rows = store.read(lo, hi)
-        n_total, n_here, p = stop - first, hi - lo, len(x)
+        data = store.read(lo, hi)
         T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        inputs = branch_inputs(family, data["f"], data["params"])
+        terms = self.physics_terms(family, data["params"], x) if self.physics > 0 else None
+        test_points, test_exact = np.zeros((0, net.in_dim)), None
+        if problem.test is not None:
+            a, b = problem.test
+            held = store.read(a, min(b, a + self.test_instances))
+            test_points = _rows(branch_inputs(family, held["f"], held["params"]), x)
+            test_exact = held["mu"].reshape(-1)
+        return ShardRows(self, problem, (lo, hi), stop - first, x, T(inputs), T(data["mu"]),
+                         terms, test_points, test_exact,
+                         None if shard is None else tuple(int(v) for v in shard))
 
+
+@dataclass(frozen=True, eq=False)
+class ShardRows:
+    """A data shard of an :class:`OperatorLoss` in memory: the instances ``span = [lo, hi)``
+    of ``n_total`` training instances, their branch inputs ``(n, m)``, reference solutions
+    ``(n, p)`` at the query points ``x`` and, for the physics loss, the rule's terms."""
+
+    loss: OperatorLoss
+    problem: TrainingSet
+    span: tuple
+    n_total: int
+    x: np.ndarray
+    inputs: object
+    mu: object
+    terms: dict | None
+    test_points: np.ndarray
+    test_exact: np.ndarray | None
+    shard: tuple | None
+
+    @property
+    def n(self) -> int:
+        """Instances of the shard."""
+        return self.span[1] - self.span[0]
+
+    def discretization(self, index, share: float) -> Discretization:
+        """The objective's discretization of the shard's instances ``index`` (local
+        positions; None: all), its blocks weighted by ``share`` (the fraction of the step's
+        rows these instances hold, so that the shards' losses sum to the mean over them)."""
+        import torch
+
+        loss, family, net = self.loss, self.problem.family, self.loss.net
+        idx = None if index is None else torch.as_tensor(np.asarray(index, dtype=np.int64))
+        pick = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
+        inputs, mu = pick(self.inputs), pick(self.mu)
+        n_here, p = inputs.shape[0], len(self.x)
+        x = torch.as_tensor(self.x)
         sub = SubModel("G", net.in_dim, net)
-        inputs = branch_inputs(family, rows["f"], rows["params"])
-        evaluations = {"G@x": Evaluation("G", T(_rows(inputs, x)))}
+        evaluations = {"G@x": Evaluation("G", _rows_t(inputs, x))}
         weights, blocks = {}, {}
-        target = T(rows["mu"].reshape(-1))
-        if self.data > 0:
-            weights["data"] = float(self.data) * n_here / n_total
+        target = mu.reshape(-1)
+        if loss.data > 0:
+            weights["data"] = float(loss.data) * share
             blocks["data"] = ("G@x",)
-        if self.physics > 0:
-            terms = self.physics_terms(family, rows["params"], x)
+        if loss.physics > 0:
+            full = self.terms
+            terms = {**full, "f": pick(full["f"]), "lam": pick(full["lam"])}
             nodes = terms["nodes"]
-            flat = nodes.reshape(-1, x.shape[1])
-            evaluations["G@nodes"] = Evaluation("G", T(_rows(inputs, flat)))
+            flat = torch.as_tensor(nodes.reshape(-1, x.shape[1]))
+            evaluations["G@nodes"] = Evaluation("G", _rows_t(inputs, flat))
             node_shape = (n_here, *nodes.shape[:-1])  # (n, Q) shared or (n, p, Q) per point
-            weights["physics"] = float(self.physics) * n_here / n_total
+            weights["physics"] = float(loss.physics) * share
             blocks["physics"] = ("G@x", "G@nodes")
 
         def residual_fn(values):
@@ -251,7 +304,7 @@ class OperatorLoss(Formulation):
             if "data" in weights:
                 out["data"] = u - target
             if "physics" in weights:
-                out["physics"] = self.physics_residual(
+                out["physics"] = loss.physics_residual(
                     family, terms, u.reshape(n_here, p),
                     values["G@nodes"].reshape(node_shape)).reshape(-1)
             return out
@@ -262,17 +315,20 @@ class OperatorLoss(Formulation):
             ones = torch.ones(n_here * p, dtype=torch.float64)
             linear_parts = lambda values: {"data": {"G@x": ("diag", ones)}}  # noqa: E731
 
-        test_points, test_exact = np.zeros((0, net.in_dim)), None
-        if problem.test is not None:
-            a, b = problem.test
-            held = store.read(a, min(b, a + self.test_instances))
-            test_points = _rows(branch_inputs(family, held["f"], held["params"]), x)
-            test_exact = held["mu"].reshape(-1)
+        lo, hi = self.span
         return Discretization(
-            problem=problem, submodels={"G": sub}, evaluations=evaluations,
-            residual_fn=residual_fn, solution="G", test_points=test_points,
-            test_exact=test_exact, block_evaluations=blocks, weights=weights,
+            problem=self.problem, submodels={"G": sub}, evaluations=evaluations,
+            residual_fn=residual_fn, solution="G", test_points=self.test_points,
+            test_exact=self.test_exact, block_evaluations=blocks, weights=weights,
             linear_parts=linear_parts,
-            info={"formulation": self.label, "instances": [int(lo), int(hi)],
+            info={"formulation": loss.label, "instances": [int(lo), int(hi)],
                   "points": int(p), "rows": int(n_here * p), "n_params": sub.n_params,
-                  "shard": None if shard is None else [int(v) for v in shard]})
+                  "shard": None if self.shard is None else list(self.shard)})
+
+
+def _rows_t(inputs, points):
+    """:func:`_rows` on tensors."""
+    import torch
+
+    n, p = inputs.shape[0], points.shape[0]
+    return torch.cat([inputs.repeat_interleave(p, dim=0), points.repeat(n, 1)], dim=1)

@@ -23,10 +23,18 @@ class Operator:
         The default output points (the data set's query points).
     family : Family, optional
         The family (lets :meth:`predict` take instance parameters).
+
+    Attributes
+    ----------
+    history : list of dict or None
+        Training records (set by :func:`~daskie.operator.learn_operator`).
+    evaluation : xarray.Dataset or None
+        The held-out evaluation (set by :func:`~daskie.operator.learn_operator`).
     """
 
     def __init__(self, net, theta, sensors, query, family=None):
         self.net, self.family = net, family
+        self.history, self.evaluation = None, None
         self.theta = theta.detach().clone()
         self.sensors = np.asarray(sensors, dtype=float)
         self.query = np.asarray(query, dtype=float)
@@ -99,34 +107,58 @@ class Operator:
 
     @classmethod
     def load(cls, store, family=None) -> "Operator":
-        """The operator of the newest checkpoint in the run store ``store`` (written by
-        :func:`~daskie.operator.fit_operator` with ``store=``); ``family`` defaults to the
-        built-in family of the stored name, if there is one."""
+        """The operator stored in the run store ``store`` (written by
+        :func:`~daskie.operator.fit_operator` or :func:`~daskie.operator.learn_operator`
+        with ``store=``): the final parameters, sensors and query points of a finished run
+        (the store alone is needed), or those of the newest checkpoint of an unfinished one
+        (with the sensors of its data set). ``family`` defaults to the built-in family of the
+        stored name, if there is one.
+
+        Raises
+        ------
+        SpecError
+            When ``store`` is no run store, or holds no trained operator.
+        """
+        import torch
+
         from daskie.nn import MLP, DeepONet
         from daskie.problems.families import FAMILIES, family as named
         from daskie.store import RunStore
         from daskie.store.dataset import OperatorDataset
 
+        if not RunStore.exists(store):
+            raise SpecError(f"{store!r} is not a daskie run store (nothing, or something else, "
+                            "is there)")
         runs = RunStore(store, mode="a")
         try:
-            meta = runs.read_meta().get("operator")
-            ckpt = runs.latest_checkpoint()
+            meta = runs.read_meta()
+            op_meta = meta.get("operator")
+            finished = "finished_utc" in meta
+            if op_meta is not None and finished:
+                with runs.read() as ds:
+                    theta = torch.as_tensor(ds["params_G"].values.copy())
+                    sensors, query = ds["sensor_x"].values.copy(), ds["x"].values.copy()
+                ckpt = None
+            else:
+                ckpt = runs.latest_checkpoint()
         finally:
             runs.close()
-        if meta is None or ckpt is None:
+        if op_meta is None or (not finished and ckpt is None):
             raise SpecError(f"{runs.path} holds no trained operator (no operator run with a "
-                            "checkpoint)")
-        spec = dict(meta["net"])
+                            "result or a checkpoint)")
+        spec = dict(op_meta["net"])
         for part in ("branch", "trunk"):
             if spec[part] is not None:
                 spec[part] = MLP(**{**spec[part], "hidden": tuple(spec[part]["hidden"])})
         net = DeepONet(**spec)
-        name = meta["family"]["name"]
-        if family is None and name in FAMILIES and named(name).describe() == meta["family"]:
+        name = op_meta["family"]["name"]
+        if family is None and name in FAMILIES and named(name).describe() == op_meta["family"]:
             family = named(name)
-        data = OperatorDataset.open(meta["data"])
-        theta = ckpt.outputs[0]["state"]["theta"]
-        return cls(net, theta, data.sensors, data.query, family)
+        if ckpt is not None:
+            data = OperatorDataset.open(op_meta["data"])
+            theta = ckpt.outputs[0]["state"]["theta"]
+            sensors, query = data.sensors, data.query
+        return cls(net, theta, sensors, query, family)
 
     @staticmethod
     def relative_errors(predicted, reference) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from daskie.errors import check_int
 from daskie.strategies.data_parallel import DataParallel
 
 __all__ = ["OperatorDataParallel"]
@@ -28,14 +29,38 @@ class OperatorDataParallel(DataParallel):
     windows submitted ahead, and a window run again from its input on the workers alive
     when a worker is lost.
 
+    With ``batch`` each step trains on ``batch`` instances, each rank taking its share from
+    its own shard in its own seeded order (:mod:`daskie.operator.batches`); the numbers
+    depend on the seed and the number of ranks, not on where the ranks run.
+
     Parameters
     ----------
     shards, window, comm
         As :class:`~daskie.strategies.DataParallel` (``window`` defaults to 100 steps).
+    batch : int or None
+        Instances per step over all ranks (None: every training instance, full batch).
     """
 
     window: int | None = 100
+    batch: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int("OperatorDataParallel.batch", self.batch, allow_none=True)
 
     @property
     def label(self) -> str:
-        return "operator-data-parallel"
+        return "operator-data-parallel" + ("" if self.batch is None else f"-batch{self.batch}")
+
+    def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+        if self.batch is None:
+            return super().execute(executor, ctx, groups, plan, resume=resume,
+                                   on_window=on_window, start=start)
+        from daskie.operator.batches import OnBatches
+        from daskie.operator.ranks import BatchedRankWork
+        from daskie.runtime.spmd import run_spmd_windows
+
+        ctx = replace(ctx, optimizer=OnBatches(ctx.optimizer))
+        return run_spmd_windows(executor, ctx, BatchedRankWork(batch=self.batch),
+                                self.ranks(executor), self.comm, window=self.window,
+                                resume=resume, on_window=on_window, start=start)

@@ -1,0 +1,132 @@
+"""``daskie operator FAMILY``: a learned operator from the command line, its run store (the
+operator reloads from it alone) and its report page, rendered in a real browser; bad input
+is one line and status 2."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from daskie.cli import main
+from daskie.operator import Operator
+
+TINY = ["--n", "48", "--test", "8", "--workers", "0", "--sensors", "16", "--query", "9"]
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """One small operator learned by the command (in this process), with its store and page."""
+    import contextlib
+    import io
+
+    base = tmp_path_factory.mktemp("cli")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["operator", "fredholm-1d", *TINY, "--steps", "30",
+                       "--data", str(base / "data.zarr"), "--store", str(base / "run.zarr"),
+                       "--report", str(base / "op.html")])
+    return status, out.getvalue(), err.getvalue(), base
+
+
+def test_the_command_learns_an_operator_with_progress_and_a_summary(learned):
+    status, out, err, base = learned
+    assert status == 0
+    assert out.startswith("fredholm-1d: relative L2 median ") and "on 8 held-out" in out
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("daskie: learning the operator of fredholm-1d")
+    assert any(line.startswith("data ") for line in lines)
+    assert any(line.startswith("window ") and "loss" in line for line in lines)
+    ds = xr.open_zarr(base / "run.zarr")
+    rel = ds.rel_l2.values
+    # the printed median is the store's, and the operator beats the mean solution by far
+    assert f"{np.median(rel):.3e}" in out
+    assert ds.attrs["rel_l2_median"] < ds.attrs["baseline_rel_l2_median"] / 20
+    assert ds.attrs["epochs"] == 30
+
+
+def test_the_operator_reloads_from_its_store_alone(learned):
+    _, _, _, base = learned
+    shutil.rmtree(base / "data.zarr")  # the store needs nothing else
+    op = Operator.load(base / "run.zarr")
+    ds = xr.open_zarr(base / "run.zarr")
+    np.testing.assert_array_equal(op(op.inputs(ds.params.values)), ds.prediction.values)
+    ref = ds.reference.values
+    np.testing.assert_allclose(op.relative_errors(op.predict(ds.params.values), ref),
+                               ds.rel_l2.values, rtol=0, atol=0)
+
+
+def test_report_of_an_operator_store_and_json_summary(learned, tmp_path, capsys):
+    _, _, _, base = learned
+    assert main(["report", str(base / "run.zarr"), "-o", str(tmp_path / "again.html")]) == 0
+    text = (tmp_path / "again.html").read_text()
+    assert "daskie operator: fredholm-1d" in text and "held-out instances" in text
+    capsys.readouterr()
+    assert main(["operator", "fredholm-1d", *TINY, "--steps", "2", "--optimizer", "adam",
+                 "--batch", "8", "--data", str(tmp_path / "d.zarr"), "--json"]) == 0
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out)
+    assert summary["epochs"] == 2 and summary["n_test"] == 8 and summary["optimizer"] == "Adam"
+    assert cap.err == ""  # --json: no progress
+
+
+def _render(html_file, png):
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    res = subprocess.run(
+        [exe, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+         "--enable-logging=stderr", "--v=0", "--window-size=1300,2400",
+         "--virtual-time-budget=10000", f"--screenshot={png}", Path(html_file).as_uri()],
+        capture_output=True, text=True, timeout=120)
+    console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
+    errors = [line for line in console if "ERROR:CONSOLE" in line or "Uncaught" in line
+              or "Error" in line]
+    assert Path(png).exists(), res.stderr[-2000:]
+    return console, errors
+
+
+def test_the_report_page_renders_in_chromium(learned, tmp_path):
+    from PIL import Image
+
+    _, _, _, base = learned
+    console, errors = _render(base / "op.html", tmp_path / "op.png")
+    assert errors == []
+    assert any("document idle" in line for line in console), console  # bokeh finished
+    with Image.open(tmp_path / "op.png") as im:
+        px = np.asarray(im.convert("RGB"), dtype=float)
+    assert px.std() > 20  # not a blank page
+    colourful = np.abs(px - px.mean(axis=2, keepdims=True)).max(axis=2) > 40
+    assert colourful.mean() > 0.005  # curves, bars and markers in colour
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["operator", "nope"], "no family named 'nope'"),
+    (["operator", "fredholm-1d", "--n", "10", "--test", "10"], "leaves none of the --n 10"),
+    (["operator", "fredholm-1d", "--steps", "0"], "--steps: must be a positive int"),
+    (["operator", "fredholm-1d", "--resume"], "--resume needs the --store"),
+    (["operator", "fredholm-1d", "--report", "/nonexistent/dir/op.html"], "does not exist"),
+], ids=["family", "test", "steps", "resume", "report"])
+def test_bad_input_is_one_line_and_status_2(argv, words, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own checks exit
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_existing_store_or_a_batch_too_large_is_refused_in_one_line(learned, tmp_path,
+                                                                         capsys):
+    _, _, _, base = learned
+    assert main(["operator", "fredholm-1d", "--store", str(base / "run.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "exists: give a new path, or --resume" in err and len(err.strip().splitlines()) == 1
+    assert main(["operator", "fredholm-1d", *TINY, "--batch", "100", "--quiet",
+                 "--data", str(tmp_path / "d.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "OperatorDataParallel.batch=100 needs 50" in err and len(err.strip().splitlines()) == 1
