@@ -111,3 +111,40 @@ def test_ctrl_c_during_a_run_prints_one_line_and_keeps_a_resumable_store(tmp_pat
     assert "Traceback" not in err and "Task exception" not in err
     assert RunStore(path, mode="a").latest_checkpoint() is not None
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_ctrl_c_while_waiting_for_the_workers_of_an_address_ends_at_once(tmp_path):
+    # A scheduler with no workers: `--cluster ADDRESS` waits for them (bounded, minutes by
+    # default). Those workers are not this terminal's processes, so Ctrl-C must not be
+    # ignored while the wait lasts.
+    from daskie.collectives.group import free_port
+
+    port = free_port()
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                                  "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", ":0", "--no-show"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+    try:
+        proc = subprocess.Popen([*DAskie, "solve", "fredholm1d", "--cluster",
+                                 f"tcp://127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                env={**os.environ, "DASK_DASKIE__CLUSTER__WAIT_TIMEOUT": "300"})
+        try:
+            time.sleep(8)  # imports, the connection, then the wait for workers
+            assert proc.poll() is None, proc.communicate()
+            os.killpg(proc.pid, signal.SIGINT)
+            t0 = time.monotonic()
+            _, err = proc.communicate(timeout=60)
+            waited = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        os.killpg(scheduler.pid, signal.SIGTERM)
+        scheduler.wait(timeout=30)
+    assert proc.returncode == 130, err
+    assert waited < 20, f"Ctrl-C took {waited:.1f} s to end the wait"
+    assert err.strip().splitlines()[-1].startswith("daskie: interrupted"), err
+    assert "Traceback" not in err, err
