@@ -3,6 +3,14 @@
 A flat vector makes every optimizer (Adam, L-BFGS, Levenberg-Marquardt), every checkpoint
 and every all-reduce the same simple operation on one tensor, and per-point parameter
 gradients are a ``torch.func.vmap`` of ``torch.func.grad`` over it.
+
+Each layer stores its weight parameters, then its bias. A dense layer stores ``W`` (out, in)
+row-major; subclasses store the weights in another form (:class:`~daskie.nn.tt.TTMLP`:
+tensor-train cores) by overriding the four weight hooks (``_weight_size``, ``_weight``,
+``_weight_maps``, ``weight_shapes``), and every forward, tangent and Jacobian below serves
+them unchanged. ``quant`` (:mod:`daskie.nn.quant`) quantizes the stored weights and the hidden
+activations in the forward pass, with straight-through gradients onto the float64 master
+weights.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskie.errors import SpecError
+from daskie.nn.quant import Quantizer
 
 __all__ = ["MLP", "activation_derivative"]
 
@@ -34,12 +43,18 @@ class MLP:
         weights (better for second-order training from a random start). Biases start at 0.
     init_std : float
         Standard deviation for ``init="normal"``.
+    quant : Quantizer, optional
+        Quantize the stored weights and the hidden activations in the forward pass
+        (:class:`~daskie.nn.quant.Int8`, :class:`~daskie.nn.quant.MX`); gradients pass the
+        rounding straight through to the float64 parameters. The network's input (the
+        coordinates) and its scalar output are not quantized. None: full precision.
     """
 
     hidden: tuple[int, ...] = (20, 20, 20)
     activation: str = "tanh"
     init: str = "xavier"
     init_std: float = 0.1
+    quant: Quantizer | None = None
 
     def __post_init__(self):
         hidden = tuple(self.hidden) if np.iterable(self.hidden) else (self.hidden,)
@@ -52,6 +67,9 @@ class MLP:
             raise SpecError(f"MLP.init must be 'normal' or 'xavier', got {self.init!r}")
         if not self.init_std > 0:
             raise SpecError(f"MLP.init_std must be positive, got {self.init_std}")
+        if self.quant is not None and not isinstance(self.quant, Quantizer):
+            raise SpecError(f"MLP.quant must be a daskie.nn.quant format (Int8(), MX()) or None, "
+                            f"got {self.quant!r}")
 
     @classmethod
     def paper(cls) -> "MLP":
@@ -65,7 +83,29 @@ class MLP:
     def n_params(self, in_dim: int) -> int:
         """Number of parameters for ``in_dim`` inputs."""
         s = self.sizes(in_dim)
-        return sum((a + 1) * b for a, b in zip(s[:-1], s[1:]))
+        return sum(self._weight_size(k, a, b) + b for k, (a, b) in enumerate(zip(s[:-1], s[1:])))
+
+    def layer_params(self, in_dim: int) -> list[int]:
+        """Parameters of each layer (its stored weights and its bias), input layer first: the
+        layers lie in this order in the flat vector."""
+        s = self.sizes(in_dim)
+        return [self._weight_size(k, a, b) + b for k, (a, b) in enumerate(zip(s[:-1], s[1:]))]
+
+    def weight_shapes(self, in_dim: int) -> list[list[tuple[int, int]]]:
+        """The 2-D tensors each layer stores its weights in (dense: one ``(out, in)``); the
+        shapes ``quant`` quantizes and :meth:`nbytes` counts."""
+        s = self.sizes(in_dim)
+        return [[(b, a)] for a, b in zip(s[:-1], s[1:])]
+
+    def nbytes(self, in_dim: int) -> int:
+        """Bytes of the parameters as the forward pass reads them: float64 (8 bytes each)
+        without ``quant``; with it, the quantized weight tensors (integers and their scales,
+        :meth:`Quantizer.weight_bytes`) and the float64 biases."""
+        if self.quant is None:
+            return 8 * self.n_params(in_dim)
+        biases = sum(self.sizes(in_dim)[1:])
+        return 8 * biases + sum(self.quant.weight_bytes(shape)
+                                for layer in self.weight_shapes(in_dim) for shape in layer)
 
     def flops(self, in_dim: int) -> int:
         """Multiply-adds of one forward pass at one point (for the planner)."""
@@ -84,14 +124,37 @@ class MLP:
         return torch.cat(chunks)
 
     def layers(self, theta, in_dim: int):
-        """``(weight (out, in), bias, is_last)`` views of ``theta``, input layer first."""
+        """``(weight (out, in), bias, is_last)`` of each layer as the forward pass uses them,
+        input layer first: views of ``theta`` for a dense full-precision network (the weights
+        rebuilt from their stored form and quantized otherwise)."""
         sizes = self.sizes(in_dim)
         offset = 0
         for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = theta[offset:offset + a * b].view(b, a)
-            offset += a * b
+            size = self._weight_size(k, a, b)
+            w = self._weight(theta[offset:offset + size], k, a, b)
+            offset += size
             yield w, theta[offset:offset + b], k == len(sizes) - 2
             offset += b
+
+    # --- weight hooks (subclasses store weights in other forms) ---------------------------
+    def _weight_size(self, k: int, a: int, b: int) -> int:
+        """Stored weight parameters of layer ``k`` (``a`` inputs, ``b`` outputs)."""
+        return a * b
+
+    def _weight(self, flat, k: int, a: int, b: int):
+        """Layer ``k``'s weight matrix ``(b, a)`` from its stored parameters ``flat``."""
+        w = flat.view(b, a)
+        return w if self.quant is None else self.quant.weight(w)
+
+    def _weight_maps(self, theta, in_dim: int) -> list:
+        """Per layer, None when the stored weights are ``W`` itself, else the matrix ``R``
+        ``(out * in, stored)`` with ``dW = R d(stored)`` (quantization passes straight
+        through, so dense layers need none)."""
+        return [None] * len(self.hidden + (1,))
+
+    def _hidden_out(self, h):
+        """A hidden activation as the next layer reads it (quantized with ``quant``)."""
+        return h if self.quant is None else self.quant.activation(h)
 
     def apply(self, theta, z):
         """Network output at points ``z`` of shape ``(n, in_dim)`` (or ``(in_dim,)``)."""
@@ -102,8 +165,31 @@ class MLP:
         for w, bias, last in self.layers(theta, z.shape[-1]):
             h = torch.nn.functional.linear(h, w, bias)
             if not last:
-                h = act(h)
+                h = self._hidden_out(act(h))
         return h[..., 0]
+
+    def apply_pairs(self, theta, z_plus, z_minus):
+        """Outputs at the antithetic pairs ``(z_plus[i], z_minus[i])`` (Stein estimators).
+
+        With ``quant`` the hidden activations of each pair are quantized the
+        difference-based way (:func:`daskie.nn.quant.quantize_pair`: their mean and half
+        difference on scales of their own), so that the difference the estimator needs
+        survives quantization; without it, :meth:`apply` at both.
+        """
+        import torch
+
+        from daskie.nn.quant import quantize_pair
+
+        if self.quant is None:
+            return self.apply(theta, z_plus), self.apply(theta, z_minus)
+        act = _act(self.activation)
+        hp, hm = z_plus, z_minus
+        for w, bias, last in self.layers(theta, z_plus.shape[-1]):
+            hp = torch.nn.functional.linear(hp, w, bias)
+            hm = torch.nn.functional.linear(hm, w, bias)
+            if not last:
+                hp, hm = quantize_pair(self.quant, act(hp), act(hm))
+        return hp[..., 0], hm[..., 0]
 
     def apply_tangent(self, theta, z, axis: int):
         """``(output, d output / d z[axis])`` at points ``z`` of shape ``(n, in_dim)``.
@@ -126,7 +212,9 @@ class MLP:
             ds = w[:, axis] if t is None else t @ w.T  # first layer: the same for all points
             if not last:
                 h = act(s)
+                # quant: the rounding passes straight through the tangent as well
                 t = activation_derivative(self.activation, s, h) * ds
+                h = self._hidden_out(h)
             else:
                 h, t = s, ds
         return h[..., 0], t.expand_as(h)[..., 0]
@@ -146,27 +234,31 @@ class MLP:
         if self.activation == "gelu":
             return None
         act = _act(self.activation)
-        weights, hs, pre = [], [z], []
+        weights, hs, pre, raw = [], [z], [], [z]
         for w, bias, last in self.layers(theta, z.shape[-1]):
             weights.append(w)
             s = torch.nn.functional.linear(hs[-1], w, bias)
             pre.append(s)
-            hs.append(s if last else act(s))
+            raw.append(s if last else act(s))
+            hs.append(raw[-1] if last else self._hidden_out(raw[-1]))
+        maps = self._weight_maps(theta, z.shape[-1])
         n = z.shape[0]
         delta = torch.ones(n, 1, dtype=z.dtype)
         blocks = []
         for layer in range(len(weights) - 1, -1, -1):
             if row_weights is None:
                 blocks.append(delta)  # bias gradients
-                blocks.append((delta[:, :, None] * hs[layer][:, None, :]).reshape(n, -1))
+                wgrad = (delta[:, :, None] * hs[layer][:, None, :]).reshape(n, -1)
             else:
                 m, q = row_weights.shape
                 wd = (row_weights.reshape(n, 1) * delta).view(m, q, -1)
                 blocks.append(wd.sum(dim=1))
-                blocks.append(torch.bmm(wd.transpose(1, 2), hs[layer].view(m, q, -1)).reshape(m, -1))
+                wgrad = torch.bmm(wd.transpose(1, 2), hs[layer].view(m, q, -1)).reshape(m, -1)
+            blocks.append(wgrad if maps[layer] is None else wgrad @ maps[layer])
             if layer > 0:
+                # the activation's derivative at its unquantized output (straight-through)
                 delta = (delta @ weights[layer]) * activation_derivative(self.activation, pre[layer - 1],
-                                                                         hs[layer])
+                                                                         raw[layer])
         return torch.cat(blocks[::-1], dim=1)
 
 
