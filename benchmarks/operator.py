@@ -2,29 +2,32 @@
 
     python benchmarks/operator.py [--families fredholm-1d volterra-1d-sin fredholm-2d]
                                   [--n 500] [--test 200] [--steps 100] [--steps-2d 25]
-                                  [--scaling-n 400]
-                                  [--scaling-steps 150] [--scaling-train 1024]
+                                  [--scaling-n 800] [--scaling-steps 150]
+                                  [--scaling-lm-steps 8] [--scaling-train 1024]
                                   [--dir /tmp/daskie-operator]
                                   [--out operator.json]
 
 Per family (phase ``accuracy``): ``--n`` instances generated as tasks on daskie's embedded
-cluster (2 workers x 1 thread) into a zarr data set; a DeepONet trained with
-Levenberg-Marquardt on the first ``n - test`` (data loss, one rank; ``--steps`` steps in 1-D,
-``--steps-2d`` in 2-D, where the rows and so ``J^T J`` cost several times more); then, on the
-``--test`` held-out instances, the relative L2 error against the reference (median, 95th
+cluster (2 workers x 1 thread) into a zarr data set; ``learn_operator``'s default DeepONet
+(:func:`daskie.operator.default_net`: a linear branch for the linear families) trained with
+Levenberg-Marquardt on the first ``n - test`` to the integral term ``mu - f / alpha``
+(``OperatorLoss(skip=True)``; data loss, one rank; ``--steps`` steps in 1-D, ``--steps-2d``
+in 2-D, where the rows and so ``J^T J`` cost several times more); then, on the ``--test``
+held-out instances, the relative L2 error of mu against the reference (median, 95th
 percentile), the time of one operator forward pass per instance (``predict_s``: 1000 new
-instances in one call, divided by 1000) and of one reference solve (``reference_s``: the
-mean Nystrom wall time recorded in the data set, assembly included, building the daskie
-Problem not).
+instances in one call from their sensor values, divided by 1000) and of one reference
+solve (``reference_s``: the mean Nystrom wall time recorded in the data set, assembly
+included, building the daskie Problem not).
 
 Scaling (phases ``data`` and ``train``), in the same run: data generation of
 ``--scaling-n`` instances of the 2-D family on LocalCluster(1 x 1 thread) and
-LocalCluster(2 x 1 thread); data-parallel Adam training (``OperatorDataParallel``) of a
-DeepONet on the 1-D Fredholm set with 1 rank on 1 worker against 2 ranks on 2 workers,
-and in this process on all cores (``workers = 0``: ``client="sync"``, one rank, torch's
-threads). S = T_1 / T_N and S / N against one thread per worker (the machine has 2 cores:
-two threads of one process are not two workers' worth, see docs/architecture.md).
-Times are wall seconds on the client's clock around each call, clusters already started.
+LocalCluster(2 x 1 thread); data-parallel training (``OperatorDataParallel``) of a DeepONet
+on the 1-D Fredholm set, Adam and Levenberg-Marquardt, with 1 rank on 1 worker against 2
+ranks on 2 workers, and Adam in this process on all cores (``workers = 0``:
+``client="sync"``, one rank, torch's threads). S = T_1 / T_N and S / N against one thread
+per worker (the machine has 2 cores: two threads of one process are not two workers' worth,
+see docs/architecture.md). Times are wall seconds on the client's clock around each call,
+clusters already started; every record has the load average at its start.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 
 
 def _net(family, sensors):
+    """The scaling runs' DeepONet (as in the first round, so that rounds compare)."""
     from daskie.nn import MLP, DeepONet
     from daskie.operator.formulation import n_branch_inputs
 
@@ -46,10 +50,17 @@ def _net(family, sensors):
                     trunk=MLP(hidden=(16, 16)), width=12)
 
 
-def accuracy(name, n, n_test, steps, directory, client):
+def _accuracy_net(family, sensors):
+    """The accuracy runs' DeepONet: learn_operator's default (daskie.operator.default_net)."""
+    from daskie.operator import default_net
+
+    return default_net(family, sensors)
+
+
+def accuracy(name, n, n_test, steps, directory, client, skip=True):
     import xarray as xr
 
-    from daskie.operator import fit_operator, generate_dataset
+    from daskie.operator import OperatorLoss, fit_operator, generate_dataset
     from daskie.problems.families import family
     from daskie.strategies import OperatorDataParallel
     from daskie.train import LevenbergMarquardt
@@ -62,8 +73,10 @@ def accuracy(name, n, n_test, steps, directory, client):
     data_s = time.perf_counter() - t0
     ds = xr.open_zarr(path)
     sensors = ds.sizes["sensor"]
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    op, hist = fit_operator(fam, path, _net(fam, sensors), client="sync",
+    net = _accuracy_net(fam, sensors)
+    op, hist = fit_operator(fam, path, loss=OperatorLoss(net, skip=skip), client="sync",
                             optimizer=LevenbergMarquardt(steps=steps),
                             strategy=OperatorDataParallel(shards=1, window=None),
                             train=(0, n - n_test), test=(n - n_test, n))
@@ -75,7 +88,7 @@ def accuracy(name, n, n_test, steps, directory, client):
     f_new = op.inputs(new)
     op(f_new[:10])  # warm up
     t0 = time.perf_counter()
-    op(f_new)
+    op(f_new)  # from the sensor values alone (with skip: f at the query points fitted too)
     predict_s = (time.perf_counter() - t0) / 1000
     return {"phase": "accuracy", "family": name, "dim": fam.dim, "n_train": n - n_test,
             "n_test": n_test, "rel_l2_median": float(np.median(err)),
@@ -86,16 +99,17 @@ def accuracy(name, n, n_test, steps, directory, client):
             "reference_residual_max": float(ds.residual.values.max()),
             "data_s": data_s, "data_blocks_solved": gen["solved"], "train_s": train_s,
             "optimizer": f"LM({steps})", "n_params": int(op.theta.numel()),
+            "net": repr(net), "skip": skip, "load_at_start": load,
             "sensors": int(sensors), "query": int(ds.sizes["query"]),
             "final_loss": hist[-1]["loss"]}
 
 
-def scaling(n, steps, directory, n_train=1024, repeats=1):
+def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
     from daskie.api import local_cluster
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
     from daskie.problems.families import family
     from daskie.strategies import OperatorDataParallel
-    from daskie.train import Adam
+    from daskie.train import Adam, LevenbergMarquardt
 
     records = []
     fam2 = family("fredholm-2d")
@@ -113,7 +127,7 @@ def scaling(n, steps, directory, n_train=1024, repeats=1):
             for r in range(repeats):
                 loads.append(os.getloadavg()[0])
                 t0 = time.perf_counter()
-                generate_dataset(fam2, f"{path}-{r}", n, seed=2, block=8, client=client)
+                generate_dataset(fam2, f"{path}-{r}", n, seed=2, block=16, client=client)
                 walls.append(time.perf_counter() - t0)
             times[("data", workers)] = (float(np.median(walls)), walls, loads)
             kwargs = dict(loss=loss, optimizer=Adam(lr=1e-3, steps=steps),
@@ -127,6 +141,17 @@ def scaling(n, steps, directory, n_train=1024, repeats=1):
                 fit_operator(fam1, train_path, client=client, **kwargs)
                 walls.append(time.perf_counter() - t0)
             times[("train", workers)] = (float(np.median(walls)), walls, loads)
+            # Levenberg-Marquardt: each rank forms its rows' J^T J (N P^2 flops), one P x P
+            # all-reduce per step
+            lm = {**kwargs, "optimizer": LevenbergMarquardt(steps=lm_steps),
+                  "strategy": OperatorDataParallel(shards=workers, window=None)}
+            walls, loads = [], []
+            for _ in range(repeats):
+                loads.append(os.getloadavg()[0])
+                t0 = time.perf_counter()
+                fit_operator(fam1, train_path, client=client, **lm)
+                walls.append(time.perf_counter() - t0)
+            times[("train-lm", workers)] = (float(np.median(walls)), walls, loads)
     import torch
 
     before = torch.get_num_threads()
@@ -140,19 +165,22 @@ def scaling(n, steps, directory, n_train=1024, repeats=1):
         walls.append(time.perf_counter() - t0)
     all_cores = (float(np.median(walls)), walls, loads)
     torch.set_num_threads(before)
-    for phase, what in (("data", f"{n} instances of fredholm-2d (Nystrom n=12)"),
-                        ("train", f"Adam {steps} steps, {n_train - 16} instances x 33 "
-                                  "points of fredholm-1d")):
-        t1 = times[(phase, 1)][0]
+    rows = f"{n_train - 16} instances x 33 points of fredholm-1d"
+    for key, optimizer, what in (("data", None, f"{n} instances of fredholm-2d (Nystrom n=12)"),
+                                 ("train", "Adam", f"Adam {steps} steps, {rows}"),
+                                 ("train-lm", "LM", f"LM {lm_steps} steps, {rows}")):
+        t1 = times[(key, 1)][0]
         for workers in (1, 2):
-            wall, walls, loads = times[(phase, workers)]
+            wall, walls, loads = times[(key, workers)]
             s = t1 / wall
-            records.append({"phase": phase, "workers": workers, "threads_per_worker": 1,
+            records.append({"phase": key.split("-")[0], "workers": workers,
+                            "threads_per_worker": 1, "optimizer": optimizer,
                             "wall_s": wall, "wall_s_repeats": walls, "load_at_start": loads,
                             "speedup": s, "efficiency": s / workers, "what": what,
-                            "family": "fredholm-2d" if phase == "data" else "fredholm-1d"})
+                            "family": "fredholm-2d" if key == "data" else "fredholm-1d"})
     wall, walls, loads = all_cores
     records.append({"phase": "train", "workers": 0, "threads_per_worker": os.cpu_count(),
+                    "optimizer": "Adam",
                     "wall_s": wall, "wall_s_repeats": walls, "load_at_start": loads,
                     "speedup": times[("train", 1)][0] / wall, "efficiency": None,
                     "family": "fredholm-1d",
@@ -168,8 +196,9 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--steps-2d", type=int, default=25)
-    ap.add_argument("--scaling-n", type=int, default=400)
+    ap.add_argument("--scaling-n", type=int, default=800)
     ap.add_argument("--scaling-steps", type=int, default=150)
+    ap.add_argument("--scaling-lm-steps", type=int, default=8)
     ap.add_argument("--scaling-train", type=int, default=1024)
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--repeats", type=int, default=1, help="scaling runs per configuration "
@@ -199,7 +228,7 @@ def main(argv=None) -> int:
                   flush=True)
     if not args.no_scaling:
         rows = scaling(args.scaling_n, args.scaling_steps, args.dir, args.scaling_train,
-                       args.repeats)
+                       args.repeats, args.scaling_lm_steps)
         records += rows
         print(f"\n{'phase':6s} {'workers':>7s} {'wall_s':>8s} {'S':>6s} {'S/N':>6s} "
               f"{'load':>5s}  what")

@@ -125,6 +125,11 @@ def _strategy(name: str, window: int | None):
         return Monolithic(window=25 if window is None else (window or None))
     if name == "data-parallel":
         return DataParallel(**({"window": window or None} if window is not None else {}))
+    if name in ("model-parallel", "pipeline", "hybrid"):  # layer stages (Adam or L-BFGS)
+        from daskie.strategies import Hybrid, ModelParallel, Pipeline
+
+        kind = {"model-parallel": ModelParallel, "pipeline": Pipeline, "hybrid": Hybrid}[name]
+        return kind(**({"window": window or None} if window is not None else {}))
     return CEPTF(**({"window": window} if window is not None else {}))
 
 
@@ -398,11 +403,10 @@ def _cmd_operator(args) -> int:
 
         optimizer = default_optimizer(net, args.steps)
     strategy = _operator_strategy(args)
-    loss = None
-    if args.physics:
-        from daskie.operator import OperatorLoss
+    from daskie.operator import OperatorLoss
 
-        loss, net = OperatorLoss(net, data=1.0, physics=args.physics), None
+    loss = OperatorLoss(net, data=1.0, physics=args.physics, skip=not args.no_skip)
+    net = None
     quiet = args.json or args.quiet
     err = sys.stderr
 
@@ -568,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "default formulation is quadrature collocation (daskie."
                                     "formulation); plan's default is order reduction.")
     common(so, config.get("formulation"), "formulation (setting daskie.formulation)")
-    so.add_argument("--strategy", choices=["monolithic", "ceptf", "data-parallel"],
+    so.add_argument("--strategy", choices=["monolithic", "ceptf", "data-parallel",
+                                           "model-parallel", "pipeline", "hybrid"],
                     default=config.get("strategy"),
                     help="how training is split over the workers (setting daskie.strategy)")
     so.add_argument("--optimizer", choices=["lm", "adam", "adam+lbfgs"],
@@ -633,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
     op.add_argument("--physics", type=_nonnegative_float, default=0.0,
                     help="weight of the physics-informed residual loss (0: data loss only)")
+    op.add_argument("--no-skip", action="store_true",
+                    help="the network learns mu itself (default: the integral term mu - "
+                         "f / alpha, with f / alpha added back)")
     op.add_argument("--width", type=_int_at_least(1), help="DeepONet features per output")
     op.add_argument("--hidden", type=_int_at_least(1), nargs="+", metavar="WIDTH",
                     help="trunk hidden layer widths (default: 16 16)")

@@ -10,7 +10,7 @@ from torch.func import grad, vmap
 
 from daskie.errors import SpecError
 from daskie.nn import MLP, DeepONet
-from daskie.operator import OperatorLoss, TrainingSet, fit_operator, generate_dataset
+from daskie.operator import Operator, OperatorLoss, TrainingSet, fit_operator, generate_dataset
 from daskie.operator.data import sensor_points, solve_block
 from daskie.problems.families import family
 from daskie.store.dataset import OperatorDataset
@@ -152,9 +152,10 @@ def test_data_parallel_equals_one_process(fredholm_set, optimizer):
     assert {r["rank"] for r in hist} == {0, 1}
 
 
-def test_physics_informed_training_is_data_parallel_too(fredholm_set):
+@pytest.mark.parametrize("skip", [False, True], ids=["mu", "integral-term"])
+def test_physics_informed_training_is_data_parallel_too(fredholm_set, skip):
     fam, path = fredholm_set
-    loss = OperatorLoss(small_net(), data=1.0, physics=1.0, quadrature=12)
+    loss = OperatorLoss(small_net(), data=1.0, physics=1.0, quadrature=12, skip=skip)
     optimizer = Adam(lr=3e-3, steps=6)
     op, _ = fit_operator(fam, path, loss=loss, client="sync", optimizer=optimizer,
                          strategy=OperatorDataParallel(shards=2, window=None),
@@ -337,3 +338,41 @@ def test_a_batch_larger_than_a_shard_is_refused_with_the_field_named(fredholm_se
     with pytest.raises(SpecError, match="batch=50 needs 25 instances"):
         fit_operator(fam, path, small_net(), client="sync", optimizer=Adam(steps=1),
                      strategy=OperatorDataParallel(shards=2, batch=50), train=(0, 40))
+
+
+# --- the integral term only (skip) ------------------------------------------------------------
+def test_with_skip_the_reference_less_f_has_zero_data_and_physics_residuals(fredholm_set):
+    # the network's target is mu - f / alpha: the reference's values there give residuals at
+    # rounding level in both blocks, and the plain target would not
+    fam, path = fredholm_set
+    loss = OperatorLoss(small_net(), data=1.0, physics=1.0, quadrature=32, skip=True)
+    disc = loss.discretize(TrainingSet(path, fam, (0, 3)))
+    params = fam.sample(3, seed=0)
+    x = OperatorDataset.open(path).query
+    nodes = loss.physics_rule(fam, x)[0].reshape(-1, 1)
+    refs = [fam.reference().solve(fam.problem(p)) for p in params]
+    less_f = lambda pts: np.stack([r(pts) for r in refs]) - fam.f_values(params, pts)  # noqa: E731
+    values = {"G@x": torch.tensor(less_f(x).reshape(-1)),
+              "G@nodes": torch.tensor(less_f(nodes).reshape(-1))}
+    blocks = disc.residual_blocks(values)
+    assert float(blocks["data"].abs().max()) < 1e-13
+    assert float(blocks["physics"].abs().max()) < 1e-12
+    values["G@x"] = values["G@x"] + torch.tensor(fam.f_values(params, x).reshape(-1))
+    assert float(disc.residual_blocks(values)["data"].abs().max()) > 0.1
+
+
+def test_an_operator_with_skip_adds_f_back_from_the_sensor_values(fredholm_set):
+    fam, path = fredholm_set
+    op, _ = fit_operator(fam, path, loss=OperatorLoss(small_net(), skip=True), client="sync",
+                         optimizer=Adam(steps=3),
+                         strategy=OperatorDataParallel(shards=1, window=None),
+                         train=(0, 40), test=(40, 48))
+    params = fam.sample(4, seed=9)
+    x = np.linspace(0, 1, 7)[:, None]
+    plain = Operator(op.net, op.theta, op.sensors, op.query, fam)  # the network alone
+    # f at new points, fitted from the 16 sensor values in the field's basis: exact
+    np.testing.assert_allclose(op(op.inputs(params), x) - plain(op.inputs(params), x),
+                               fam.f_values(params, x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(op.predict(params, x), op(op.inputs(params), x), atol=1e-12)
+    with pytest.raises(SpecError, match="needs its family"):
+        Operator(op.net, op.theta, op.sensors, op.query, None, skip=True)

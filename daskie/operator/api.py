@@ -165,9 +165,9 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
     test : int, optional
         Held-out instances (default ``min(200, n // 5)``).
     net, loss, optimizer, strategy, seed, threads, target_loss, store, resume, on_window
-        As :func:`fit_operator`. ``net`` defaults to :func:`default_net`; ``optimizer`` to
-        ``LevenbergMarquardt(steps=100)`` for up to 4000 parameters, ``Adam(steps=2000)``
-        beyond.
+        As :func:`fit_operator`. ``net`` defaults to :func:`default_net`; ``loss`` to the
+        data loss of ``net`` learning the integral term only
+        (``OperatorLoss(net, skip=True)``); ``optimizer`` to :func:`default_optimizer`.
     client : None, "sync" or distributed.Client
         Where everything runs (None: one embedded LocalCluster of two workers for both).
     data_seed, sensors, query, block, on_block
@@ -205,6 +205,10 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
         net = default_net(family, len(sensor_points(family, sensors)))
     if optimizer is None:
         optimizer = default_optimizer(net if net is not None else loss.net)
+    if loss is None:
+        from daskie.operator.formulation import OperatorLoss
+
+        loss, net = OperatorLoss(net, skip=True), None
     train, test_range = (0, n - held), (n - held, n)
     with _client(client) as c:
         generate_dataset(family, data, n, seed=data_seed, sensors=sensors, query=query,
@@ -327,6 +331,7 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     ctx = RunContext(training, loss, optimizer, int(seed), float(target_loss), threads, token)
     meta = {"operator": {"token": token, "family": family.describe(), "data": data_store.path,
                          "net": Operator.net_spec(loss.net), "loss": repr(loss),
+                         "skip": bool(loss.skip),
                          "optimizer": repr(optimizer), "strategy": repr(strategy),
                          "seed": int(seed), "train": list(training.train),
                          "test": None if training.test is None else list(training.test)}}
@@ -346,7 +351,7 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
             final = strategy.execute(executor, ctx, None, None, resume=start,
                                      on_window=window_done)
         op = Operator(loss.net, final[0].state.theta, data_store.sensors, data_store.query,
-                      family)
+                      family, skip=loss.skip)
         if runs is not None:
             _write_result(runs, op, data_store, training, history, final[0].state)
     finally:

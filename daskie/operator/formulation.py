@@ -135,6 +135,12 @@ class OperatorLoss(Formulation):
         Gauss points per coordinate of the physics residual's rules.
     test_instances : int
         Held-out instances the records' test error is measured on (at most; all query points).
+    skip : bool
+        Learn the integral term only: the network's output is ``mu - f / alpha`` (for a
+        second-kind equation ``mu = f / alpha + (lam / alpha) Int K M(mu)``), and the
+        operator adds ``f / alpha`` back (:class:`~daskie.operator.Operator`). The integral
+        of a smooth kernel is far smoother than ``f``, and far easier for the trunk to span
+        (``benchmarks/results/operator.json``).
     """
 
     net: DeepONet
@@ -142,6 +148,7 @@ class OperatorLoss(Formulation):
     physics: float = 0.0
     quadrature: int = 32
     test_instances: int = 64
+    skip: bool = False
 
     def __post_init__(self):
         if not isinstance(self.net, DeepONet):
@@ -155,11 +162,13 @@ class OperatorLoss(Formulation):
             raise SpecError("OperatorLoss needs data > 0 or physics > 0 (a loss to minimise)")
         check_int("OperatorLoss.quadrature", self.quadrature, 2)
         check_int("OperatorLoss.test_instances", self.test_instances)
+        if not isinstance(self.skip, bool):
+            raise SpecError(f"OperatorLoss.skip must be True or False, got {self.skip!r}")
 
     @property
     def label(self) -> str:
         parts = [p for p, w in (("data", self.data), ("physics", self.physics)) if w > 0]
-        return "operator-" + "+".join(parts)
+        return "operator-" + "+".join(parts) + ("-skip" if self.skip else "")
 
     # --- the physics rule -------------------------------------------------------------------
     def physics_rule(self, family, x):
@@ -185,8 +194,12 @@ class OperatorLoss(Formulation):
 
         T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
         nodes, wk, shared = self.physics_rule(family, x)
-        return {"f": T(family.f_values(params, x)), "lam": T(family.lam_values(params))[:, None],
-                "nodes": nodes, "wk": T(wk), "shared": shared}
+        out = {"f": T(family.f_values(params, x)), "lam": T(family.lam_values(params))[:, None],
+               "nodes": nodes, "wk": T(wk), "shared": shared}
+        if self.skip:  # f at the nodes: the network's values there are mu - f / alpha
+            flat = family.f_values(params, nodes.reshape(-1, x.shape[1]))
+            out["f_nodes"] = T(flat.reshape((len(flat),) + nodes.shape[:-1]))
+        return out
 
     @staticmethod
     def physics_residual(family, terms, mu_x, mu_nodes):
@@ -240,8 +253,14 @@ class OperatorLoss(Formulation):
             a, b = problem.test
             held = store.read(a, min(b, a + self.test_instances))
             test_points = _rows(branch_inputs(family, held["f"], held["params"]), x)
-            test_exact = held["mu"].reshape(-1)
-        return ShardRows(self, problem, (lo, hi), stop - first, x, T(inputs), T(data["mu"]),
+            test_exact = held["mu"]
+            if self.skip:
+                test_exact = test_exact - family.f_values(held["params"], x) / family.alpha
+            test_exact = test_exact.reshape(-1)
+        target = data["mu"]
+        if self.skip:
+            target = target - family.f_values(data["params"], x) / family.alpha
+        return ShardRows(self, problem, (lo, hi), stop - first, x, T(inputs), T(target),
                          terms, test_points, test_exact,
                          None if shard is None else tuple(int(v) for v in shard))
 
@@ -249,8 +268,9 @@ class OperatorLoss(Formulation):
 @dataclass(frozen=True, eq=False)
 class ShardRows:
     """A data shard of an :class:`OperatorLoss` in memory: the instances ``span = [lo, hi)``
-    of ``n_total`` training instances, their branch inputs ``(n, m)``, reference solutions
-    ``(n, p)`` at the query points ``x`` and, for the physics loss, the rule's terms."""
+    of ``n_total`` training instances, their branch inputs ``(n, m)``, the network's targets
+    ``mu`` ``(n, p)`` at the query points ``x`` (the reference solutions, less ``f / alpha``
+    with ``skip``) and, for the physics loss, the rule's terms."""
 
     loss: OperatorLoss
     problem: TrainingSet
@@ -291,6 +311,9 @@ class ShardRows:
         if loss.physics > 0:
             full = self.terms
             terms = {**full, "f": pick(full["f"]), "lam": pick(full["lam"])}
+            if loss.skip:
+                terms["f_nodes"] = pick(full["f_nodes"])
+            alpha = float(family.alpha)
             nodes = terms["nodes"]
             flat = torch.as_tensor(nodes.reshape(-1, x.shape[1]))
             evaluations["G@nodes"] = Evaluation("G", _rows_t(inputs, flat))
@@ -304,9 +327,10 @@ class ShardRows:
             if "data" in weights:
                 out["data"] = u - target
             if "physics" in weights:
-                out["physics"] = loss.physics_residual(
-                    family, terms, u.reshape(n_here, p),
-                    values["G@nodes"].reshape(node_shape)).reshape(-1)
+                u_x, u_nodes = u.reshape(n_here, p), values["G@nodes"].reshape(node_shape)
+                if loss.skip:  # mu = u + f / alpha
+                    u_x, u_nodes = u_x + terms["f"] / alpha, u_nodes + terms["f_nodes"] / alpha
+                out["physics"] = loss.physics_residual(family, terms, u_x, u_nodes).reshape(-1)
             return out
 
         # the data block is the identity in G@x: the Jacobian is the per-point gradients

@@ -23,6 +23,11 @@ class Operator:
         The default output points (the data set's query points).
     family : Family, optional
         The family (lets :meth:`predict` take instance parameters).
+    skip : bool
+        The network learned ``mu - f / alpha`` (``OperatorLoss(skip=True)``): the operator
+        adds ``f / alpha`` back, with ``f`` at the output points from the family's random
+        field fitted to the sensor values (exact for the family's own ``f``; needs
+        ``family``).
 
     Attributes
     ----------
@@ -32,8 +37,11 @@ class Operator:
         The held-out evaluation (set by :func:`~daskie.operator.learn_operator`).
     """
 
-    def __init__(self, net, theta, sensors, query, family=None):
-        self.net, self.family = net, family
+    def __init__(self, net, theta, sensors, query, family=None, skip: bool = False):
+        if skip and family is None:
+            raise SpecError("an operator that learned mu - f / alpha (skip=True) needs its "
+                            "family, to evaluate f at the output points")
+        self.net, self.family, self.skip = net, family, bool(skip)
         self.history, self.evaluation = None, None
         self.theta = theta.detach().clone()
         self.sensors = np.asarray(sensors, dtype=float)
@@ -44,11 +52,13 @@ class Operator:
         return (f"Operator(family={name!r}, sensors={len(self.sensors)}, "
                 f"params={self.theta.numel()})")
 
-    def __call__(self, f_values, x=None) -> np.ndarray:
+    def __call__(self, f_values, x=None, *, f_at_x=None) -> np.ndarray:
         """``mu`` of the instances whose branch inputs are ``f_values`` (``(n, m)``, or
         ``(m,)`` for one: ``f`` at the sensors, then lambda for families that vary it, see
         :meth:`inputs`), at points ``x`` (``(k, d)``; default: the query points): shape
-        ``(n, k)`` (or ``(k,)``). One branch pass per instance and one trunk pass per point."""
+        ``(n, k)`` (or ``(k,)``). One branch pass per instance and one trunk pass per point.
+        ``f_at_x`` (``(n, k)``): ``f`` at ``x`` where known (operators with ``skip``; else it
+        is fitted from the sensor values)."""
         import torch
 
         f = np.asarray(f_values, dtype=float)
@@ -63,7 +73,22 @@ class Operator:
             raise SpecError(f"x must have shape (k, {self.net.dim}), got {x.shape}")
         with torch.no_grad():
             out = self.net.operator(self.theta, torch.as_tensor(f), torch.as_tensor(x)).numpy()
+        if self.skip:
+            fx = self._f_at(f, x) if f_at_x is None else np.atleast_2d(f_at_x)
+            out = out + fx / float(self.family.alpha)
         return out[0] if one else out
+
+    def _f_at(self, f, x) -> np.ndarray:
+        """``f`` at ``x`` of inputs whose sensor values are ``f[:, :sensors]``: the family's
+        random field fitted to them by least squares (its basis at the sensors)."""
+        fam = self.family
+        field, lo, hi = fam.field, fam.domain.lower, fam.domain.upper
+        eye = np.eye(field.n_coefficients(fam.dim))
+        at_s = (field.evaluate(eye, self.sensors, lo, hi) - field.mean) / field.scale  # (K, m)
+        at_x = (field.evaluate(eye, x, lo, hi) - field.mean) / field.scale  # (K, k)
+        values = (f[:, :len(self.sensors)] - field.mean) / field.scale
+        coef = np.linalg.lstsq(at_s.T, values.T, rcond=None)[0]  # (K, n)
+        return field.mean + field.scale * (coef.T @ at_x)
 
     def inputs(self, params) -> np.ndarray:
         """The branch inputs of family instances ``params`` (``(n, n_params)``): ``f`` at the
@@ -78,7 +103,9 @@ class Operator:
     def predict(self, params, x=None) -> np.ndarray:
         """``mu`` of family instances ``params`` (``(n, n_params)``) at ``x`` (default: the
         query points), shape ``(n, k)``."""
-        return self(self.inputs(params), x)
+        x = self.query if x is None else np.asarray(x, dtype=float)
+        f_at_x = self.family.f_values(np.atleast_2d(params), x) if self.skip else None
+        return self(self.inputs(params), x, f_at_x=f_at_x)
 
     def dataset(self, f_values, x=None):
         """The prediction as an ``xarray.Dataset``: ``mu (instance, point)``, ``inputs
@@ -158,7 +185,7 @@ class Operator:
             data = OperatorDataset.open(op_meta["data"])
             theta = ckpt.outputs[0]["state"]["theta"]
             sensors, query = data.sensors, data.query
-        return cls(net, theta, sensors, query, family)
+        return cls(net, theta, sensors, query, family, skip=bool(op_meta.get("skip", False)))
 
     @staticmethod
     def relative_errors(predicted, reference) -> np.ndarray:
