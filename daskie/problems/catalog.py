@@ -29,23 +29,32 @@ def register(name: str, summary: str):
     return deco
 
 
-def names() -> list[str]:
-    """Names of the catalog problems, in catalog order."""
-    return list(_REGISTRY)
+#: The high-dimensional families (issue 18), kept apart from :func:`names`: code that walks
+#: the catalog with tensor rules (n^d nodes) would not finish on them at d = 8.
+_HIGHDIM: dict[str, tuple[Callable[[], Problem], str]] = {}
 
 
-def summaries() -> dict[str, str]:
-    """One-line summary of each catalog problem."""
-    return {k: v[1] for k, v in _REGISTRY.items()}
+def names(highdim: bool = False) -> list[str]:
+    """Names of the catalog problems, in catalog order; with ``highdim=True`` also the
+    ``hd-*`` families of :mod:`daskie.problems.highdim` (d = 2, 3, 4, 6, 8)."""
+    return list(_REGISTRY) + (list(_HIGHDIM) if highdim else [])
+
+
+def summaries(highdim: bool = False) -> dict[str, str]:
+    """One-line summary of each catalog problem (``highdim``: as in :func:`names`)."""
+    both = {**_REGISTRY, **_HIGHDIM} if highdim else _REGISTRY
+    return {k: v[1] for k, v in both.items()}
 
 
 def get(name: str) -> Problem:
-    """Build the catalog problem ``name`` (case-insensitive)."""
-    lookup = {k.lower(): k for k in _REGISTRY}
+    """Build the catalog problem ``name`` (case-insensitive), ``hd-*`` families included."""
+    both = {**_REGISTRY, **_HIGHDIM}
+    lookup = {k.lower(): k for k in both}
     key = lookup.get(str(name).lower())
     if key is None:
-        raise SpecError(f"unknown problem {name!r}; the catalog has: {', '.join(_REGISTRY)}")
-    return _REGISTRY[key][0]()
+        raise SpecError(f"unknown problem {name!r}; the catalog has: {', '.join(_REGISTRY)}, "
+                        f"and hd-fredholm, hd-volterra, hd-mixed, hd-sharp as -d2 -d3 -d4 -d6 -d8")
+    return both[key][0]()
 
 
 def _x(p):
@@ -251,3 +260,20 @@ def fredholm3d() -> Problem:
         name="fredholm3d",
         description="mu = f - Int_[0,1]^3 x y z e^(s+t+u) mu (3-D analogue of E1)",
     )
+
+
+# --- high-dimensional families (issue 18; derivations in daskie/problems/highdim.py) --------
+def _register_highdim():
+    from daskie.problems import highdim
+
+    summaries_ = {"hd-fredholm": "linear Fredholm, kernel exp(-|X-T|^2/d)",
+                  "hd-volterra": "nonlinear (mu^2) Volterra over [0, X]",
+                  "hd-mixed": "nonlinear (mu^2), half Volterra, half Fredholm",
+                  "hd-sharp": "linear Fredholm, narrow Gaussian kernel (width 0.1)"}
+    for family, text in summaries_.items():
+        for d in (2, 3, 4, 6, 8):
+            _HIGHDIM[f"{family}-d{d}"] = (lambda family=family, d=d: highdim.build(family, d),
+                                          f"{text} on [0,1]^{d}, exact exp(sum x/{d})")
+
+
+_register_highdim()

@@ -261,6 +261,10 @@ class Nystrom:
         Newton stops when the update is below ``tol * max(1, max|mu|)``.
     max_newton : int
         Newton iterations allowed before :class:`NewtonDidNotConverge` is raised.
+    memory_budget : int, optional
+        Bytes the dense matrices may take (:meth:`matrix_bytes`); a larger system is refused
+        with a SpecError before anything is assembled (in high dimension ``n**d`` unknowns
+        stop fitting soon: d = 6, n = 8 is a 2.6e5-unknown system of 550 GB).
 
     Notes
     -----
@@ -274,6 +278,7 @@ class Nystrom:
     n: int = 16
     tol: float = 1e-13
     max_newton: int = 50
+    memory_budget: int | None = None
 
     def __post_init__(self):
         if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 2:
@@ -283,6 +288,21 @@ class Nystrom:
         if isinstance(self.max_newton, bool) or not isinstance(self.max_newton, (int, np.integer)) \
                 or self.max_newton < 1:
             raise SpecError(f"max_newton must be an integer >= 1, got {self.max_newton!r}")
+        budget = self.memory_budget
+        if budget is not None and (isinstance(budget, bool) or budget < 1
+                                   or not isinstance(budget, (int, np.integer))):
+            raise SpecError(f"memory_budget must be a positive int (bytes) or None, "
+                            f"got {self.memory_budget!r}")
+
+    def unknowns(self, problem) -> int:
+        """Size of the discrete system: ``n**d`` nodes per cell of the domain."""
+        return len(problem.domain.cells()) * int(self.n) ** problem.dim
+
+    def matrix_bytes(self, problem) -> int:
+        """Bytes of the dense matrices of a solve: one operator per term, plus the Newton
+        Jacobian for nonlinear problems."""
+        m = self.unknowns(problem)
+        return 8 * m * m * (len(problem.terms) + (0 if problem.is_linear else 1))
 
     def residual(self, problem, mu, x=None) -> np.ndarray:
         """Residual ``alpha mu - f - sum lam Int K M(mu)`` of the continuous equation for a
@@ -313,6 +333,11 @@ class Nystrom:
         NewtonDidNotConverge
             When Newton's method does not reach ``tol`` within ``max_newton`` iterations.
         """
+        need = self.matrix_bytes(problem)
+        if self.memory_budget is not None and need > self.memory_budget:
+            raise SpecError(f"Nystrom(n={self.n}) on d = {problem.dim} needs {need / 2**30:.3g} GiB "
+                            f"of dense matrices ({self.unknowns(problem)} unknowns), above "
+                            f"memory_budget {self.memory_budget / 2**30:.3g} GiB")
         start = time.perf_counter()
         grid = _Grid(problem, int(self.n))
         x = grid.nodes
