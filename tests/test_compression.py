@@ -268,15 +268,16 @@ def test_normalized_stein_is_exact_along_a_linear_direction():
 
 
 def test_stein_residuals_shard_like_the_serial_ones():
-    form = OrderReduction(net=MLP(hidden=(6,)), points=20, aux_points=12, derivative=Stein(samples=3))
+    form = OrderReduction(net=MLP(hidden=(6,)), points=20, aux_points=13, derivative=Stein(samples=3))
     problem = catalog.get("E2")
     full = form.discretize(problem, seed=1)
-    half = form.discretize(problem, seed=1, shard=(1, 2))
-    for key in ("dF0.1", "dF0.2"):
-        n = full.evaluations[key].size // 6
-        keep = np.arange(1, n, 2)
-        pts = full.evaluations[key].points.view(n, 6, -1)[keep].reshape(-1, 3 if key == "dF0.2" else 4)
-        assert torch.equal(pts, half.evaluations[key].points)
+    for k in range(2):  # odd point counts: shard 0 holds one row more than shard 1
+        half = form.discretize(problem, seed=1, shard=(k, 2))
+        for key in ("dF0.1", "dF0.2"):
+            n = full.evaluations[key].size // 6
+            keep = np.arange(k, n, 2)
+            pts = full.evaluations[key].points.view(n, 6, -1)[keep].reshape(-1, 3 if key == "dF0.2" else 4)
+            assert torch.equal(pts, half.evaluations[key].points)
     assert full.info["derivative"] == "stein(3, 0.01, normalized)"
 
 
@@ -316,3 +317,25 @@ def test_difference_based_quantization_keeps_small_differences():
 def test_bad_options_name_the_field(make, match):
     with pytest.raises(SpecError, match=match):
         make()
+
+
+# --- through the runtime ------------------------------------------------------------------
+
+@pytest.mark.usefixtures("runtime_numbers")
+def test_quantized_tt_stein_data_parallel_equals_serial_and_one_process(client):
+    """Quantization scales depend on no batch or rank: data-parallel LM of a quantized TT
+    network with Stein residuals gives the serial numbers on a cluster, and one process's."""
+    from daskie import DataParallel, Monolithic, solve
+
+    form = OrderReduction(net=TTMLP(hidden=(8, 8), ranks=2, quant=Int8()), points=64, aux_points=64,
+                          derivative=Stein(samples=2, width=0.05))
+    opt = LevenbergMarquardt(steps=3, scaling="levenberg")
+    e1 = catalog.get("E1")
+    mono = solve(e1, form, Monolithic(), opt, client="sync")
+    serial = solve(e1, form, DataParallel(shards=2, window=2), opt, client="sync")
+    dist = solve(e1, form, DataParallel(shards=2, window=2), opt, client=client)
+    np.testing.assert_array_equal(serial["mu"].values, dist["mu"].values)
+    assert serial.attrs["loss"] == dist.attrs["loss"]
+    np.testing.assert_allclose(dist["mu"].values, mono["mu"].values, rtol=0, atol=1e-9)
+    assert dist.attrs["n_params"] == mono.attrs["n_params"] == sum(
+        s.n_params for s in form.discretize(e1).submodels.values())

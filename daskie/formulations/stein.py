@@ -84,13 +84,14 @@ class Stein:
         c = eps / (2.0 * self.width * denom)
         return torch.cat([c, -c], dim=1)
 
-    def stencil(self, points, axis: int, stream: int = 0, rows=None):
+    def stencil(self, points, axis: int, stream: int = 0, rows=None, total: int | None = None):
         """``(stencil_points, weights)``: the ``n * 2 S`` perturbed points (point ``i``'s
         ``S`` ``+`` draws, then its ``S`` ``-`` draws) and the weights ``(n, 2 S)`` with
         ``estimate = (weights * F(stencil_points).view(n, 2 S)).sum(1)``.
 
-        ``rows``: the indices of ``points`` in the full point set the draws were made for
-        (a data shard keeps its own rows' draws, so sharded and serial residuals agree).
+        ``rows``, ``total``: the indices of ``points`` in the full point set of ``total``
+        points the draws are made for (a data shard keeps its own rows' draws, so sharded and
+        serial residuals agree; torch's normal draws depend on how many are drawn at once).
         """
         import torch
 
@@ -98,8 +99,9 @@ class Stein:
         if rows is None:
             eps = self.draws(n, stream)
         else:
-            rows = torch.as_tensor(rows, dtype=torch.long)
-            eps = self.draws(int(rows.max()) + 1 if len(rows) else 0, stream)[rows]
+            if total is None:
+                raise SpecError("Stein.stencil: rows need the size of the full point set (total)")
+            eps = self.draws(total, stream)[torch.as_tensor(rows, dtype=torch.long)]
         shift = torch.zeros(n, self.samples, points.shape[1], dtype=points.dtype)
         shift[..., axis] = self.width * eps
         centre = points[:, None, :]

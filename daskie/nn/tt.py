@@ -74,6 +74,36 @@ def tt_reconstruct(cores):
     return t[..., 0]
 
 
+def _merge(cores):
+    """The cores' product as one tensor ``(r_first, prod m, prod n, r_last)``."""
+    import torch
+
+    t = cores[0]
+    for g in cores[1:]:
+        r, rows, cols, _ = t.shape
+        t = torch.einsum("aMNr,rmns->aMmNns", t, g).reshape(r, rows * g.shape[1], cols * g.shape[2],
+                                                             g.shape[3])
+    return t
+
+
+def _core_jacobian(cores, j):
+    """``dW / dG_j`` as a matrix ``(out * in, numel(G_j))``: W is linear in each core,
+    ``W[(l,i,r),(p,q,s)] = sum left[l,p,a] G_j[a,i,q,b] right[b,r,s]``, so the Jacobian is the
+    product of the other cores with identities on core j's own indices (no autodiff: forward
+    mode keeps process-global state that threads of one process cannot share)."""
+    import torch
+
+    g = cores[j]
+    one = torch.ones(1, 1, 1, dtype=g.dtype)
+    left = _merge(cores[:j])[0] if j > 0 else one  # (L, P, a)
+    right = _merge(cores[j + 1:])[..., 0] if j < len(cores) - 1 else one  # (b, R, S)
+    eye_m, eye_n = torch.eye(g.shape[1], dtype=g.dtype), torch.eye(g.shape[2], dtype=g.dtype)
+    jac = torch.einsum("LPa,bRS,iI,qQ->LiRPqSaIQb", left, right, eye_m, eye_n)
+    rows = left.shape[0] * g.shape[1] * right.shape[1]
+    cols = left.shape[1] * g.shape[2] * right.shape[2]
+    return jac.reshape(rows * cols, g.numel())
+
+
 def tt_decompose(w, out_factors, in_factors, ranks=None):
     """TT cores of the matrix ``w`` ``(out, in)`` by sequential truncated SVDs (TT-SVD).
 
@@ -187,16 +217,9 @@ class TTMLP(MLP):
             if shapes is None:
                 maps.append(None)
             else:
-                # W is linear in each core: dW/dG_k is the product of the other cores. Taken
-                # at the (quantized) cores the forward uses: quantization is straight-through.
-                cores = [c.detach() for c in self._cores(theta[offset:offset + size].detach(), shapes)]
-                cols, flat_sizes = [], [math.prod(s) for s in shapes]
-                for j, s in enumerate(shapes):
-                    def part(g, j=j, s=s):
-                        return tt_reconstruct([*cores[:j], g.view(*s), *cores[j + 1:]]).reshape(-1)
-                    cols.append(torch.func.jacfwd(part)(cores[j].reshape(-1)) if flat_sizes[j] < b * a
-                                else torch.func.jacrev(part)(cores[j].reshape(-1)))
-                maps.append(torch.cat(cols, dim=1))
+                # at the (quantized) cores the forward uses: quantization is straight-through
+                cores = self._cores(theta[offset:offset + size].detach(), shapes)
+                maps.append(torch.cat([_core_jacobian(cores, j) for j in range(len(cores))], dim=1))
             offset += size + b
         return maps
 
