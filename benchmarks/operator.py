@@ -57,11 +57,28 @@ def _accuracy_net(family, sensors):
     return default_net(family, sensors)
 
 
-def accuracy(name, n, n_test, steps, directory, client, skip=True):
+def _reference_accuracy(fam, query, k=5):
+    """Relative L2 difference at the query points between the family's Nystrom reference and
+    one with twice its points per coordinate, max over ``k`` instances: how accurate the
+    references the operator is measured against are."""
+    from daskie.reference import Nystrom
+
+    worst = 0.0
+    for p in fam.sample(k, seed=123):
+        problem = fam.problem(p)
+        a = fam.reference().solve(problem)(query)
+        b = Nystrom(2 * fam.reference_n).solve(problem)(query)
+        worst = max(worst, float(np.linalg.norm(a - b) / np.linalg.norm(b)))
+    return worst
+
+
+def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None):
     import xarray as xr
 
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
+    from daskie.operator.evaluation import evaluate
     from daskie.problems.families import family
+    from daskie.store.dataset import OperatorDataset
     from daskie.strategies import OperatorDataParallel
     from daskie.train import LevenbergMarquardt
 
@@ -81,21 +98,29 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True):
                             strategy=OperatorDataParallel(shards=1, window=None),
                             train=(0, n - n_test), test=(n - n_test, n))
     train_s = time.perf_counter() - t0
-    mu = ds.mu.values[n - n_test:]
-    err = op.relative_errors(op.predict(ds.params.values[n - n_test:]), mu)
-    baseline = op.relative_errors(np.broadcast_to(ds.mu.values[:n - n_test].mean(0), mu.shape), mu)
+    op.history = hist
+    op.evaluation = ev = evaluate(op, OperatorDataset.open(path), (n - n_test, n), (0, n - n_test))
+    err, baseline = ev.rel_l2.values, ev.baseline_rel_l2.values
+    if report:
+        from daskie.report import operator_report
+
+        operator_report(op, report)
     new = fam.sample(1000, seed=99)
     f_new = op.inputs(new)
     op(f_new[:10])  # warm up
     t0 = time.perf_counter()
     op(f_new)  # from the sensor values alone (with skip: f at the query points fitted too)
     predict_s = (time.perf_counter() - t0) / 1000
+    reference_s = float(ds.solve_s.values.mean())
     return {"phase": "accuracy", "family": name, "dim": fam.dim, "n_train": n - n_test,
             "n_test": n_test, "rel_l2_median": float(np.median(err)),
             "rel_l2_p95": float(np.quantile(err, 0.95)), "rel_l2_max": float(err.max()),
             "baseline_rel_l2_median": float(np.median(baseline)),
-            "predict_s": predict_s, "reference_s": float(ds.solve_s.values.mean()),
+            "predict_s": predict_s, "reference_s": reference_s,
+            "predict_1000_s": 1000 * predict_s, "reference_1000_s": 1000 * reference_s,
+            "predict_speedup": reference_s / predict_s,
             "reference_n": fam.reference_n,
+            "reference_rel_l2_vs_2n": _reference_accuracy(fam, ds.query_x.values),
             "reference_residual_max": float(ds.residual.values.max()),
             "data_s": data_s, "data_blocks_solved": gen["solved"], "train_s": train_s,
             "optimizer": f"LM({steps})", "n_params": int(op.theta.numel()),
@@ -205,6 +230,8 @@ def main(argv=None) -> int:
                     "(the median is reported)")
     ap.add_argument("--dir", default="/tmp/daskie-operator")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--reports", default=None,
+                    help="directory for each family's operator report page (HTML)")
     args = ap.parse_args(argv)
     import torch
 
@@ -218,7 +245,9 @@ def main(argv=None) -> int:
             from daskie.problems.families import family
 
             steps = args.steps_2d if family(name).dim >= 2 else args.steps
-            rec = accuracy(name, args.n, args.test, steps, args.dir, client)
+            report = os.path.join(args.reports, f"operator-{name}.html") if args.reports \
+                else None
+            rec = accuracy(name, args.n, args.test, steps, args.dir, client, report=report)
             records.append(rec)
             print(f"{name:16s} dim {rec['dim']}  rel L2 median {rec['rel_l2_median']:.2e}  "
                   f"p95 {rec['rel_l2_p95']:.2e}  (mean-solution baseline "

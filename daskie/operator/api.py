@@ -268,8 +268,13 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     target_loss : float
         Stop once the loss falls below it.
     store : str or path-like, optional
-        A run store (:class:`~daskie.store.RunStore`) for the window checkpoints; the trained
-        operator is reloaded from it with :meth:`Operator.load`. Never replaced: a new run
+        A run store (:class:`~daskie.store.RunStore`): the window checkpoints and, at the end,
+        the result -- the final parameters (``params_G``), sensors and query points, the
+        history and the evaluation on the ``test`` instances
+        (:func:`~daskie.operator.evaluation.evaluate`: ``prediction``, ``reference``,
+        ``rel_l2`` and their figures as attributes), readable with ``xarray.open_zarr``. The
+        operator is reloaded from it alone with :meth:`Operator.load`; the report page is
+        drawn from it (:func:`daskie.report.operator_report`). Never replaced: a new run
         needs a new path.
     resume : bool
         Continue the run in ``store`` from its newest checkpoint (the same arguments

@@ -80,15 +80,20 @@ class Operator:
 
     def _f_at(self, f, x) -> np.ndarray:
         """``f`` at ``x`` of inputs whose sensor values are ``f[:, :sensors]``: the family's
-        random field fitted to them by least squares (its basis at the sensors)."""
-        fam = self.family
-        field, lo, hi = fam.field, fam.domain.lower, fam.domain.upper
-        eye = np.eye(field.n_coefficients(fam.dim))
-        at_s = (field.evaluate(eye, self.sensors, lo, hi) - field.mean) / field.scale  # (K, m)
-        at_x = (field.evaluate(eye, x, lo, hi) - field.mean) / field.scale  # (K, k)
-        values = (f[:, :len(self.sensors)] - field.mean) / field.scale
-        coef = np.linalg.lstsq(at_s.T, values.T, rcond=None)[0]  # (K, n)
-        return field.mean + field.scale * (coef.T @ at_x)
+        random field fitted to them by least squares (its basis at the sensors), as one
+        linear map of the sensor values (kept for the query points)."""
+        same = x is self.query or (x.shape == self.query.shape and np.array_equal(x, self.query))
+        fit = getattr(self, "_query_fit", None) if same else None
+        if fit is None:
+            fam = self.family
+            field, lo, hi = fam.field, fam.domain.lower, fam.domain.upper
+            eye = np.eye(field.n_coefficients(fam.dim))
+            at_s = field.evaluate(eye, self.sensors, lo, hi) - field.mean  # (K, m), scaled
+            at_x = field.evaluate(eye, x, lo, hi) - field.mean  # (K, k)
+            fit = np.linalg.pinv(at_s.T).T @ at_x  # (m, k): sensor values -> values at x
+            if same:
+                self._query_fit = fit
+        return self.family.field.mean + (f[:, :len(self.sensors)] - self.family.field.mean) @ fit
 
     def inputs(self, params) -> np.ndarray:
         """The branch inputs of family instances ``params`` (``(n, n_params)``): ``f`` at the
