@@ -208,11 +208,13 @@ def test_a_family_that_varies_lambda_gives_lambda_to_the_branch(tmp_path):
     np.testing.assert_allclose(op.predict(params), op(inputs), rtol=0, atol=0)
 
 
-def test_a_stopped_training_resumes_to_the_numbers_of_an_unstopped_one(fredholm_set, tmp_path):
+@pytest.mark.parametrize("batch", [None, 8], ids=["full-batch", "mini-batch"])
+def test_a_stopped_training_resumes_to_the_numbers_of_an_unstopped_one(fredholm_set, tmp_path,
+                                                                        batch):
     fam, path = fredholm_set
     kwargs = dict(loss=OperatorLoss(small_net()), optimizer=Adam(lr=3e-3, steps=9),
-                  strategy=OperatorDataParallel(shards=2, window=3), train=(0, 40), test=(40, 48),
-                  client="sync")
+                  strategy=OperatorDataParallel(shards=2, window=3, batch=batch), train=(0, 40),
+                  test=(40, 48), client="sync")
     straight, full_history = fit_operator(fam, path, **kwargs)
     store = str(tmp_path / "run.zarr")
 
