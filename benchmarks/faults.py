@@ -162,8 +162,10 @@ def _child(scenario, strategy, bound) -> dict:
         return {"hang": True}
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = (err.strip().splitlines() or ["(no output)"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail}"}
+        lines = err.strip().splitlines() or ["(no output)"]
+        # the retries' warnings say what failed before the last attempt
+        retries = [line[:400] for line in lines if "failed (" in line]
+        return {"error": f"exit {proc.returncode}: {lines[-1]}", "retries": retries}
     return json.loads(lines[-1])
 
 
@@ -198,6 +200,7 @@ def main(argv=None) -> int:
                    "max_recovery_s": max(recoveries) if recoveries else None,
                    "killed": sum(bool(r.get("killed")) for r in results),
                    "errors": [r["error"] for r in results if "error" in r],
+                   "retry_logs": [r["retries"] for r in results if r.get("retries")],
                    "baseline_mse": base["mse"]}
             records.append(rec)
             rec_s = "n/a" if rec["max_recovery_s"] is None else f"{rec['max_recovery_s']:.2f}"

@@ -222,6 +222,24 @@ def test_a_failing_rank_fails_the_group_without_hanging(client):
     assert run_group(client, _rank_sum, [(1.0,), (1.0,)], timeout=30)[0][0] == 2.0
 
 
+def _fail_late_on_rank_one(group):
+    if group.rank == 1:
+        group.close()  # its peer sees the connection go at once ...
+        time.sleep(0.5)
+        raise ValueError("rank one breaks")  # ... and the cause comes a moment later
+    t = torch.ones(10)
+    group.allreduce(t)
+    return t
+
+
+def test_a_group_failure_names_the_rank_that_caused_it_before_its_peers_echoes(client):
+    with pytest.raises(GroupError) as info:
+        run_group(client, _fail_late_on_rank_one, [(), ()], timeout=20)
+    message = str(info.value)
+    assert message.startswith("group group: rank 1 failed: ValueError: rank one breaks"), message
+    assert "; rank 0: GroupError" in message and "a peer went away" in message, message
+
+
 def _rank_identity(group, value):
     t = torch.full((10,), float(value), dtype=torch.float64)
     group.allreduce(t)

@@ -218,13 +218,9 @@ class Groups:
                 except FuturesCancelledError as exc:
                     raise GroupError(f"group {name}: a rank was cancelled (its worker left the "
                                      f"cluster): {exc}") from exc
-                for f in done:
-                    if f.status == "error":
-                        exc = f.exception()
-                        if isinstance(exc, DaskieError) and not isinstance(exc, GroupError):
-                            raise exc  # deterministic (e.g. TrainingDiverged): a retry cannot help
-                        raise GroupError(f"group {name}: rank {futures.index(f)} failed: "
-                                         f"{type(exc).__name__}: {exc}") from exc
+                failed = [f for f in done if f.status == "error"]
+                if failed:
+                    _raise_failure(futures, failed, not_done, name)
                 pending = list(not_done)
                 ex.check_alive()
                 alive = ex.workers()
@@ -258,6 +254,39 @@ class Groups:
         self.ports.clear()
         if not self.executor.eager:
             self.executor.run_everywhere(_close_groups, self.prefix)
+
+
+#: Seconds to wait, after a rank failed, for its peers to fail too: the first error to
+#: arrive is often a peer's "went away", the cause comes a moment later.
+PEER_GRACE = 2.0
+
+
+def _raise_failure(futures, failed, not_done, name):
+    """Raise the failure of a group: the ranks' own errors first, their peers' echoes
+    ("a peer went away", a timeout at a collective) after them."""
+    from distributed import wait
+
+    if not_done:
+        try:
+            more, _ = wait(list(not_done), timeout=PEER_GRACE, return_when="ALL_COMPLETED")
+        except Exception:  # noqa: BLE001 (a timeout or a cancellation: report what we have)
+            more = ()
+        failed = [*failed, *(f for f in more if f.status == "error")]
+    excs = [(futures.index(f), f.exception()) for f in failed]
+    for _, exc in excs:
+        if isinstance(exc, DaskieError) and not isinstance(exc, GroupError):
+            raise exc  # deterministic (e.g. TrainingDiverged): a retry cannot help
+    excs.sort(key=lambda re: (_echo(re[1]), re[0]))
+    rank, first = excs[0]
+    others = "".join(f"; rank {r}: {type(e).__name__}: {e}" for r, e in excs[1:])
+    raise GroupError(f"group {name}: rank {rank} failed: {type(first).__name__}: {first}"
+                     + others) from first
+
+
+def _echo(exc) -> bool:
+    """Whether a rank's error only echoes a peer's failure."""
+    text = str(exc)
+    return isinstance(exc, GroupError) and ("a peer went away" in text or "timed out" in text)
 
 
 def _with_state(state, fn):
