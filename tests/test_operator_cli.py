@@ -135,3 +135,18 @@ def test_an_existing_store_or_a_batch_too_large_is_refused_in_one_line(learned, 
                  "--data", str(tmp_path / "d.zarr")]) == 2
     err = capsys.readouterr().err
     assert "OperatorDataParallel.batch=100 needs 50" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_operator_option_has_help_and_shows_its_default():
+    from daskie.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.choices and "operator" in a.choices)
+    sub = action.choices["operator"]
+    text = " ".join(sub.format_help().split())
+    for a in sub._actions:
+        if not a.option_strings or a.dest == "help":
+            continue
+        assert a.help, f"operator {a.option_strings} has no help"
+        if a.default not in (None, False):
+            assert f"(default: {a.default})" in text or "default" in a.help, a.option_strings
