@@ -130,7 +130,8 @@ def _histogram(ds):
         b = float(np.median(ds["baseline_rel_l2"].values))
         p.add_layout(Span(location=b, dimension="height", line_color="gray", line_width=2))
         p.line([b, b], [0, 0], color="gray", legend_label="mean-solution baseline (median)")
-    p.legend.location = "top_left"
+    p.legend.location = "top_right"
+    p.legend.background_fill_alpha = 0.7
     return p
 
 
@@ -161,7 +162,18 @@ def _instances_1d(ds):
         p.line(x[order], ref, color="black", line_width=2, legend_label="reference")
         p.scatter(x[order], pred, color=Category10_10[3], size=6, legend_label="operator")
         p.legend.location = "top_left"
+        p.legend.background_fill_alpha = 0.5
         plots.append(p)
+    # the differences, invisible at the scale of mu itself
+    err = figure(title="operator - reference of these instances", height=260,
+                 sizing_mode="stretch_width", x_axis_label="x")
+    for k, (i, what) in enumerate(_picks(rel)):
+        diff = (np.asarray(ds["prediction"].values[i]) - np.asarray(ds["reference"].values[i]))
+        err.line(x[order], diff[order], color=Category10_10[k], line_width=2,
+                 legend_label=f"instance {int(ds.instance.values[i])} ({what})")
+    err.legend.location = "top_left"
+    err.legend.background_fill_alpha = 0.5
+    plots.append(err)
     return gridplot(plots, ncols=2, sizing_mode="stretch_width")
 
 
