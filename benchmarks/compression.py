@@ -17,7 +17,9 @@ one torch thread:
 One record per problem x network: ``problem``, ``network``, ``hidden``, ``baseline`` (the
 dense record it is compared with), ``n_params``, ``bytes`` (parameters as the forward pass
 reads them), ``mse`` (1000 held-back Sobol points), ``loss``, ``steps``, ``wall_s``,
-``step_s``, ``mse_ratio`` (against its baseline), ``param_ratio`` (baseline / this).
+``step_s``, ``jacobian_s`` and ``loss_grad_s`` (medians of 5 at the trained parameters: what an
+LM step builds before its solve, and what an Adam step costs), ``mse_ratio`` (against its
+baseline), ``param_ratio`` (baseline / this) and the cost ratios.
 
     python benchmarks/compression.py --out benchmarks/results/compression/compression.json
 
@@ -56,6 +58,21 @@ def networks(args):
     return out
 
 
+def _median_time(fn, repeats=5):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[repeats // 2]
+
+
+def _loss_grad(obj, theta):
+    from daskie.train.objective import loss_and_grad
+
+    return loss_and_grad(obj.loss, theta)
+
+
 def run_one(problem_name, name, net, derivative, args):
     """Train one network; its record."""
     import torch
@@ -77,12 +94,17 @@ def run_one(problem_name, name, net, derivative, args):
         theta, state, info = lm.step(obj, theta, state, k)
         loss, steps = float(info["loss"]), k + 1
     wall = time.perf_counter() - t0
+    # The pieces a step is made of, back to back (medians of 5): the residuals and their
+    # Jacobian (what an LM step builds before its P x P solve) and loss + gradient (an Adam step)
+    jac_s = _median_time(lambda: obj.jacobian(theta))
+    grad_s = _median_time(lambda: _loss_grad(obj, theta))
     in_dims = {s.name: s.in_dim for s in disc.submodels.values()}
     rec = {"problem": problem_name, "network": name.replace("-wide", ""), "hidden": list(net.hidden),
            "n_params": obj.layout.total,
            "bytes": sum(disc.submodels[n].net.nbytes(in_dims[n]) for n in disc.submodels),
            "mse": float(obj.mse(theta)), "loss": loss, "steps": steps, "wall_s": wall,
-           "step_s": wall / max(steps, 1), "derivative": disc.info.get("derivative"),
+           "step_s": wall / max(steps, 1), "jacobian_s": jac_s, "loss_grad_s": grad_s,
+           "derivative": disc.info.get("derivative"),
            "quant": None if net.quant is None else net.quant.label}
     if hasattr(net, "dense_params"):
         rec.update(tt_ranks=list(net.ranks), tt_cores=net.cores,
@@ -153,6 +175,8 @@ def main(argv=None):
                 rec["param_ratio"] = base["n_params"] / rec["n_params"]
                 rec["bytes_ratio"] = base["bytes"] / rec["bytes"]
                 rec["step_cost_ratio"] = rec["step_s"] / base["step_s"]
+                rec["jacobian_cost_ratio"] = rec["jacobian_s"] / base["jacobian_s"]
+                rec["loss_grad_cost_ratio"] = rec["loss_grad_s"] / base["loss_grad_s"]
             done[name] = rec
             records.append(rec)
             print(f"{prob:3s} {name:10s} P={rec['n_params']:5d} bytes={rec['bytes']:6d} "

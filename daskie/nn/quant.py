@@ -128,21 +128,25 @@ class Int8(Quantizer):
 
     @property
     def label(self) -> str:
+        """``"int8"`` (``"int<bits>"`` for other widths)."""
         return "int8" if self.bits == 8 else f"int{self.bits}"
 
     def step_weight(self, w):
+        """One step ``max|w| / qmax`` for the whole tensor."""
         import torch
 
         amax = w.abs().max()
         return torch.where(amax > 0, amax / self.qmax, torch.ones_like(amax)).expand_as(w)
 
     def step_activation(self, h):
+        """One step ``max|h_row| / qmax`` per row (point)."""
         import torch
 
         amax = h.abs().amax(dim=-1, keepdim=True)
         return torch.where(amax > 0, amax / self.qmax, torch.ones_like(amax)).expand_as(h)
 
     def weight_bytes(self, shape) -> int:
+        """``bits / 8`` bytes per element and one float32 scale."""
         n = 1
         for s in shape:
             n *= int(s)
@@ -173,9 +177,11 @@ class MX(Quantizer):
 
     @property
     def label(self) -> str:
+        """``"mx"``."""
         return "mx"
 
     def step_weight(self, w):
+        """One power-of-two step per ``block x block`` tile of the 2-D ``w``."""
         import torch
 
         if w.ndim != 2:
@@ -190,6 +196,7 @@ class MX(Quantizer):
         return full[:rows, :cols]
 
     def step_activation(self, h):
+        """One power-of-two step per ``block`` consecutive features of a row."""
         import torch
 
         b = self.block
@@ -201,6 +208,7 @@ class MX(Quantizer):
         return step.repeat_interleave(b, dim=-1)[..., :width]
 
     def weight_bytes(self, shape) -> int:
+        """``bits / 8`` bytes per element and one exponent byte per tile."""
         rows, cols = (int(shape[0]), int(shape[1])) if len(shape) == 2 else (1, int(shape[0]))
         tiles = (-(-rows // self.block)) * (-(-cols // self.block))
         return (rows * cols * self.bits + 7) // 8 + tiles  # elements and one exponent byte per tile

@@ -224,6 +224,7 @@ class TTMLP(MLP):
         return maps
 
     def weight_shapes(self, in_dim):
+        """Dense layers ``[(out, in)]``; TT layers their cores as ``(r m, n r')`` matrices."""
         sizes = self.sizes(in_dim)
         out = []
         for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
