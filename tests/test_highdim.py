@@ -166,3 +166,12 @@ def test_catalog_lists_the_families_apart():
         p = catalog.get(name)
         assert p.name == name and p.dim == int(name.rsplit("d", 1)[1])
     assert set(catalog.summaries(highdim=True)) == set(catalog.names(highdim=True))
+
+
+def test_low_dimension_keeps_the_tensor_rules():
+    # d <= gauss_max_dim: per-point tensor Gauss of local_nodes^d, as before issue 18
+    form = QuadratureCollocation(net=MLP(hidden=(4,)), points=10, local_nodes=3, test_points=4)
+    disc = form.discretize(catalog.get("E4"))
+    assert disc.info["node_evaluations"] == 10 * 3**2 and disc.info["rules"] == ["local"]
+    t, w = form.local_unit_rule(4)
+    assert len(t) == 49 and abs(w.sum() - 1.0) < 1e-12  # Smolyak level 3 above
