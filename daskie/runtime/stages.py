@@ -277,7 +277,7 @@ class StagedObjective:
 
     def loss(self, theta):
         """Total loss (differentiable in ``theta`` when it requires grad)."""
-        if theta.requires_grad:
+        if theta.requires_grad and torch.is_grad_enabled():
             return _SumWithGradient.apply(theta, self)
         loss, _ = self._run(theta, grad=False)
         buf = loss.reshape(1).clone()
