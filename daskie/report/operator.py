@@ -190,10 +190,9 @@ def _instances_2d(ds):
         err = np.full_like(ref, np.nan)
         ref[iy, ix] = ds["reference"].values[i]
         err[iy, ix] = ds["prediction"].values[i] - ds["reference"].values[i]
-        label = f"instance {int(ds.instance.values[i])} ({what})"
+        label = f"{what} instance {int(ds.instance.values[i])}"
         for values, name, palette in ((ref, "reference", Viridis256),
-                                      (err, f"operator - reference (rel L2 {rel[i]:.2e})",
-                                       _diverging())):
+                                      (err, f"error (rel L2 {rel[i]:.1e})", _diverging())):
             bound = float(np.nanmax(np.abs(values))) or 1.0
             low = -bound if palette is not Viridis256 else float(np.nanmin(values))
             high = bound if palette is not Viridis256 else float(np.nanmax(values))
@@ -204,12 +203,14 @@ def _instances_2d(ds):
                     dh=float(ys[-1] - ys[0]), color_mapper=mapper)
             p.add_layout(ColorBar(color_mapper=mapper, width=10), "right")
             plots.append(p)
-    return gridplot(plots, ncols=2)
+    note = Div(text="<p>Left: the reference mu on the query grid; right: operator - reference "
+                    "(blue below, red above the reference).</p>")
+    return column(note, gridplot(plots, ncols=2))
 
 
 def _diverging():
-    """A diverging palette (blue - white - red) for signed errors."""
-    return tuple(reversed(RdBu11))
+    """A diverging palette for signed errors: negative blue, zero white, positive red."""
+    return RdBu11  # bokeh orders it from dark blue to dark red
 
 
 def _parity(ds):
