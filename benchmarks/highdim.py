@@ -19,6 +19,9 @@ Accuracy part, one record per problem x method (keys ``problem``, ``dim``, ``for
   the per-point grid mapped onto the narrow kernel's factors (``separable="always"``).
   ``nodes`` is the node count per collocation point (per-point rules) or of the shared
   rule (``nodes_kind``).
+* ``order_reduction`` (``--methods order_reduction``, not in the default list): daskie's
+  R-AIM formulation, mu and F_{0,1..d}, ``--or-points`` / ``--or-aux-points``, LM with
+  Levenberg damping for ``--steps`` iterations.
 * ``nystrom-qmc``: :class:`daskie.reference.QMCNystrom` for N = 512, 1024, ... up to
   ``--qmc-max`` (one record per N); the ladder stops early once a solve takes more than a
   tenth of ``--qmc-cap-s`` (the next one costs ~8x).
@@ -92,6 +95,31 @@ def run_daskie(problem, args, test_x, test_exact):
             "points": n_pts, "rules": disc.info["rules"],
             "nodes": int(round(nodes)), "nodes_kind": "shared" if shared else "per point",
             "hidden": list(args.hidden)}
+
+
+def run_order_reduction(problem, args, test_x, test_exact):
+    """Order reduction (mu and one auxiliary network per integration coordinate, inputs up to
+    2d), Levenberg-Marquardt with Levenberg damping; the record."""
+    from daskie import MLP, LevenbergMarquardt, OrderReduction, solve
+
+    form = OrderReduction(net=MLP(hidden=tuple(args.hidden)), points=args.or_points,
+                          aux_points=args.or_aux_points, test_points=TEST_POINTS)
+    disc = form.discretize(problem)
+    t0 = time.perf_counter()
+    ds = solve(problem, form, optimizer=LevenbergMarquardt(steps=args.steps, scaling="levenberg"),
+               client="sync", threads=1, target_loss=0.0, check=False)
+    wall = time.perf_counter() - t0
+    assert np.allclose(disc.test_points, test_x)
+    rec = {"problem": problem.name, "dim": problem.dim, "formulation": "order_reduction",
+           "strategy": "monolithic", "optimizer": f"LM {args.steps} steps (levenberg)",
+           "mse": float(ds.attrs["mse"]), "rel_l2": float(ds.attrs["rel_l2"]),
+           "loss": float(ds.attrs["loss"]), "wall_s": wall, "n_params": disc.info["n_params"],
+           "submodels": len(disc.submodels),
+           "rows": int(sum(e.size for e in disc.evaluations.values())),
+           "hidden": list(args.hidden)}
+    print(f"  {problem.name} order reduction: MSE {rec['mse']:.2e} in {wall:.1f} s "
+          f"({rec['submodels']} sub-models, {rec['n_params']} params)", flush=True)
+    return rec
 
 
 def run_qmc(problem, args, test_x, test_exact):
@@ -250,6 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["daskie", "qmc", "tensor"])
     ap.add_argument("--hidden", type=int, nargs="+", default=[16, 16, 16])
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--or-points", type=int, default=512)
+    ap.add_argument("--or-aux-points", type=int, default=256)
     ap.add_argument("--qmc-max", type=int, default=4096)
     ap.add_argument("--qmc-gib", type=float, default=2.0)
     ap.add_argument("--qmc-cap-s", type=float, default=300.0)
@@ -289,6 +319,8 @@ def main(argv=None) -> int:
                     print(f"  {problem.name} daskie: MSE {rec['mse']:.2e} in {rec['wall_s']:.1f} s "
                           f"({rec['nodes']} nodes {rec['nodes_kind']}, {rec['n_params']} params)", flush=True)
                     records.append(rec)
+                if "order_reduction" in args.methods:
+                    records.append(run_order_reduction(problem, args, test_x, test_exact))
                 if "qmc" in args.methods:
                     records.extend(run_qmc(problem, args, test_x, test_exact))
                 if "tensor" in args.methods:
