@@ -214,3 +214,13 @@ def test_unsupported_training_is_a_named_error(e1):
     with pytest.raises(SpecError, match="sub-model 'mu'.*4 stages need a network of at least 4"):
         solve(e1, QuadratureCollocation(net=MLP(hidden=(5, 5)), points=64),
               Pipeline(stages=4), Adam(steps=2), client="sync")
+
+
+def test_stages_refuse_tensor_train_and_quantized_networks():
+    # the stages slice the dense flat layout: a compressed network would be cut wrongly
+    from daskie.nn import TTMLP, Int8
+
+    with pytest.raises(SpecError, match="dense, full-precision MLP; got TTMLP"):
+        StageSplit.balanced(TTMLP(hidden=(8, 8, 8)), 1, 2)
+    with pytest.raises(SpecError, match="got MLP with quant=Int8"):
+        StageSplit.balanced(MLP(hidden=(8, 8), quant=Int8()), 1, 2)

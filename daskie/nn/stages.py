@@ -53,6 +53,12 @@ class StageSplit:
     bounds: tuple[int, ...]
 
     def __post_init__(self):
+        if type(self.net) is not MLP or self.net.quant is not None:
+            # the stages slice the dense flat layout and run dense full-precision layers
+            raise SpecError(f"layer stages need a dense, full-precision MLP; got "
+                            f"{type(self.net).__name__}"
+                            + (f" with quant={self.net.quant!r}" if self.net.quant is not None else "")
+                            + " (train tensor-train or quantized networks without stages)")
         n = self.n_layers
         b = tuple(int(v) for v in self.bounds)
         if len(b) < 2 or b[0] != 0 or b[-1] != n or any(x >= y for x, y in zip(b[:-1], b[1:])):
