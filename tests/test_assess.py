@@ -274,3 +274,13 @@ def test_restarts_serial_equal_cluster():
         assert a.seed == b.seed and a.state.loss == b.state.loss
         torch.testing.assert_close(a.state.theta, b.state.theta, rtol=0, atol=0)
     assert serial[0].state.loss != serial[1].state.loss
+
+
+def test_the_reference_is_computed_up_to_d5_and_not_at_d6():
+    # d = 6 with 4 nodes per axis is 4096 unknowns: its floor check alone took over 300 s
+    from daskie.assess import reference_fits
+    from daskie.problems import catalog
+
+    assert reference_fits(catalog.get("hd-volterra-d4"))
+    assert not reference_fits(catalog.get("hd-volterra-d6"))
+    assert not reference_fits(catalog.get("hd-sharp-d8"))
