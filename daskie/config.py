@@ -37,6 +37,15 @@ dask.config.update_defaults(defaults)
 _NO_DEFAULT = object()
 
 
+def _yaml_default(canonical: str):
+    node = defaults["daskie"]
+    for part in canonical.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _NO_DEFAULT
+        node = node[part]
+    return node
+
+
 def _positive_int(key, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"dask config daskie.{key} must be a positive int, got {value!r}")
@@ -139,9 +148,13 @@ def get(key: str, default=_NO_DEFAULT):
     try:
         value = dask.config.get(f"daskie.{canonical}")
     except KeyError:
-        if default is not _NO_DEFAULT:
-            return default
-        known = ", ".join(sorted(_CHECKS))
-        raise SpecError(f"unknown daskie setting {key!r}; the settings are: {known}") from None
+        # dask's config can lose daskie's defaults: a ``dask.config.set`` entered before this
+        # module was first imported restores, on exit, a config without them
+        value = _yaml_default(canonical)
+        if value is _NO_DEFAULT:
+            if default is not _NO_DEFAULT:
+                return default
+            known = ", ".join(sorted(_CHECKS))
+            raise SpecError(f"unknown daskie setting {key!r}; the settings are: {known}") from None
     check = _CHECKS.get(canonical)
     return check(canonical, value) if check else value

@@ -70,3 +70,20 @@ def test_the_cli_defaults_come_from_the_config():
         args = build_parser().parse_args(["solve", "E1"])
     assert (args.workers, args.strategy, args.seed) == (7, "ceptf", 4)
     assert build_parser().parse_args(["solve", "E1"]).workers == 2
+
+
+def test_settings_survive_a_config_context_entered_before_daskie_was_imported():
+    # dask.config.set restores, on exit, the config as it was on entry: one entered before
+    # daskie.config was first imported drops daskie's defaults with it
+    import subprocess
+    import sys
+
+    code = ("import dask\n"
+            "with dask.config.set({'daskie.check': False}):\n"
+            "    from daskie import config\n"
+            "print(config.get('init'), config.get('workers'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    from daskie import config
+
+    assert out.stdout.split() == [str(config.get("init")), str(config.get("workers"))]

@@ -24,6 +24,7 @@ import torch
 from daskie.errors import SpecError, check_int
 from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel, shard_rows
 from daskie.formulations.quadrature import rhs_values, test_set
+from daskie.formulations.stein import Stein
 from daskie.nn.mlp import MLP
 
 __all__ = ["OrderReduction"]
@@ -47,8 +48,12 @@ class OrderReduction(Formulation):
     points : int
         Collocation points of the equation residual (for mu).
     aux_points : int
-        Points of the last chain residual F_{i,d}; F_{i,m} gets ``aux_points * 2**(d-m)``
-        (its input has more coordinates).
+        Points of the last chain residual F_{i,d}; F_{i,m} gets ``aux_points * g(d - m)``
+        (its input has more coordinates), with ``g`` set by ``aux_growth``.
+    aux_growth : {"auto", "doubling", "linear", "none"}
+        ``g(k) = 2**k`` (doubling), ``k + 1`` (linear) or 1; ``"auto"``: doubling up to
+        d = 3 (the 2-D and 3-D results as before), linear above (issue 18: doubling gives
+        F_{i,1} ``128 * aux_points`` points at d = 8).
     constraints : str
         ``"exact"`` (default): F_{i,m} vanishes at t_m = a_m by construction;
         ``"loss"``: as a residual block on ``bc_points`` points, as in the paper.
@@ -56,6 +61,10 @@ class OrderReduction(Formulation):
         Points per boundary block when ``constraints="loss"``.
     test_points : int
         Held-back Sobol points for the MSE.
+    derivative : "autodiff" or Stein
+        How the chain residuals read dF_{i,m}/dt_m: exactly (forward mode through the
+        network, default) or by a seeded :class:`~daskie.formulations.stein.Stein` estimator
+        from the network's values at perturbed points (seed 003).
     """
 
     net: MLP = field(default_factory=MLP)
@@ -65,6 +74,8 @@ class OrderReduction(Formulation):
     constraints: str = "exact"
     bc_points: int = 512
     test_points: int = 1000
+    derivative: str | Stein = "autodiff"
+    aux_growth: str = "auto"
 
     def __post_init__(self):
         for name in ("net", "aux_net"):
@@ -75,10 +86,20 @@ class OrderReduction(Formulation):
             check_int(name, getattr(self, name))
         if self.constraints not in ("exact", "loss"):
             raise SpecError(f"constraints must be 'exact' or 'loss', got {self.constraints!r}")
+        if self.aux_growth not in ("auto", "doubling", "linear", "none"):
+            raise SpecError(f"aux_growth must be 'auto', 'doubling', 'linear' or 'none', "
+                            f"got {self.aux_growth!r}")
+        if self.derivative != "autodiff" and not isinstance(self.derivative, Stein):
+            raise SpecError(f"derivative must be 'autodiff' or a Stein(...), got {self.derivative!r}")
 
     @property
     def label(self) -> str:
         return "order_reduction"
+
+    def _growth(self, d: int, k: int) -> int:
+        """Point multiplier of the chain residual with ``k`` extra integration inputs."""
+        kind = self.aux_growth if self.aux_growth != "auto" else ("doubling" if d <= 3 else "linear")
+        return {"doubling": 2**k, "linear": k + 1, "none": 1}[kind]
 
     def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
         """Sub-models mu and F_{i,m}, their point sets and the residual map
@@ -94,6 +115,8 @@ class OrderReduction(Formulation):
         T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
         aux = self.aux_net or self.net
         lo, hi = np.asarray(problem.domain.lower), np.asarray(problem.domain.upper)
+        stein = self.derivative if isinstance(self.derivative, Stein) else None
+        stein_w = {}  # Stein: the weights of each chain derivative's stencil values
 
         submodels = {"mu": SubModel("mu", d, self.net)}
         evaluations, blocks, data, weights = {}, {}, {}, {}
@@ -120,13 +143,18 @@ class OrderReduction(Formulation):
                                            zero_axis=d if self.constraints == "exact" else None,
                                            zero_value=float(a[m - 1]))
                 # Points (X, t_m..t_d) with t_j in [a_j, b_j(X)].
-                n_pts = self.aux_points * 2 ** (d - m)
+                n_pts = self.aux_points * self._growth(d, d - m)
                 u = rows(_sobol(n_in, n_pts, seed + 101 * (i + 1) + m), name)
                 xs = lo + (hi - lo) * u[:, :d]
                 b = term.upper_limits(xs)
                 ts = a[m - 1:] + (b[:, m - 1:] - a[m - 1:]) * u[:, d:]
                 z = np.concatenate([xs, ts], axis=1)
-                evaluations[f"d{name}"] = Evaluation(name, T(z), derivative=d)
+                if stein is None:
+                    evaluations[f"d{name}"] = Evaluation(name, T(z), derivative=d)
+                else:
+                    zs, stein_w[f"d{name}"] = stein.stencil(T(z), d, 101 * (i + 1) + m,
+                                                            rows=shard_rows(n_pts, shard), total=n_pts)
+                    evaluations[f"d{name}"] = Evaluation(name, zs)
                 if m == 1:
                     evaluations[f"mu@{name}"] = Evaluation("mu", T(ts))
                     data[f"K{i}"] = T(problem.kernel_at(i, xs, ts))
@@ -150,6 +178,9 @@ class OrderReduction(Formulation):
 
         nonlins = [t.nonlinearity for t in problem.terms]
 
+        def dvalue(values, key):  # a chain derivative's values (Stein: from its stencil)
+            return values[key] if stein is None else Stein.combine(values[key], stein_w[key])
+
         def residual_fn(values):
             r = data["alpha"] * values["mu@x"] - data["f"]
             for i, lam in enumerate(lams):
@@ -157,10 +188,10 @@ class OrderReduction(Formulation):
             out = {"equation": r}
             for i in range(len(lams)):
                 name = f"F{i}.1"
-                out[name] = values[f"d{name}"] - data[f"K{i}"] * nonlins[i](values[f"mu@{name}"])
+                out[name] = dvalue(values, f"d{name}") - data[f"K{i}"] * nonlins[i](values[f"mu@{name}"])
                 for m in range(2, d + 1):
                     name = f"F{i}.{m}"
-                    out[name] = values[f"d{name}"] - values[f"{name}<"]
+                    out[name] = dvalue(values, f"d{name}") - values[f"{name}<"]
                 if self.constraints == "loss":
                     for m in range(1, d + 1):
                         out[f"bcF{i}.{m}"] = values[f"bcF{i}.{m}"]
@@ -168,15 +199,18 @@ class OrderReduction(Formulation):
 
         def linear_parts(values):
             one = lambda key: torch.ones(evaluations[key].size, dtype=torch.float64)  # noqa: E731
+
+            def dpart(key):
+                return ("diag", one(key)) if stein is None else ("rows", stein_w[key])
             parts = {"equation": {"mu@x": ("diag", data["alpha"])}}
             for i, lam in enumerate(lams):
                 parts["equation"][f"F{i}.{d}@x"] = ("diag", -lam * one(f"F{i}.{d}@x"))
                 name = f"F{i}.1"
-                parts[name] = {f"d{name}": ("diag", one(f"d{name}")),
+                parts[name] = {f"d{name}": dpart(f"d{name}"),
                                f"mu@{name}": ("diag", -data[f"K{i}"] * nonlins[i].grad(values[f"mu@{name}"]))}
                 for m in range(2, d + 1):
                     name = f"F{i}.{m}"
-                    parts[name] = {f"d{name}": ("diag", one(f"d{name}")),
+                    parts[name] = {f"d{name}": dpart(f"d{name}"),
                                    f"{name}<": ("diag", -one(f"{name}<"))}
                 if self.constraints == "loss":
                     for m in range(1, d + 1):
@@ -192,5 +226,6 @@ class OrderReduction(Formulation):
             info={"formulation": self.label, "points": self.points, "aux_points": self.aux_points,
                   "shard": None if shard is None else [int(v) for v in shard],
                   "constraints": self.constraints,
+                  "derivative": "autodiff" if stein is None else stein.label,
                   "n_params": sum(s.n_params for s in submodels.values())},
         )

@@ -7,6 +7,7 @@
 | :class:`CEPTF` | SPMD groups |
 | :class:`DataParallel` | SPMD groups |
 | :class:`OperatorDataParallel` | SPMD groups |
+| :class:`ModelParallel`, :class:`Pipeline`, :class:`Hybrid` | SPMD groups (layer stages) |
 | :class:`ParaFlow`, :class:`ParaFlowS`, :class:`GradientDescent` | iterations |
 | :class:`APTS`, :class:`SAPTS` | iterations |
 """
@@ -16,6 +17,7 @@ from daskie.strategies.base import Balanced, Comm, Strategy, Whole
 from daskie.strategies.block_coordinate import BlockCoordinate
 from daskie.strategies.ceptf import CEPTF
 from daskie.strategies.data_parallel import DataParallel
+from daskie.strategies.model_parallel import Hybrid, ModelParallel, Pipeline
 from daskie.strategies.monolithic import Monolithic
 from daskie.strategies.operator import OperatorDataParallel
 from daskie.strategies.paraflow import GradientDescent, IterationStrategy, ParaFlow, ParaFlowS
@@ -23,4 +25,5 @@ from daskie.strategies.paraflow import GradientDescent, IterationStrategy, ParaF
 __all__ = ["APTS", "Balanced", "BlockCoordinate", "CEPTF", "Comm", "DataParallel",
            "GradientDescent", "IterationStrategy", "Monolithic", "OperatorDataParallel", "ParaFlow",
            "ParaFlowS", "SAPTS",
-           "Strategy", "Whole"]
+           "Strategy", "Whole",
+           "Hybrid", "ModelParallel", "Pipeline"]
