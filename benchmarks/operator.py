@@ -27,7 +27,9 @@ ranks on 2 workers, and Adam in this process on all cores (``workers = 0``:
 ``client="sync"``, one rank, torch's threads). S = T_1 / T_N and S / N against one thread
 per worker (the machine has 2 cores: two threads of one process are not two workers' worth,
 see docs/architecture.md). Times are wall seconds on the client's clock around each call,
-clusters already started; every record has the load average at its start.
+clusters already started (both at once: each repeat runs 1 worker and 2 workers back to
+back, so that a drifting load on a shared host hits both alike); every record has the load
+average at its start, its repeats and the median of the paired ratios.
 """
 
 from __future__ import annotations
@@ -143,40 +145,46 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
     generate_dataset(fam1, train_path, n_train, seed=1, client="sync")
     loss = OperatorLoss(_net(fam1, 32), test_instances=16)
     times = {}
-    for workers in (1, 2):
-        with local_cluster(workers=workers) as client:
-            path = os.path.join(directory, f"scaling-data-{workers}.zarr")
+    # Both clusters at once, and the 1- and 2-worker runs of each repeat back to back: on a
+    # host shared with other work the load drifts over minutes, and a comparison of runs
+    # taken minutes apart measures the drift (seen: S = 0.70 and 2.50 for the same setup).
+    with local_cluster(workers=1) as one, local_cluster(workers=2) as two:
+        clients = {1: one, 2: two}
+
+        common = dict(loss=loss, train=(0, n_train - 16), test=(n_train - 16, n_train))
+
+        for workers, client in clients.items():  # warm up: imports, worker state
             generate_dataset(fam2, os.path.join(directory, f"warm-{workers}.zarr"), 2 * workers,
                              block=1, client=client)
-            walls, loads = [], []
-            for r in range(repeats):
-                loads.append(os.getloadavg()[0])
-                t0 = time.perf_counter()
-                generate_dataset(fam2, f"{path}-{r}", n, seed=2, block=16, client=client)
-                walls.append(time.perf_counter() - t0)
-            times[("data", workers)] = (float(np.median(walls)), walls, loads)
-            kwargs = dict(loss=loss, optimizer=Adam(lr=1e-3, steps=steps),
-                          strategy=OperatorDataParallel(shards=workers, window=50),
-                          train=(0, n_train - 16), test=(n_train - 16, n_train))
-            fit_operator(fam1, train_path, client=client, **{**kwargs, "optimizer": Adam(steps=5)})
-            walls, loads = [], []
-            for _ in range(repeats):
-                loads.append(os.getloadavg()[0])
-                t0 = time.perf_counter()
-                fit_operator(fam1, train_path, client=client, **kwargs)
-                walls.append(time.perf_counter() - t0)
-            times[("train", workers)] = (float(np.median(walls)), walls, loads)
+            fit_operator(fam1, train_path, client=client, optimizer=Adam(steps=5),
+                         strategy=OperatorDataParallel(shards=workers, window=50),
+                         **common)
+        runs = {
+            "data": lambda w, c, r: generate_dataset(
+                fam2, os.path.join(directory, f"scaling-data-{w}.zarr-{r}"), n, seed=2,
+                block=16, client=c),
+            "train": lambda w, c, r: fit_operator(
+                fam1, train_path, client=c, optimizer=Adam(lr=1e-3, steps=steps),
+                strategy=OperatorDataParallel(shards=w, window=50), **common),
             # Levenberg-Marquardt: each rank forms its rows' J^T J (N P^2 flops), one P x P
             # all-reduce per step
-            lm = {**kwargs, "optimizer": LevenbergMarquardt(steps=lm_steps),
-                  "strategy": OperatorDataParallel(shards=workers, window=None)}
-            walls, loads = [], []
-            for _ in range(repeats):
-                loads.append(os.getloadavg()[0])
-                t0 = time.perf_counter()
-                fit_operator(fam1, train_path, client=client, **lm)
-                walls.append(time.perf_counter() - t0)
-            times[("train-lm", workers)] = (float(np.median(walls)), walls, loads)
+            "train-lm": lambda w, c, r: fit_operator(
+                fam1, train_path, client=c, optimizer=LevenbergMarquardt(steps=lm_steps),
+                strategy=OperatorDataParallel(shards=w, window=None), **common),
+        }
+        walls = {(key, w): [] for key in runs for w in clients}
+        loads = {(key, w): [] for key in runs for w in clients}
+        for r in range(repeats):
+            for key, run in runs.items():
+                for workers, client in clients.items():
+                    loads[(key, workers)].append(os.getloadavg()[0])
+                    t0 = time.perf_counter()
+                    run(workers, client, r)
+                    walls[(key, workers)].append(time.perf_counter() - t0)
+        for k, w in walls.items():
+            times[k] = (float(np.median(w)), w, loads[k])
+    kwargs = dict(loss=loss, optimizer=Adam(lr=1e-3, steps=steps),
+                  train=(0, n_train - 16), test=(n_train - 16, n_train))
     import torch
 
     before = torch.get_num_threads()
@@ -198,10 +206,12 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
         for workers in (1, 2):
             wall, walls, loads = times[(key, workers)]
             s = t1 / wall
+            paired = np.median(np.asarray(times[(key, 1)][1]) / np.asarray(walls))
             records.append({"phase": key.split("-")[0], "workers": workers,
                             "threads_per_worker": 1, "optimizer": optimizer,
                             "wall_s": wall, "wall_s_repeats": walls, "load_at_start": loads,
-                            "speedup": s, "efficiency": s / workers, "what": what,
+                            "speedup": s, "efficiency": s / workers,
+                            "speedup_paired_median": float(paired), "what": what,
                             "family": "fredholm-2d" if key == "data" else "fredholm-1d"})
     wall, walls, loads = all_cores
     records.append({"phase": "train", "workers": 0, "threads_per_worker": os.cpu_count(),
