@@ -34,3 +34,43 @@ def runtime_numbers():
 
     with dask.config.set({"daskie.check": False, "daskie.init": "random"}):
         yield
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless chromium (installed with apt-get where that is possible)."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("chromium")
+    if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                       "chromium", shell=True, capture_output=True, timeout=900)
+        exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed and could not be installed "
+                    "(`apt-get install chromium` needs apt-get and root)")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def render(chromium):
+    """``render(html_file, png, height=1800) -> (console lines, JavaScript errors)``: the page
+    opened in headless chromium, its screenshot in ``png``."""
+    import subprocess
+    from pathlib import Path
+
+    def render(html_file, png, height=1800):
+        res = subprocess.run(
+            [chromium, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+             "--enable-logging=stderr", "--v=0", f"--window-size=1300,{height}",
+             "--virtual-time-budget=10000", f"--screenshot={png}", Path(html_file).as_uri()],
+            capture_output=True, text=True, timeout=120)
+        console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
+        errors = [line for line in console if ":ERROR:CONSOLE" in line or "Uncaught" in line
+                  or "Error" in line]
+        assert Path(png).exists(), res.stderr[-2000:]
+        return console, errors
+
+    return render

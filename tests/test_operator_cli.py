@@ -4,8 +4,6 @@ is one line and status 2."""
 
 import json
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,27 +75,11 @@ def test_report_of_an_operator_store_and_json_summary(learned, tmp_path, capsys)
     assert cap.err == ""  # --json: no progress
 
 
-def _render(html_file, png):
-    exe = shutil.which("chromium")
-    if exe is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    res = subprocess.run(
-        [exe, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
-         "--enable-logging=stderr", "--v=0", "--window-size=1300,2400",
-         "--virtual-time-budget=10000", f"--screenshot={png}", Path(html_file).as_uri()],
-        capture_output=True, text=True, timeout=120)
-    console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
-    errors = [line for line in console if "ERROR:CONSOLE" in line or "Uncaught" in line
-              or "Error" in line]
-    assert Path(png).exists(), res.stderr[-2000:]
-    return console, errors
-
-
-def test_the_report_page_renders_in_chromium(learned, tmp_path):
+def test_the_report_page_renders_in_chromium(learned, render, tmp_path):
     from PIL import Image
 
     _, _, _, base = learned
-    console, errors = _render(base / "op.html", tmp_path / "op.png")
+    console, errors = render(base / "op.html", tmp_path / "op.png", height=2400)
     assert errors == []
     assert any("document idle" in line for line in console), console  # bokeh finished
     with Image.open(tmp_path / "op.png") as im:

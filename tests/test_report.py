@@ -2,10 +2,7 @@
 
 import importlib.util
 import json
-import os
 import re
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -106,33 +103,6 @@ def test_cli_report_of_a_run_and_of_a_benchmark(runs, tmp_path, capsys):
 # -- rendering in a real browser ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    exe = shutil.which("chromium")
-    if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                       "chromium", shell=True, capture_output=True, timeout=900)
-        exe = shutil.which("chromium")
-    if exe is None:
-        pytest.skip("Debian's chromium is not installed and could not be installed "
-                    "(`apt-get install chromium` needs apt-get and root)")
-    return exe
-
-
-def _render(chromium, html_file, png):
-    """Open ``html_file`` headless; return (console lines, JavaScript errors, PNG path)."""
-    res = subprocess.run(
-        [chromium, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
-         "--enable-logging=stderr", "--v=0", "--window-size=1300,1800",
-         "--virtual-time-budget=10000", f"--screenshot={png}", Path(html_file).as_uri()],
-        capture_output=True, text=True, timeout=120)
-    console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
-    errors = [line for line in console if ":ERROR:CONSOLE" in line or "Uncaught" in line
-              or "Error" in line]
-    assert Path(png).exists(), res.stderr[-2000:]
-    return console, errors, png
-
-
 def _pixels(png):
     from PIL import Image as PILImage
 
@@ -140,9 +110,10 @@ def _pixels(png):
         return np.asarray(im.convert("RGB"), dtype=float)
 
 
-def test_report_renders_in_chromium_without_errors(runs, chromium, tmp_path):
+def test_report_renders_in_chromium_without_errors(runs, render, tmp_path):
     out = write_report(runs["lshape"], tmp_path / "lshape.html")
-    console, errors, png = _render(chromium, out, tmp_path / "lshape.png")
+    png = tmp_path / "lshape.png"
+    console, errors = render(out, png)
     assert errors == []
     assert any("document idle" in line for line in console), console  # bokeh finished rendering
     px = _pixels(png)
@@ -152,15 +123,17 @@ def test_report_renders_in_chromium_without_errors(runs, chromium, tmp_path):
     assert colourful.mean() > 0.02
 
 
-def test_chromium_check_sees_javascript_errors(chromium, tmp_path):
+def test_chromium_check_sees_javascript_errors(render, tmp_path):
     # The check above can fail: a page with a script error is caught.
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><p>text</p><script>undefinedFunction();</script></body></html>")
-    _, errors, png = _render(chromium, bad, tmp_path / "bad.png")
+    png = tmp_path / "bad.png"
+    _, errors = render(bad, png)
     assert errors and "undefinedFunction" in errors[0]
     blank = tmp_path / "blank.html"
     blank.write_text("<html><body></body></html>")
-    _, _, png = _render(chromium, blank, tmp_path / "blank.png")
+    png = tmp_path / "blank.png"
+    render(blank, png)
     assert _pixels(png).std() < 1
 
 
