@@ -22,7 +22,7 @@ def _module(path: pathlib.Path) -> str:
 
 def _imports(path: pathlib.Path) -> set[str]:
     """Every module ``path`` imports (at any depth of the file, lazy imports included)."""
-    tree = ast.parse(path.read_text())
+    tree = TREES[path]
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -34,6 +34,10 @@ def _imports(path: pathlib.Path) -> set[str]:
 
 
 MODULES = {_module(p): p for p in ROOT.rglob("*.py")}
+# Parsed once, at collection, before any test starts a thread: CPython 3.11.7's ast.parse can
+# raise "SystemError: AST constructor recursion depth mismatch" in a threaded process
+# (python/cpython#106905); it did once in CI, late in the suite, with clusters' threads about.
+TREES = {p: ast.parse(p.read_text()) for p in MODULES.values()}
 
 
 @pytest.mark.parametrize("package", CORE)
@@ -54,7 +58,7 @@ def test_the_import_graph_has_no_circle():
     # module-level imports only: those run at import time and can form a circle
     graph = {}
     for name, path in MODULES.items():
-        tree = ast.parse(path.read_text())
+        tree = TREES[path]
         deps = set()
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("daskie"):
