@@ -20,16 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from daskie.errors import SpecError, check_int
-from daskie.nn.mlp import MLP, activation_derivative
+from daskie.nn.mlp import MLP, activation, activation_derivative
 
 __all__ = ["DeepONet"]
 
-
-def _activation(name):
-    import torch
-
-    return {"tanh": torch.tanh, "sin": torch.sin, "gelu": torch.nn.functional.gelu,
-            "softplus": torch.nn.functional.softplus, "sigmoid": torch.sigmoid}[name]
 
 
 @dataclass(frozen=True)
@@ -158,8 +152,8 @@ class DeepONet:
         """Branch features of ``f_values`` (``(..., m)``) and trunk features of ``x``
         (``(..., d)``), each of shape ``(..., outputs, width)``, and the head's bias."""
         branch, trunk, b0 = self._split(theta)
-        fb = self._run(branch, f_values, _activation(self._branch_activation), False)
-        ft = self._run(trunk, x, _activation(self.trunk.activation), True)
+        fb = self._run(branch, f_values, activation(self._branch_activation), False)
+        ft = self._run(trunk, x, activation(self.trunk.activation), True)
         shape = (self.outputs, self.width)
         return fb.reshape(fb.shape[:-1] + shape), ft.reshape(ft.shape[:-1] + shape), b0
 
@@ -202,7 +196,7 @@ class DeepONet:
         n = z.shape[0]
 
         def forward(layers, h, name, last_active):
-            act, hs, pre = _activation(name), [h], []
+            act, hs, pre = activation(name), [h], []
             for k, (w, b) in enumerate(layers):
                 s = torch.nn.functional.linear(hs[-1], w, b)
                 pre.append(s)

@@ -22,7 +22,7 @@ import numpy as np
 from daskie.errors import SpecError
 from daskie.nn.quant import Quantizer
 
-__all__ = ["MLP", "activation_derivative"]
+__all__ = ["MLP", "activation", "activation_derivative"]
 
 _ACTIVATIONS = ("tanh", "sin", "gelu", "softplus", "sigmoid")
 
@@ -160,7 +160,7 @@ class MLP:
         """Network output at points ``z`` of shape ``(n, in_dim)`` (or ``(in_dim,)``)."""
         import torch
 
-        act = _act(self.activation)
+        act = activation(self.activation)
         h = z
         for w, bias, last in self.layers(theta, z.shape[-1]):
             h = torch.nn.functional.linear(h, w, bias)
@@ -182,7 +182,7 @@ class MLP:
 
         if self.quant is None:
             return self.apply(theta, z_plus), self.apply(theta, z_minus)
-        act = _act(self.activation)
+        act = activation(self.activation)
         hp, hm = z_plus, z_minus
         for w, bias, last in self.layers(theta, z_plus.shape[-1]):
             hp = torch.nn.functional.linear(hp, w, bias)
@@ -205,7 +205,7 @@ class MLP:
 
         if self.activation == "gelu":
             return None
-        act = _act(self.activation)
+        act = activation(self.activation)
         h, t = z, None
         for w, bias, last in self.layers(theta, z.shape[-1]):
             s = torch.nn.functional.linear(h, w, bias)
@@ -233,7 +233,7 @@ class MLP:
 
         if self.activation == "gelu":
             return None
-        act = _act(self.activation)
+        act = activation(self.activation)
         weights, hs, pre, raw = [], [z], [], [z]
         for w, bias, last in self.layers(theta, z.shape[-1]):
             weights.append(w)
@@ -276,7 +276,9 @@ def activation_derivative(name: str, s, h):
     return torch.sigmoid(s)  # softplus
 
 
-def _act(name):
+def activation(name: str):
+    """The torch function of the activation ``name`` (``"tanh"``, ``"sin"``, ``"gelu"``,
+    ``"softplus"``, ``"sigmoid"``)."""
     import torch
 
     return {"tanh": torch.tanh, "sin": torch.sin, "gelu": torch.nn.functional.gelu,

@@ -21,16 +21,10 @@ import itertools
 from dataclasses import dataclass
 
 from daskie.errors import SpecError
-from daskie.nn.mlp import MLP, activation_derivative
+from daskie.nn.mlp import MLP, activation, activation_derivative
 
 __all__ = ["StageSplit"]
 
-
-def _activation(name: str):
-    import torch
-
-    return {"tanh": torch.tanh, "sin": torch.sin, "gelu": torch.nn.functional.gelu,
-            "softplus": torch.nn.functional.softplus, "sigmoid": torch.sigmoid}[name]
 
 
 @dataclass(frozen=True)
@@ -143,7 +137,7 @@ class StageSplit:
         if axis is not None and self.net.activation == "gelu":
             raise SpecError("stage-split derivatives need a closed-form activation derivative; "
                             "MLP.activation 'gelu' has none here")
-        act = _activation(self.net.activation)
+        act = activation(self.net.activation)
         lo, hi = self.bounds[stage], self.bounds[stage + 1]
         for k, (w, bias, last) in enumerate(self.net.layers(theta, self.in_dim)):
             if k < lo:
