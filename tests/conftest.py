@@ -1,7 +1,30 @@
 """Shared test settings."""
 
+import ast
+import functools
+import sys
+import threading
+
 import pytest
 import torch
+
+if sys.version_info < (3, 13):
+    # CPython before 3.13 keeps the AST constructor's recursion counter in one per-interpreter
+    # struct, so two threads inside ``ast.parse`` at once (a GC pause lets the GIL switch in
+    # the middle) fail with "SystemError: AST constructor recursion depth mismatch"
+    # (python/cpython#106905). In this suite the main thread parses for pytest's assertion
+    # rewriting while threads of in-process Dask clients format tracebacks, which on 3.11
+    # calls ``ast.parse`` for the ^^^ markers; CI failed on it twice (in test_structure, and
+    # importing a plugin after the last test). One lock around ``ast.parse`` serialises them.
+    _ast_parse = ast.parse
+    _ast_lock = threading.RLock()
+
+    @functools.wraps(_ast_parse)
+    def _locked_parse(*args, **kwargs):
+        with _ast_lock:
+            return _ast_parse(*args, **kwargs)
+
+    ast.parse = _locked_parse
 
 
 @pytest.fixture(autouse=True, scope="session")
