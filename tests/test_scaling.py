@@ -108,6 +108,25 @@ def test_communication_is_the_plans_bytes(plan):
     assert p.gather_s == pytest.approx(8 * rows / 2 / 1e8)    # half the values come in
 
 
+def test_data_parallel_step_is_amdahl_plus_the_gradient_all_reduce():
+    costs = StepCosts(0.002, 0.018)
+    for ranks in (1, 2, 4):
+        p = scaling.predict_data_parallel(costs, 1000, WIRE, ranks=ranks,
+                                          algorithms={"gloo": FREE_CPU})
+        assert p.compute_s == pytest.approx(0.002 + 0.018 / ranks)
+        # ring: 2 (n-1)/n of the P + 1 float64 over the link, at 1e8 B/s and no latency
+        assert p.reduce_s == pytest.approx(2 * (ranks - 1) / ranks * 8 * 1001 / 1e8)
+        assert p.gather_s == 0.0 and p.sr == pytest.approx(0.02 / p.step_s)
+    adam = scaling.predict_data_parallel(costs, 1000, WIRE, ranks=2, algorithms={"gloo": FREE_CPU})
+    lm = scaling.predict_data_parallel(costs, 1000, WIRE, ranks=2, optimizer="lm",
+                                       algorithms={"gloo": FREE_CPU})
+    assert lm.reduce_s - adam.reduce_s == pytest.approx(8 * 1000**2 / 1e8)  # + J^T J
+    with pytest.raises(ValueError, match="optimizer"):
+        scaling.predict_data_parallel(costs, 10, WIRE, ranks=2, optimizer="sgd")
+    with pytest.raises(ValueError, match="ranks"):
+        scaling.predict_data_parallel(costs, 10, WIRE, ranks=0)
+
+
 def test_step_costs_from_profiler_records_recover_the_split():
     # 2 ranks: replicated 4 ms + split 12 ms / 2 = 10 ms of compute each, plus waits
     records = []

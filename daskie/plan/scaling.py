@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 __all__ = ["ALGORITHMS", "Algorithm", "Network", "Prediction", "StepCosts", "allgather_time",
-           "allreduce_time", "collective_bytes", "predict", "LOOPBACK", "GIGABIT",
+           "allreduce_time", "collective_bytes", "predict", "predict_data_parallel", "LOOPBACK", "GIGABIT",
            "EMULATED_GIGABIT", "CPU_S_PER_FLOP", "REPLICATED_FRACTION"]
 
 MB = 2**20
@@ -371,6 +371,62 @@ def predict(plan, costs: StepCosts, network: Network, *, ranks: int | None = Non
                       step_s=step, seq_step_s=costs.total_s, sr=costs.total_s / step,
                       assumptions={"gpu_speed": gpu_speed, "balance": balance,
                                    "method": method, "network": network.name,
+                                   "replicated_fraction": round(costs.replicated_s
+                                                                / costs.total_s, 3)
+                                   if costs.total_s else 0.0})
+
+
+def predict_data_parallel(costs: StepCosts, n_params: int, network: Network, *, ranks: int,
+                          optimizer: str = "adam", method: str = "gloo",
+                          ranks_per_host: int = 1, cores_per_host: int | None = None,
+                          algorithms: dict | None = None) -> Prediction:
+    """Predict one data-parallel step (operator learning, :class:`~daskie.strategies.DataParallel`).
+
+    Every rank computes its shard's loss and gradient (``costs.split_s`` is dealt over the
+    ranks) and the optimizer update (``costs.replicated_s``, done whole by every rank); the
+    ranks then all-reduce what the optimizer needs, as :class:`~daskie.train.collective.ShardedObjective`
+    does: for ``"adam"`` the loss and the gradient in one buffer (``P + 1`` float64); for
+    ``"lm"`` the loss and ``J^T r`` (``P + 1``) and then ``J^T J`` (``P^2``).
+
+    Parameters
+    ----------
+    costs : StepCosts
+        Seconds per step on one CPU core.
+    n_params : int
+        Parameters ``P`` of the network.
+    network : Network
+    ranks : int
+    optimizer : {"adam", "lm"}
+    method, ranks_per_host, cores_per_host, algorithms
+        As for :func:`predict`.
+
+    Returns
+    -------
+    Prediction
+        ``gather_s`` is 0 (data parallelism gathers nothing); ``sr`` is the speed-up over one
+        CPU core at equal steps.
+    """
+    if optimizer not in ("adam", "lm"):
+        raise ValueError(f"optimizer must be 'adam' or 'lm', got {optimizer!r}")
+    r = int(ranks)
+    if r < 1:
+        raise ValueError(f"ranks must be >= 1, got {r}")
+    algos = algorithms or ALGORITHMS
+    if method not in algos:
+        raise ValueError(f"unknown all-reduce method {method!r}; use one of "
+                         f"{', '.join(sorted(algos))}")
+    kw = dict(algorithm=algos[method], ranks_per_host=ranks_per_host,
+              cores_per_host=cores_per_host)
+    p = int(n_params)
+    reduce = allreduce_time(method, r, 8.0 * (p + 1), network, **kw)
+    if optimizer == "lm":
+        reduce += allreduce_time(method, r, 8.0 * p * p, network, **kw)
+    compute = costs.replicated_s + costs.split_s / r
+    step = compute + reduce
+    return Prediction(ranks=r, gpus=0, compute_s=compute, gather_s=0.0, reduce_s=reduce,
+                      step_s=step, seq_step_s=costs.total_s, sr=costs.total_s / step,
+                      assumptions={"optimizer": optimizer, "method": method,
+                                   "network": network.name, "n_params": p,
                                    "replicated_fraction": round(costs.replicated_s
                                                                 / costs.total_s, 3)
                                    if costs.total_s else 0.0})
