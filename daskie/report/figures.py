@@ -18,8 +18,8 @@ from bokeh.plotting import figure
 
 from daskie import records as kinds
 
-__all__ = ["format_value", "group_label", "group_color", "submodel_names", "loss_columns",
-           "losses_are_joint", "curve_style", "mse_columns", "window_columns",
+__all__ = ["format_value", "legend_above", "group_label", "group_color", "submodel_names",
+           "loss_columns", "losses_are_joint", "curve_style", "mse_columns", "window_columns",
            "empty_window_columns", "loss_figure", "timeline_height", "timeline_figure",
            "window_cost_figure"]
 
@@ -252,12 +252,13 @@ def timeline_figure(source: ColumnDataSource, workers=(), **kw):
     bars = p.hbar(y="worker", left="left", right="right", height=0.7, color="color",
                   line_color="white", source=source)
     p.add_tools(_window_hover())
-    _legend_above(p, [LegendItem(label={"field": "label"}, renderers=[bars])])
+    legend_above(p, [LegendItem(label={"field": "label"}, renderers=[bars])])
     return p
 
 
-def _legend_above(p, items):
-    # Outside the plot: bars and points fill the whole frame.
+def legend_above(p, items):
+    """A one-row legend of ``items`` (``LegendItem`` or ``(label, [renderers])``) between
+    the title and the frame, off the data (bars and curves fill the whole frame)."""
     p.add_layout(Legend(items=items, orientation="horizontal", location="top_left"), "above")
 
 
@@ -271,5 +272,5 @@ def window_cost_figure(source: ColumnDataSource, **kw):
     p.scatter("window", "sync_s", source=source, color="color", size=9, marker="x")
     p.add_tools(_window_hover())
     # One entry per group (bokeh groups the rows by the label field), in the group's colour.
-    _legend_above(p, [LegendItem(label={"field": "label"}, renderers=[t_k])])
+    legend_above(p, [LegendItem(label={"field": "label"}, renderers=[t_k])])
     return p

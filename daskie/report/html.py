@@ -59,7 +59,7 @@ def run_report(store, out) -> str:
     has_history = any(str(n).startswith("history_") for n in ds.data_vars)
     records = None if has_history else store.history()
     layout = run_layout(ds, records=records, windows=windows)
-    return _write(layout, out, run_title(ds.attrs).replace("daskie run: ", "daskie: "))
+    return write_page(layout, out, run_title(ds.attrs).replace("daskie run: ", "daskie: "))
 
 
 def bench_report(records_file, out) -> str:
@@ -75,7 +75,7 @@ def bench_report(records_file, out) -> str:
     except json.JSONDecodeError as exc:
         raise SpecError(f"{path!r} is not valid JSON ({exc})") from None
     name = os.path.basename(path)
-    return _write(bench_layout(data, title=f"daskie benchmark: {name}"), out, f"daskie: {name}")
+    return write_page(bench_layout(data, title=f"daskie benchmark: {name}"), out, f"daskie: {name}")
 
 
 def write_report(source, out=None) -> str:
@@ -94,7 +94,11 @@ def write_report(source, out=None) -> str:
     return run_report(path, out)
 
 
-def _write(layout, out, title) -> str:
+def write_page(layout, out, title) -> str:
+    """Write a bokeh ``layout`` as one self-contained HTML file (bokeh's JavaScript inline,
+    so the page opens without a network) titled ``title``; returns the path written.
+    ``out`` is checked first (:func:`check_output`): a missing folder or a file that cannot
+    be written is a :class:`~daskie.errors.StorePathError` naming it."""
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
 

@@ -55,7 +55,7 @@ def operator_report(source, out) -> str:
     out : str or path-like
         The HTML file (replaced if it exists).
     """
-    from daskie.report.html import _write, check_output
+    from daskie.report.html import check_output, write_page
 
     check_output(out)
     if isinstance(source, (str, os.PathLike)):
@@ -68,7 +68,7 @@ def operator_report(source, out) -> str:
         attrs = {**ds.attrs, "family": getattr(source.family, "name", None),
                  "n_params": int(source.theta.numel())}
     title = f"daskie operator: {attrs.get('family') or 'operator'}"
-    return _write(operator_layout(ds, records, attrs, title), out, title)
+    return write_page(operator_layout(ds, records, attrs, title), out, title)
 
 
 def _summary(attrs, records) -> Div:
@@ -159,20 +159,19 @@ def _instances_1d(ds):
                    height=260, sizing_mode="stretch_width", x_axis_label="x")
         ref = np.asarray(ds["reference"].values[i])[order]
         pred = np.asarray(ds["prediction"].values[i])[order]
-        p.line(x[order], ref, color="black", line_width=2, legend_label="reference")
-        p.scatter(x[order], pred, color=Category10_10[3], size=6, legend_label="operator")
-        p.legend.location = "top_left"
-        p.legend.background_fill_alpha = 0.5
+        lines = p.line(x[order], ref, color="black", line_width=2)
+        dots = p.scatter(x[order], pred, color=Category10_10[3], size=6)
+        figures.legend_above(p, [("reference", [lines]), ("operator", [dots])])
         plots.append(p)
     # the differences, invisible at the scale of mu itself
     err = figure(title="operator - reference of these instances", height=260,
                  sizing_mode="stretch_width", x_axis_label="x")
+    items = []
     for k, (i, what) in enumerate(_picks(rel)):
         diff = (np.asarray(ds["prediction"].values[i]) - np.asarray(ds["reference"].values[i]))
-        err.line(x[order], diff[order], color=Category10_10[k], line_width=2,
-                 legend_label=f"instance {int(ds.instance.values[i])} ({what})")
-    err.legend.location = "top_left"
-    err.legend.background_fill_alpha = 0.5
+        items.append((f"{int(ds.instance.values[i])} ({what})",
+                      [err.line(x[order], diff[order], color=Category10_10[k], line_width=2)]))
+    figures.legend_above(err, items)
     plots.append(err)
     return gridplot(plots, ncols=2, sizing_mode="stretch_width")
 
