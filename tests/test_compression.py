@@ -6,7 +6,9 @@ against their error bounds; the Stein estimator against the autodiff derivative 
 own standard error; Levenberg-Marquardt training a TT network.
 """
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,9 +86,11 @@ def test_tt_init_has_the_dense_variance():
     TTMLP(hidden=(16, 16, 16), ranks=3, cores=2),
     TTMLP(hidden=(8, 12), ranks=(2,), cores=2, activation="sin"),
     MLP(hidden=(12, 12), quant=Int8()),
+    MLP(hidden=(12, 12), quant=Int8(weight_scale="row")),
     MLP(hidden=(12, 12), quant=MX(block=4), activation="sigmoid"),
     TTMLP(hidden=(16, 16), ranks=2, quant=Int8()),
-], ids=["tt", "tt-sin", "int8", "mx", "tt-int8"])
+    TTMLP(hidden=(16, 16), ranks=2, quant=Int8(weight_scale="row", activations=False)),
+], ids=["tt", "tt-sin", "int8", "int8-row", "mx", "tt-int8", "tt-int8-row-wonly"])
 def test_point_jacobians_equal_autograd(net):
     theta = net.init_params(3, _gen(3))
     theta = theta + 0.1 * torch.randn(theta.shape, generator=_gen(4), dtype=torch.float64)  # biases != 0
@@ -154,6 +158,53 @@ def test_int8_error_within_half_a_step():
     assert torch.all(q.dequantize_activation(h)[4] == 0)  # a zero row stays zero
 
 
+def test_int8_row_scales_keep_each_row_within_half_its_own_step():
+    x = torch.randn(9, 14, generator=_gen(20), dtype=torch.float64)
+    x[3] *= 1e-4  # a row of small weights
+    x[6] = 0.0  # and a zero row
+    q = Int8(weight_scale="row")
+    deq, step = q.dequantize_weight(x), q.step_weight(x)
+    for i in range(9):
+        row_step = x[i].abs().max() / 127 if x[i].abs().max() > 0 else 1.0
+        assert torch.all(step[i] == row_step)  # one scale per output row, of that row only
+        err = (deq[i] - x[i]).abs()
+        assert err.max() <= row_step / 2 * (1 + 1e-12)
+        assert torch.allclose(deq[i] / row_step, torch.round(deq[i] / row_step), atol=1e-9)
+    assert torch.all(deq[6] == 0)
+    # the small row keeps 8 bits of its own; one scale for the tensor rounds it to zero
+    assert (deq[3] - x[3]).abs().max() <= x[3].abs().max() / 254 * (1 + 1e-12)
+    assert torch.all(Int8().dequantize_weight(x)[3] == 0)
+    # a row's scale is a function of that row only: changing another row leaves it unchanged
+    y = x.clone()
+    y[0] *= 50
+    assert torch.equal(q.dequantize_weight(y)[1:], deq[1:])
+    assert not torch.equal(Int8().dequantize_weight(y)[1:], Int8().dequantize_weight(x)[1:])
+    assert q.weight_bytes((9, 14)) == 9 * 14 + 9 * 4 and Int8().weight_bytes((9, 14)) == 9 * 14 + 4
+    assert (q.label, Int8(activations=False).label, Int8(bits=12).label) == ("int8-row", "int8-wonly", "int12")
+
+
+def test_int8_weights_only_leaves_the_activations_exact():
+    theta = MLP(hidden=(10, 10)).init_params(3, _gen(21))
+    z = torch.rand(17, 3, generator=_gen(22), dtype=torch.float64)
+    q = Int8(weight_scale="row", activations=False)
+    h = torch.rand(4, 10, generator=_gen(23), dtype=torch.float64)
+    assert torch.equal(q.activation(h), h) and torch.all(q.step_activation(h) == 0)
+    # the network is the float64 network of the per-row rounded weights, computed by hand
+    hand, offset, sizes = z, 0, [3, 10, 10, 1]
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = theta[offset:offset + a * b].view(b, a)
+        step = w.abs().amax(dim=1, keepdim=True) / 127
+        w = torch.round(w / step) * step
+        bias = theta[offset + a * b:offset + a * b + b]
+        offset += a * b + b
+        hand = hand @ w.T + bias
+        if k < 2:
+            hand = torch.tanh(hand)
+    assert torch.allclose(MLP(hidden=(10, 10), quant=q).apply(theta, z), hand[:, 0], atol=1e-14, rtol=0)
+    assert not torch.allclose(MLP(hidden=(10, 10), quant=Int8(weight_scale="row")).apply(theta, z),
+                              hand[:, 0], atol=1e-6, rtol=0)  # with activations it differs
+
+
 def test_mx_error_within_the_block_bound():
     x = torch.randn(20, 13, generator=_gen(9), dtype=torch.float64)
     x[:8, :8] *= 1e-3  # a tile of small values keeps its own scale
@@ -187,8 +238,9 @@ def test_straight_through_gradient_and_float64_master_weights():
     assert torch.equal(g, torch.ones(5, dtype=torch.float64))
 
 
-def test_quantized_network_is_batch_independent_and_shards_sum_to_the_full_gradient():
-    net = MLP(hidden=(10, 10), quant=Int8())
+@pytest.mark.parametrize("quant", [Int8(), Int8(weight_scale="row"), MX(block=4)], ids=["int8", "int8-row", "mx"])
+def test_quantized_network_is_batch_independent_and_shards_sum_to_the_full_gradient(quant):
+    net = MLP(hidden=(10, 10), quant=quant)
     theta = net.init_params(2, _gen(13))
     z = torch.rand(30, 2, generator=_gen(14), dtype=torch.float64)
     whole = net.apply(theta, z)
@@ -309,6 +361,8 @@ def test_difference_based_quantization_keeps_small_differences():
     (lambda: TTMLP(hidden=(16, 16), cores=1), "TTMLP.cores"),
     (lambda: MLP(quant="int8"), "MLP.quant"),
     (lambda: Int8(bits=1), "Int8.bits"),
+    (lambda: Int8(weight_scale="column"), "Int8.weight_scale"),
+    (lambda: Int8(activations=1), "Int8.activations"),
     (lambda: MX(block=0), "MX.block"),
     (lambda: Stein(width=0.0), "Stein.width"),
     (lambda: Stein(samples=0), "Stein.samples"),
@@ -339,3 +393,67 @@ def test_quantized_tt_stein_data_parallel_equals_serial_and_one_process(client):
     np.testing.assert_allclose(dist["mu"].values, mono["mu"].values, rtol=0, atol=1e-9)
     assert dist.attrs["n_params"] == mono.attrs["n_params"] == sum(
         s.n_params for s in form.discretize(e1).submodels.values())
+
+
+@pytest.mark.usefixtures("runtime_numbers")
+def test_per_row_int8_adam_data_parallel_equals_serial_and_one_process(client):
+    """Per-row weight scales depend on the replicated master weights only: data-parallel Adam
+    of a per-row int8 network gives the serial numbers on a cluster, and one process's."""
+    from daskie import Adam, DataParallel, Monolithic, solve
+
+    form = OrderReduction(net=MLP(hidden=(8, 8), quant=Int8(weight_scale="row")), points=64, aux_points=64)
+    opt = Adam(lr=1e-2, steps=4)
+    e2 = catalog.get("E2")
+    mono = solve(e2, form, Monolithic(), opt, client="sync")
+    serial = solve(e2, form, DataParallel(shards=2, window=2), opt, client="sync")
+    dist = solve(e2, form, DataParallel(shards=2, window=2), opt, client=client)
+    np.testing.assert_array_equal(serial["mu"].values, dist["mu"].values)
+    assert serial.attrs["loss"] == dist.attrs["loss"]
+    np.testing.assert_allclose(dist["mu"].values, mono["mu"].values, rtol=0, atol=1e-9)
+
+
+# --- the benchmark's optimizer option and quantization floor ------------------------------
+
+def _compression_bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compression.py"
+    spec = importlib.util.spec_from_file_location("compression_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_compression_benchmark_trains_every_network_with_the_chosen_optimizer(tmp_path):
+    import json
+
+    from daskie import Adam
+
+    bench = _compression_bench()
+    small = ["--problems", "E1", "--points", "32", "--aux-points", "32", "--width", "6", "--steps", "5"]
+    out = tmp_path / "adam.json"
+    bench.main([*small, "--optimizer", "adam", "--lr", "3e-3", "--only", "dense,int8,int8row",
+                "--out", str(out)])
+    recs = {r["quant"] or "dense": r for r in json.loads(out.read_text())}
+    assert {r["optimizer"] for r in recs.values()} == {"adam"} and recs["int8-row"]["lr"] == 3e-3
+    assert recs["int8-row"]["network"] == "int8" and recs["int8-row"]["steps"] == 5
+    # the dense record is Adam(lr=3e-3) on the same objective, step for step
+    form = OrderReduction(net=MLP(hidden=(6, 6, 6)), points=32, aux_points=32)
+    obj = Objective(form.discretize(catalog.get("E1"), seed=0))
+    theta, opt = obj.init_params(0), Adam(lr=3e-3, steps=5)
+    state = opt.init_state(obj, theta)
+    for k in range(5):
+        theta, state, info = opt.step(obj, theta, state, k)
+    assert recs["dense"]["mse"] == pytest.approx(obj.mse(theta), rel=1e-12)
+    # the floor: the trained dense parameters read through each format, and each quantized
+    # record carries its own format's figure
+    ptq = recs["dense"]["ptq_mse"]
+    assert ptq["int16"] == pytest.approx(recs["dense"]["mse"], rel=1e-3)  # 16 bits: all but exact
+    assert ptq["int8"] != pytest.approx(recs["dense"]["mse"], rel=1e-6)
+    quantized = Objective(OrderReduction(net=MLP(hidden=(6, 6, 6), quant=Int8(weight_scale="row")),
+                                         points=32, aux_points=32).discretize(catalog.get("E1"), seed=0))
+    assert ptq["int8-row"] == pytest.approx(quantized.mse(theta), rel=1e-12)
+    assert recs["int8"]["ptq_floor"] == ptq["int8"] and recs["int8-row"]["ptq_floor"] == ptq["int8-row"]
+    assert recs["int8"]["mse_ratio"] == pytest.approx(recs["int8"]["mse"] / recs["dense"]["mse"])
+    # and LM, the default
+    bench.main([*small, "--only", "dense", "--out", str(tmp_path / "lm.json")])
+    (lm,) = json.loads((tmp_path / "lm.json").read_text())
+    assert lm["optimizer"] == "lm" and lm["lr"] is None and lm["mse"] < recs["dense"]["mse"]

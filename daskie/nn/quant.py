@@ -7,15 +7,18 @@ low-precision grid and hands the rounded values on as float64 numbers. Gradients
 the rounding straight through (``d q(w) / d w = 1``), so the optimizer updates the master
 weights with the gradient of the quantized network.
 
-Every scale is a function of the values it quantizes only: a weight tensor's scale of the
-(replicated) master weights, an activation's scale of its own row (one point). No scale
-depends on the batch, the shard or a random draw, so every rank of a data-parallel run
-quantizes the same numbers the same way, and sharded training equals serial training.
+Every scale is a function of the values it quantizes only: a weight tensor's (or a weight
+row's) scale of the (replicated) master weights, an activation's scale of its own row (one
+point). No scale depends on the batch, the shard or a random draw, so every rank of a
+data-parallel run quantizes the same numbers the same way, and sharded training equals
+serial training.
 
 Two formats:
 
-* :class:`Int8` -- symmetric integers, one scale per weight tensor (``max|w| / 127``) and one
-  per activation row; error at most half a scale step per element.
+* :class:`Int8` -- symmetric integers, one scale per weight tensor (``max|w| / 127``) or one
+  per output row of a weight matrix (``max|W[i, :]| / 127``, ``weight_scale="row"``), and one
+  per activation row; error at most half a scale step per element. ``activations=False``
+  quantizes the weights only (for measuring which part of the error dominates).
 * :class:`MX` -- an MX-like block format: square ``block x block`` tiles of a weight matrix
   share one power-of-two scale (a square tile is the same tile of ``W`` and of ``W^T``, so
   the backward pass reads the forward's quantized weights: seed 003's square-block MX), and
@@ -112,45 +115,71 @@ def _check_bits(owner, bits):
 
 @dataclass(frozen=True)
 class Int8(Quantizer):
-    """Symmetric integer quantization: one scale ``max|w| / qmax`` per weight tensor, one
-    ``max|h_row| / qmax`` per activation row (point).
+    """Symmetric integer quantization: one scale ``max|w| / qmax`` per weight tensor (or per
+    output row of it), one ``max|h_row| / qmax`` per activation row (point).
 
     Parameters
     ----------
     bits : int
         Bits per element, sign included (8: int8, ``qmax = 127``).
+    weight_scale : str
+        ``"tensor"``: one scale per weight tensor; ``"row"``: one per output row ``W[i, :]``
+        (per-channel, as most int8 training does: a row of small weights keeps its own
+        resolution instead of the step of the tensor's largest weight).
+    activations : bool
+        Quantize the hidden activations too (default); False: weights only.
     """
 
     bits: int = 8
+    weight_scale: str = "tensor"
+    activations: bool = True
 
     def __post_init__(self):
         _check_bits("Int8", self.bits)
+        if self.weight_scale not in ("tensor", "row"):
+            raise SpecError(f"Int8.weight_scale must be 'tensor' or 'row', got {self.weight_scale!r}")
+        if not isinstance(self.activations, bool):
+            raise SpecError(f"Int8.activations must be True or False, got {self.activations!r}")
 
     @property
     def label(self) -> str:
-        """``"int8"`` (``"int<bits>"`` for other widths)."""
-        return "int8" if self.bits == 8 else f"int{self.bits}"
+        """``"int8"`` (``"int<bits>"`` for other widths), ``-row`` for per-row weight scales,
+        ``-wonly`` without activation quantization."""
+        name = "int8" if self.bits == 8 else f"int{self.bits}"
+        return name + ("-row" if self.weight_scale == "row" else "") + ("" if self.activations else "-wonly")
 
     def step_weight(self, w):
-        """One step ``max|w| / qmax`` for the whole tensor."""
+        """One step ``max|w| / qmax`` for the whole tensor, or one per output row (``"row"``)."""
         import torch
 
-        amax = w.abs().max()
+        amax = w.abs().amax(dim=-1, keepdim=True) if self.weight_scale == "row" else w.abs().max()
         return torch.where(amax > 0, amax / self.qmax, torch.ones_like(amax)).expand_as(w)
 
     def step_activation(self, h):
-        """One step ``max|h_row| / qmax`` per row (point)."""
+        """One step ``max|h_row| / qmax`` per row (point); zero (exact) with ``activations=False``."""
         import torch
 
+        if not self.activations:
+            return torch.zeros_like(h)
         amax = h.abs().amax(dim=-1, keepdim=True)
         return torch.where(amax > 0, amax / self.qmax, torch.ones_like(amax)).expand_as(h)
 
+    def activation(self, h):
+        """Quantized activations ``h`` (straight-through); ``h`` itself with ``activations=False``."""
+        return super().activation(h) if self.activations else h
+
+    def dequantize_activation(self, h):
+        """Activations rounded to the grid (``h`` unchanged with ``activations=False``)."""
+        return super().dequantize_activation(h) if self.activations else h.detach()
+
     def weight_bytes(self, shape) -> int:
-        """``bits / 8`` bytes per element and one float32 scale."""
+        """``bits / 8`` bytes per element and one float32 scale per tensor (per row with
+        ``weight_scale="row"``)."""
         n = 1
         for s in shape:
             n *= int(s)
-        return (n * self.bits + 7) // 8 + 4  # elements and one float32 scale
+        scales = int(shape[0]) if self.weight_scale == "row" and len(shape) == 2 else 1
+        return (n * self.bits + 7) // 8 + 4 * scales  # elements and float32 scales
 
 
 @dataclass(frozen=True)
