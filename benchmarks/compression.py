@@ -25,11 +25,12 @@ held-back Sobol points), ``loss``, ``steps``, ``wall_s``,
 LM step builds before its solve, and what an Adam step costs), ``mse_ratio`` (against its
 baseline), ``param_ratio`` (baseline / this) and the cost ratios.
 
-The representation floor of the quantized formats: every dense record carries ``ptq_mse``,
-the MSE of its trained float64 parameters read through each format after training
+The representation floor of the quantized formats: every dense record carries ``ptq_mse``
+and ``ptq_loss``, the MSE and the training loss of its trained float64 parameters read
+through each format after training
 (post-training quantization, no retraining: ``int8``, ``int8-row``, the weights-only
 ``int8-wonly`` / ``int8-row-wonly``, ``int12``, ``int16``, ``mx``); a quantized record
-carries ``ptq_floor``, that figure for its own format. Quantization-aware training may land
+carries ``ptq_floor`` and ``ptq_floor_loss``, those figures for its own format. Quantization-aware training may land
 somewhat below it (it adapts the weights to the grid), but where the dense run goes far
 below the floor of a format, that format is not expected to follow it within 10x.
 
@@ -105,18 +106,23 @@ def optimizer(args):
     return "lm", LevenbergMarquardt(steps=args.steps, scaling="levenberg")
 
 
-def ptq_mse(form, problem, theta, seed, formats):
-    """MSE of the trained full-precision ``theta`` read through each quantization format
-    (post-training quantization: the same parameters, the network's ``quant`` replaced)."""
+def ptq(form, problem, theta, seed, formats):
+    """``(mse, loss)``: dicts of the MSE and the training loss of the trained full-precision
+    ``theta`` read through each quantization format (post-training quantization: the same
+    parameters, the network's ``quant`` replaced)."""
     from dataclasses import replace
+
+    import torch
 
     from daskie.train import Objective
 
-    out = {}
+    mse, loss = {}, {}
     for label, quant in formats.items():
-        qform = replace(form, net=replace(form.net, quant=quant))
-        out[label] = float(Objective(qform.discretize(problem, seed=seed)).mse(theta))
-    return out
+        qobj = Objective(replace(form, net=replace(form.net, quant=quant)).discretize(problem, seed=seed))
+        mse[label] = float(qobj.mse(theta))
+        with torch.no_grad():
+            loss[label] = float(qobj.loss(theta))
+    return mse, loss
 
 
 def run_one(problem_name, name, net, derivative, args):
@@ -154,7 +160,7 @@ def run_one(problem_name, name, net, derivative, args):
            "derivative": disc.info.get("derivative"),
            "quant": None if net.quant is None else net.quant.label}
     if net.quant is None and derivative == "autodiff" and not hasattr(net, "dense_params"):
-        rec["ptq_mse"] = ptq_mse(form, problem, theta, args.seed, ptq_formats(args))
+        rec["ptq_mse"], rec["ptq_loss"] = ptq(form, problem, theta, args.seed, ptq_formats(args))
     if hasattr(net, "dense_params"):
         rec.update(tt_ranks=list(net.ranks), tt_cores=net.cores,
                    dense_params=sum(net.dense_params(d) for d in in_dims.values()))
@@ -224,6 +230,7 @@ def main(argv=None):
             base = done.get(baseline)
             if net.quant is not None and base is not None and "ptq_mse" in base:
                 rec["ptq_floor"] = base["ptq_mse"].get(net.quant.label)
+                rec["ptq_floor_loss"] = base["ptq_loss"].get(net.quant.label)
             rec["baseline"] = None if baseline is None else f"dense{list(nets[baseline][0].hidden)}"
             if base is not None:
                 rec["mse_ratio"] = rec["mse"] / base["mse"]

@@ -451,6 +451,8 @@ def test_compression_benchmark_trains_every_network_with_the_chosen_optimizer(tm
     quantized = Objective(OrderReduction(net=MLP(hidden=(6, 6, 6), quant=Int8(weight_scale="row")),
                                          points=32, aux_points=32).discretize(catalog.get("E1"), seed=0))
     assert ptq["int8-row"] == pytest.approx(quantized.mse(theta), rel=1e-12)
+    assert recs["dense"]["ptq_loss"]["int8-row"] == pytest.approx(float(quantized.loss(theta)), rel=1e-12)
+    assert recs["int8-row"]["ptq_floor_loss"] == recs["dense"]["ptq_loss"]["int8-row"]
     assert recs["int8"]["ptq_floor"] == ptq["int8"] and recs["int8-row"]["ptq_floor"] == ptq["int8-row"]
     assert recs["int8"]["mse_ratio"] == pytest.approx(recs["int8"]["mse"] / recs["dense"]["mse"])
     # and LM, the default
