@@ -2,6 +2,8 @@
 
     python benchmarks/operator.py [--families fredholm-1d volterra-1d-sin fredholm-2d]
                                   [--n 500] [--test 200] [--steps 100] [--steps-2d 25]
+                                  [--n-nonlinear 2200] [--adam-steps 12000] [--batch 200]
+                                  [--adam-lr 3e-3] [--adam-decay 1e-3]
                                   [--scaling-n 800] [--scaling-steps 150]
                                   [--scaling-lm-steps 8] [--scaling-train 1024]
                                   [--dir /tmp/daskie-operator]
@@ -12,7 +14,16 @@ cluster (2 workers x 1 thread) into a zarr data set; ``learn_operator``'s defaul
 (:func:`daskie.operator.default_net`: a linear branch for the linear families) trained with
 Levenberg-Marquardt on the first ``n - test`` to the integral term ``mu - f / alpha``
 (``OperatorLoss(skip=True)``; data loss, one rank; ``--steps`` steps in 1-D, ``--steps-2d``
-in 2-D, where the rows and so ``J^T J`` cost several times more); then, on the ``--test``
+in 2-D, where the rows and so ``J^T J`` cost several times more). A nonlinear family
+(``volterra-1d-sin``) has ``--n-nonlinear`` instances instead and is trained with mini-batch
+Adam (``--adam-steps`` steps of ``--batch`` instances, ``lr_k = lr / (1 + decay k)``): its
+solution operator is a nonlinear map of f and lambda, which 300 instances do not pin down,
+and a Levenberg-Marquardt step over the rows of 2000 instances costs tens of seconds here.
+Its record also carries ``reference_rel_l2_vs_ode`` (the Nystrom references against the
+family's equivalent ODE ``I' = -I + lam sin(f + I)`` solved by scipy), and every record
+``trunk_projection_floor_median`` (the error left by projecting the held-out integral terms
+on the leading ``width`` POD modes of the training ones: the trunk's best case). Then, on
+the ``--test``
 held-out instances, the relative L2 error of mu against the reference (median, 95th
 percentile), the time of one operator forward pass per instance (``predict_s``: 1000 new
 instances in one call from their sensor values, divided by 1000) and of one reference
@@ -37,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import time
 
@@ -74,7 +86,60 @@ def _reference_accuracy(fam, query, k=5):
     return worst
 
 
-def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None):
+def _volterra_ode_check(fam, query, k=8):
+    """For ``volterra-1d-sin`` (kernel ``exp(-(x - t))``): ``I = mu - f`` solves the ODE
+    ``I' = -I + lam sin(f + I)``, ``I(0) = 0``; the relative L2 difference at the query
+    points between the Nystrom reference and that ODE solved by scipy (DOP853, rtol 1e-12),
+    max over ``k`` instances: the data checked by an independent method."""
+    from scipy.integrate import solve_ivp
+
+    x = np.asarray(query, dtype=float)[:, 0]
+    worst = 0.0
+    for p in fam.sample(k, seed=123):
+        lam = float(p[-1])
+
+        def rhs(t, i, p=p, lam=lam):
+            return -i + lam * np.sin(fam.f_values(p[None], np.array([[t]]))[0, 0] + i)
+
+        ode = solve_ivp(rhs, (0.0, 1.0), [0.0], t_eval=x, method="DOP853", rtol=1e-12,
+                        atol=1e-14).y[0] + fam.f_values(p[None], x[:, None])[0]
+        ref = fam.reference().solve(fam.problem(p))(x[:, None])
+        worst = max(worst, float(np.linalg.norm(ref - ode) / np.linalg.norm(ode)))
+    return worst
+
+
+def _projection_floor(fam, ds, n_train, width):
+    """Median relative L2 error of mu on the held-out instances when their integral term
+    ``mu - f / alpha`` is replaced by its projection on the leading ``width`` POD modes of
+    the training instances': what a trunk of ``width`` features could reach at best, had
+    the branch the exact coefficients."""
+    x = ds.query_x.values
+    mu, params = ds.mu.values, ds.params.values
+    skip = mu - fam.f_values(params, x) / fam.alpha
+    _, _, vt = np.linalg.svd(skip[:n_train], full_matrices=False)
+    v = vt[:width]
+    test = skip[n_train:]
+    rest = test - (test @ v.T) @ v
+    return float(np.median(np.linalg.norm(rest, axis=1) / np.linalg.norm(mu[n_train:], axis=1)))
+
+
+def _nonlinear_optimizer(adam):
+    """The accuracy runs' training of a nonlinear family: mini-batch Adam (``adam``: steps,
+    lr, decay, batch instances per step) over many instances, where a full-batch
+    Levenberg-Marquardt step on as many rows (rows x P^2 flops for ``J^T J``) costs seconds."""
+    from daskie.strategies import OperatorDataParallel
+    from daskie.train import Adam
+
+    return (Adam(lr=adam["lr"], decay=adam["decay"], steps=adam["steps"]),
+            OperatorDataParallel(shards=1, window=1000, batch=adam["batch"]),
+            f"Adam({adam['steps']}, lr={adam['lr']:g}, decay={adam['decay']:g}, "
+            f"batch={adam['batch']})")
+
+
+def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None, adam=None):
+    """One accuracy record of family ``name``: ``n`` instances (the last ``n_test`` held
+    out), trained with LM(``steps``) full batch, or with mini-batch Adam when ``adam`` (a dict
+    of steps, lr, decay, batch) is given (the nonlinear family's configuration)."""
     import xarray as xr
 
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
@@ -95,9 +160,14 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None):
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     net = _accuracy_net(fam, sensors)
+    if adam is None:
+        optimizer, strategy = LevenbergMarquardt(steps=steps), \
+            OperatorDataParallel(shards=1, window=None)
+        label = f"LM({steps})"
+    else:
+        optimizer, strategy, label = _nonlinear_optimizer(adam)
     op, hist = fit_operator(fam, path, loss=OperatorLoss(net, skip=skip), client="sync",
-                            optimizer=LevenbergMarquardt(steps=steps),
-                            strategy=OperatorDataParallel(shards=1, window=None),
+                            optimizer=optimizer, strategy=strategy,
                             train=(0, n - n_test), test=(n - n_test, n))
     train_s = time.perf_counter() - t0
     op.history = hist
@@ -124,8 +194,11 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None):
             "reference_n": fam.reference_n,
             "reference_rel_l2_vs_2n": _reference_accuracy(fam, ds.query_x.values),
             "reference_residual_max": float(ds.residual.values.max()),
+            "reference_rel_l2_vs_ode": _volterra_ode_check(fam, ds.query_x.values)
+            if name == "volterra-1d-sin" else None,
+            "trunk_projection_floor_median": _projection_floor(fam, ds, n - n_test, net.width),
             "data_s": data_s, "data_blocks_solved": gen["solved"], "train_s": train_s,
-            "optimizer": f"LM({steps})", "n_params": int(op.theta.numel()),
+            "optimizer": label, "n_params": int(op.theta.numel()),
             "net": repr(net), "skip": skip, "load_at_start": load,
             "sensors": int(sensors), "query": int(ds.sizes["query"]),
             "final_loss": hist[-1]["loss"]}
@@ -172,6 +245,10 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
                 fam1, train_path, client=c, optimizer=LevenbergMarquardt(steps=lm_steps),
                 strategy=OperatorDataParallel(shards=w, window=None), **common),
         }
+        for w in clients:  # a data set left by an earlier run would be continued, not made
+            for r in range(repeats):
+                shutil.rmtree(os.path.join(directory, f"scaling-data-{w}.zarr-{r}"),
+                              ignore_errors=True)
         walls = {(key, w): [] for key in runs for w in clients}
         loads = {(key, w): [] for key in runs for w in clients}
         for r in range(repeats):
@@ -231,6 +308,14 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--steps-2d", type=int, default=25)
+    ap.add_argument("--n-nonlinear", type=int, default=2200,
+                    help="instances of a nonlinear family (the last --test held out)")
+    ap.add_argument("--adam-steps", type=int, default=12000,
+                    help="mini-batch Adam steps of a nonlinear family")
+    ap.add_argument("--adam-lr", type=float, default=3e-3)
+    ap.add_argument("--adam-decay", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=200,
+                    help="instances per Adam step of a nonlinear family")
     ap.add_argument("--scaling-n", type=int, default=800)
     ap.add_argument("--scaling-steps", type=int, default=150)
     ap.add_argument("--scaling-lm-steps", type=int, default=8)
@@ -257,7 +342,11 @@ def main(argv=None) -> int:
             steps = args.steps_2d if family(name).dim >= 2 else args.steps
             report = os.path.join(args.reports, f"operator-{name}.html") if args.reports \
                 else None
-            rec = accuracy(name, args.n, args.test, steps, args.dir, client, report=report)
+            nonlinear = family(name).nonlinearity.name != "identity"
+            adam = dict(steps=args.adam_steps, lr=args.adam_lr, decay=args.adam_decay,
+                        batch=args.batch) if nonlinear else None
+            rec = accuracy(name, args.n_nonlinear if nonlinear else args.n, args.test, steps,
+                           args.dir, client, report=report, adam=adam)
             records.append(rec)
             print(f"{name:16s} dim {rec['dim']}  rel L2 median {rec['rel_l2_median']:.2e}  "
                   f"p95 {rec['rel_l2_p95']:.2e}  (mean-solution baseline "
