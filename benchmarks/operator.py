@@ -2,9 +2,9 @@
 
     python benchmarks/operator.py [--families fredholm-1d volterra-1d-sin fredholm-2d]
                                   [--n 500] [--test 200] [--steps 100] [--steps-2d 25]
-                                  [--n-nonlinear 2200] [--adam-steps 12000] [--batch 200]
+                                  [--n-nonlinear 2200] [--adam-steps 24000] [--batch 200]
                                   [--adam-lr 3e-3] [--adam-decay 1e-3]
-                                  [--scaling-n 800] [--scaling-steps 150]
+                                  [--scaling-n 3000] [--scaling-steps 600]
                                   [--scaling-lm-steps 8] [--scaling-train 1024]
                                   [--dir /tmp/daskie-operator]
                                   [--out operator.json]
@@ -37,7 +37,9 @@ on the 1-D Fredholm set, Adam and Levenberg-Marquardt, with 1 rank on 1 worker a
 ranks on 2 workers, and Adam in this process on all cores (``workers = 0``:
 ``client="sync"``, one rank, torch's threads). S = T_1 / T_N and S / N against one thread
 per worker (the machine has 2 cores: two threads of one process are not two workers' worth,
-see docs/architecture.md). Times are wall seconds on the client's clock around each call,
+see docs/architecture.md); data generation in tasks of ``SCALING_BLOCK`` instances. Then
+the scaling model's prediction of the same training runs and of bigger ones (records with
+``kind: "predicted"``, from the measured one-worker step). Times are wall seconds on the client's clock around each call,
 clusters already started (both at once: each repeat runs 1 worker and 2 workers back to
 back, so that a drifting load on a shared host hits both alike); every record has the load
 average at its start, its repeats and the median of the paired ratios.
@@ -204,6 +206,39 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None, 
             "final_loss": hist[-1]["loss"]}
 
 
+#: Instances per data-generation task in the scaling rows. The client writes each block to
+#: the zarr store (about 20 ms of its CPU here), on the same 2 cores as the workers: with
+#: blocks of 16 cheap 2-D instances (75 ms of solves) that bounded S near 1.6 (measured:
+#: 1500 instances, client CPU 2.3 s of a 6.4 s run); blocks of 64 leave it 0.8 s.
+SCALING_BLOCK = 64
+
+
+def predicted(times, steps, lm_steps, n_params):
+    """The scaling model's rows (:func:`daskie.plan.scaling.predict_data_parallel`): from
+    the measured 1-worker step of each optimizer, all of it split over the ranks (the
+    replicated optimizer update of ``n_params`` numbers is microseconds), plus the
+    calibrated gloo all-reduce; 2 ranks on this host's loopback (what was measured), and
+    4 to 64 ranks one per host on the emulated gigabit network."""
+    from daskie.plan.scaling import EMULATED_GIGABIT, LOOPBACK, StepCosts, predict_data_parallel
+
+    rows = []
+    for key, optimizer, n_steps in (("train", "adam", steps), ("train-lm", "lm", lm_steps)):
+        costs = StepCosts(0.0, times[(key, 1)][0] / n_steps)
+        for network, ranks in ((LOOPBACK, 2), (EMULATED_GIGABIT, 4), (EMULATED_GIGABIT, 16),
+                               (EMULATED_GIGABIT, 64)):
+            p = predict_data_parallel(costs, n_params, network, ranks=ranks, optimizer=optimizer)
+            measured = times.get((key, ranks)) if network is LOOPBACK else None
+            rows.append({"phase": "train", "kind": "predicted", "workers": ranks,
+                         "optimizer": "Adam" if optimizer == "adam" else "LM",
+                         "network": network.name, "n_params": n_params,
+                         "step_s": p.step_s, "reduce_s": p.reduce_s, "speedup": p.sr,
+                         "efficiency": p.sr / ranks,
+                         "measured_speedup": None if measured is None
+                         else times[(key, 1)][0] / measured[0],
+                         "family": "fredholm-1d", "what": "scaling model (daskie.plan.scaling)"})
+    return rows
+
+
 def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
     from daskie.api import local_cluster
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
@@ -235,7 +270,7 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
         runs = {
             "data": lambda w, c, r: generate_dataset(
                 fam2, os.path.join(directory, f"scaling-data-{w}.zarr-{r}"), n, seed=2,
-                block=16, client=c),
+                block=SCALING_BLOCK, client=c),
             "train": lambda w, c, r: fit_operator(
                 fam1, train_path, client=c, optimizer=Adam(lr=1e-3, steps=steps),
                 strategy=OperatorDataParallel(shards=w, window=50), **common),
@@ -297,7 +332,7 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
                     "speedup": times[("train", 1)][0] / wall, "efficiency": None,
                     "family": "fredholm-1d",
                     "what": "one process, one rank, torch on all cores (client='sync')"})
-    return records
+    return records + predicted(times, steps, lm_steps, int(loss.net.n_params()))
 
 
 def main(argv=None) -> int:
@@ -310,14 +345,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps-2d", type=int, default=25)
     ap.add_argument("--n-nonlinear", type=int, default=2200,
                     help="instances of a nonlinear family (the last --test held out)")
-    ap.add_argument("--adam-steps", type=int, default=12000,
+    ap.add_argument("--adam-steps", type=int, default=24000,
                     help="mini-batch Adam steps of a nonlinear family")
     ap.add_argument("--adam-lr", type=float, default=3e-3)
     ap.add_argument("--adam-decay", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=200,
                     help="instances per Adam step of a nonlinear family")
-    ap.add_argument("--scaling-n", type=int, default=800)
-    ap.add_argument("--scaling-steps", type=int, default=150)
+    ap.add_argument("--scaling-n", type=int, default=3000)
+    ap.add_argument("--scaling-steps", type=int, default=600)
     ap.add_argument("--scaling-lm-steps", type=int, default=8)
     ap.add_argument("--scaling-train", type=int, default=1024)
     ap.add_argument("--no-scaling", action="store_true")
