@@ -20,7 +20,7 @@ Adam (``--adam-steps`` steps of ``--batch`` instances, ``lr_k = lr / (1 + decay 
 solution operator is a nonlinear map of f and lambda, which 300 instances do not pin down,
 and a Levenberg-Marquardt step over the rows of 2000 instances costs tens of seconds here.
 Its record also carries ``reference_rel_l2_vs_ode`` (the Nystrom references against the
-family's equivalent ODE ``I' = -I + lam sin(f + I)`` solved by scipy), and every record
+family's equivalent ODE ``I' = -I + lam sin(f + I)`` solved by Runge-Kutta), and every record
 ``trunk_projection_floor_median`` (the error left by projecting the held-out integral terms
 on the leading ``width`` POD modes of the training ones: the trunk's best case). Then, on
 the ``--test``
@@ -88,14 +88,31 @@ def _reference_accuracy(fam, query, k=5):
     return worst
 
 
+def _rk4(rhs, ts, per_unit=4000):
+    """``y' = rhs(t, y)``, ``y(0) = 0``, by classical Runge-Kutta with steps of at most
+    ``1 / per_unit``, sampled at the ascending times ``ts`` (error ~ h^4: 1e-14 here)."""
+    t, y, out = 0.0, 0.0, []
+    for target in ts:
+        n = max(1, int(np.ceil((target - t) * per_unit)))
+        h = (target - t) / n
+        for _ in range(n):
+            k1 = rhs(t, y)
+            k2 = rhs(t + h / 2, y + h / 2 * k1)
+            k3 = rhs(t + h / 2, y + h / 2 * k2)
+            k4 = rhs(t + h, y + h * k3)
+            y, t = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), t + h
+        t = target
+        out.append(y)
+    return np.array(out)
+
+
 def _volterra_ode_check(fam, query, k=8):
     """For ``volterra-1d-sin`` (kernel ``exp(-(x - t))``): ``I = mu - f`` solves the ODE
     ``I' = -I + lam sin(f + I)``, ``I(0) = 0``; the relative L2 difference at the query
-    points between the Nystrom reference and that ODE solved by scipy (DOP853, rtol 1e-12),
+    points between the Nystrom reference and that ODE solved by Runge-Kutta (:func:`_rk4`),
     max over ``k`` instances: the data checked by an independent method."""
-    from scipy.integrate import solve_ivp
-
     x = np.asarray(query, dtype=float)[:, 0]
+    order = np.argsort(x)
     worst = 0.0
     for p in fam.sample(k, seed=123):
         lam = float(p[-1])
@@ -103,8 +120,9 @@ def _volterra_ode_check(fam, query, k=8):
         def rhs(t, i, p=p, lam=lam):
             return -i + lam * np.sin(fam.f_values(p[None], np.array([[t]]))[0, 0] + i)
 
-        ode = solve_ivp(rhs, (0.0, 1.0), [0.0], t_eval=x, method="DOP853", rtol=1e-12,
-                        atol=1e-14).y[0] + fam.f_values(p[None], x[:, None])[0]
+        ode = np.empty_like(x)
+        ode[order] = _rk4(rhs, x[order])
+        ode += fam.f_values(p[None], x[:, None])[0]
         ref = fam.reference().solve(fam.problem(p))(x[:, None])
         worst = max(worst, float(np.linalg.norm(ref - ode) / np.linalg.norm(ode)))
     return worst
@@ -396,9 +414,19 @@ def main(argv=None) -> int:
         print(f"\n{'phase':6s} {'workers':>7s} {'wall_s':>8s} {'S':>6s} {'S/N':>6s} "
               f"{'load':>5s}  what")
         for r in rows:
+            if r.get("kind") == "predicted":
+                continue
             eff = "-" if r["efficiency"] is None else f"{r['efficiency']:.2f}"
             print(f"{r['phase']:6s} {r['workers']:7d} {r['wall_s']:8.2f} {r['speedup']:6.2f} "
                   f"{eff:>6s} {max(r['load_at_start']):5.1f}  {r['what']}")
+        print(f"\nscaling model{'':4s} {'ranks':>5s} {'network':>15s} {'step ms':>8s} "
+              f"{'reduce ms':>9s} {'S':>6s} {'S/N':>5s} {'measured S':>10s}")
+        for r in rows:
+            if r.get("kind") == "predicted":
+                m = "-" if r["measured_speedup"] is None else f"{r['measured_speedup']:.2f}"
+                print(f"train {r['optimizer']:11s} {r['workers']:5d} {r['network']:>15s} "
+                      f"{r['step_s'] * 1e3:8.2f} {r['reduce_s'] * 1e3:9.2f} {r['speedup']:6.2f} "
+                      f"{r['efficiency']:5.2f} {m:>10s}")
     if args.out:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from harness import write_records
