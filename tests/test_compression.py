@@ -379,18 +379,10 @@ def test_bad_options_name_the_field(make, match):
 def test_quantized_tt_stein_data_parallel_equals_serial_and_one_process(client):
     """Quantization scales depend on no batch or rank: data-parallel LM of a quantized TT
     network with Stein residuals gives the serial numbers on a cluster, and one process's."""
-    from daskie import DataParallel, Monolithic, solve
-
     form = OrderReduction(net=TTMLP(hidden=(8, 8), ranks=2, quant=Int8()), points=64, aux_points=64,
                           derivative=Stein(samples=2, width=0.05))
-    opt = LevenbergMarquardt(steps=3, scaling="levenberg")
     e1 = catalog.get("E1")
-    mono = solve(e1, form, Monolithic(), opt, client="sync")
-    serial = solve(e1, form, DataParallel(shards=2, window=2), opt, client="sync")
-    dist = solve(e1, form, DataParallel(shards=2, window=2), opt, client=client)
-    np.testing.assert_array_equal(serial["mu"].values, dist["mu"].values)
-    assert serial.attrs["loss"] == dist.attrs["loss"]
-    np.testing.assert_allclose(dist["mu"].values, mono["mu"].values, rtol=0, atol=1e-9)
+    dist, mono = _serial_cluster_and_one_process(e1, form, LevenbergMarquardt(steps=3, scaling="levenberg"), client)
     assert dist.attrs["n_params"] == mono.attrs["n_params"] == sum(
         s.n_params for s in form.discretize(e1).submodels.values())
 
@@ -399,17 +391,24 @@ def test_quantized_tt_stein_data_parallel_equals_serial_and_one_process(client):
 def test_per_row_int8_adam_data_parallel_equals_serial_and_one_process(client):
     """Per-row weight scales depend on the replicated master weights only: data-parallel Adam
     of a per-row int8 network gives the serial numbers on a cluster, and one process's."""
-    from daskie import Adam, DataParallel, Monolithic, solve
+    from daskie import Adam
 
     form = OrderReduction(net=MLP(hidden=(8, 8), quant=Int8(weight_scale="row")), points=64, aux_points=64)
-    opt = Adam(lr=1e-2, steps=4)
-    e2 = catalog.get("E2")
-    mono = solve(e2, form, Monolithic(), opt, client="sync")
-    serial = solve(e2, form, DataParallel(shards=2, window=2), opt, client="sync")
-    dist = solve(e2, form, DataParallel(shards=2, window=2), opt, client=client)
+    _serial_cluster_and_one_process(catalog.get("E2"), form, Adam(lr=1e-2, steps=4), client)
+
+
+def _serial_cluster_and_one_process(problem, form, opt, client):
+    """Data-parallel training in this process == on the cluster (bitwise), and == one
+    process (1e-9); returns the cluster's and the one process's results."""
+    from daskie import DataParallel, Monolithic, solve
+
+    mono = solve(problem, form, Monolithic(), opt, client="sync")
+    serial = solve(problem, form, DataParallel(shards=2, window=2), opt, client="sync")
+    dist = solve(problem, form, DataParallel(shards=2, window=2), opt, client=client)
     np.testing.assert_array_equal(serial["mu"].values, dist["mu"].values)
     assert serial.attrs["loss"] == dist.attrs["loss"]
     np.testing.assert_allclose(dist["mu"].values, mono["mu"].values, rtol=0, atol=1e-9)
+    return dist, mono
 
 
 # --- the benchmark's optimizer option and quantization floor ------------------------------
