@@ -23,8 +23,7 @@ Its record also carries ``reference_rel_l2_vs_ode`` (the Nystrom references agai
 family's equivalent ODE ``I' = -I + lam sin(f + I)`` solved by Runge-Kutta), and every record
 ``trunk_projection_floor_median`` (the error left by projecting the held-out integral terms
 on the leading ``width`` POD modes of the training ones: the trunk's best case). Then, on
-the ``--test``
-held-out instances, the relative L2 error of mu against the reference (median, 95th
+the ``--test`` held-out instances, the relative L2 error of mu against the reference (median, 95th
 percentile), the time of one operator forward pass per instance (``predict_s``: 1000 new
 instances in one call from their sensor values, divided by 1000) and of one reference
 solve (``reference_s``: the mean Nystrom wall time recorded in the data set, assembly
@@ -39,10 +38,11 @@ ranks on 2 workers, and Adam in this process on all cores (``workers = 0``:
 per worker (the machine has 2 cores: two threads of one process are not two workers' worth,
 see docs/architecture.md); data generation in tasks of ``SCALING_BLOCK`` instances. Then
 the scaling model's prediction of the same training runs and of bigger ones (records with
-``kind: "predicted"``, from the measured one-worker step). Times are wall seconds on the client's clock around each call,
-clusters already started (both at once: each repeat runs 1 worker and 2 workers back to
-back, so that a drifting load on a shared host hits both alike); every record has the load
-average at its start, its repeats and the median of the paired ratios.
+``kind: "predicted"``, from the measured one-worker step). Times are wall seconds on the
+client's clock around each call, clusters already started (both at once: each repeat runs
+1 worker and 2 workers back to back, so that a drifting load on a shared host hits both
+alike); every record has the load average at its start, its repeats and the median of the
+paired ratios.
 """
 
 from __future__ import annotations
@@ -313,8 +313,7 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
                     walls[(key, workers)].append(time.perf_counter() - t0)
         for k, w in walls.items():
             times[k] = (float(np.median(w)), w, loads[k])
-    kwargs = dict(loss=loss, optimizer=Adam(lr=1e-3, steps=steps),
-                  train=(0, n_train - 16), test=(n_train - 16, n_train))
+    kwargs = dict(common, optimizer=Adam(lr=1e-3, steps=steps))
     import torch
 
     before = torch.get_num_threads()

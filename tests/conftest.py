@@ -13,9 +13,9 @@ if sys.version_info < (3, 13):
     # struct, so two threads inside ``ast.parse`` at once (a GC pause lets the GIL switch in
     # the middle) fail with "SystemError: AST constructor recursion depth mismatch"
     # (python/cpython#106905). In this suite the main thread parses for pytest's assertion
-    # rewriting while threads of in-process Dask clients format tracebacks, which on 3.11
-    # calls ``ast.parse`` for the ^^^ markers; CI failed on it twice (in test_structure, and
-    # importing a plugin after the last test). One lock around ``ast.parse`` serialises them.
+    # rewriting while Dask's IO-loop thread (in-process clients) formats tracebacks, which on
+    # 3.11 calls ``ast.parse`` for the ^^^ markers; CI failed on it twice (in test_structure,
+    # and importing a plugin after the last test). One lock around ``ast.parse`` serialises them.
     _ast_parse = ast.parse
     _ast_lock = threading.RLock()
 

@@ -34,9 +34,8 @@ def _imports(path: pathlib.Path) -> set[str]:
 
 
 MODULES = {_module(p): p for p in ROOT.rglob("*.py")}
-# Parsed once, at collection, before any test starts a thread: CPython 3.11.7's ast.parse can
-# raise "SystemError: AST constructor recursion depth mismatch" in a threaded process
-# (python/cpython#106905); it did once in CI, late in the suite, with clusters' threads about.
+# Parsed once, at collection, for both tests below (the lock in conftest.py guards ast.parse
+# against the threads of in-process clusters, python/cpython#106905).
 TREES = {p: ast.parse(p.read_text()) for p in MODULES.values()}
 
 

@@ -25,7 +25,6 @@ from daskie.nn.mlp import MLP, activation, activation_derivative
 __all__ = ["DeepONet"]
 
 
-
 @dataclass(frozen=True)
 class DeepONet:
     """Branch on ``f`` at ``sensors`` points, trunk on ``x``, dot-product head.

@@ -26,7 +26,6 @@ from daskie.nn.mlp import MLP, activation, activation_derivative
 __all__ = ["StageSplit"]
 
 
-
 @dataclass(frozen=True)
 class StageSplit:
     """The layers of one MLP dealt to ``len(bounds) - 1`` stages.

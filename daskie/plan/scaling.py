@@ -35,8 +35,8 @@ import math
 from dataclasses import dataclass, field, replace
 
 __all__ = ["ALGORITHMS", "Algorithm", "Network", "Prediction", "StepCosts", "allgather_time",
-           "allreduce_time", "collective_bytes", "predict", "predict_data_parallel", "LOOPBACK", "GIGABIT",
-           "EMULATED_GIGABIT", "CPU_S_PER_FLOP", "REPLICATED_FRACTION"]
+           "allreduce_time", "collective_bytes", "predict", "predict_data_parallel", "LOOPBACK",
+           "GIGABIT", "EMULATED_GIGABIT", "CPU_S_PER_FLOP", "REPLICATED_FRACTION"]
 
 MB = 2**20
 
@@ -203,6 +203,11 @@ class StepCosts:
         """One process, one core: ``replicated_s + split_s``."""
         return self.replicated_s + self.split_s
 
+    @property
+    def replicated_fraction(self) -> float:
+        """``replicated_s / total_s`` (0 for a step of no time)."""
+        return self.replicated_s / self.total_s if self.total_s else 0.0
+
     @classmethod
     def from_fraction(cls, one_thread_s: float, replicated_fraction: float) -> "StepCosts":
         """From a measured one-thread step of the whole problem and the replicated fraction."""
@@ -307,6 +312,15 @@ class Prediction:
                 f"SR {self.sr:.2f}\n  assumptions: " + ", ".join(f"{k}={v}" for k, v in a.items()))
 
 
+def _algorithm(method: str, algorithms: dict | None) -> Algorithm:
+    """The CPU costs of all-reduce ``method``, from ``algorithms`` or :data:`ALGORITHMS`."""
+    algos = algorithms or ALGORITHMS
+    if method not in algos:
+        raise ValueError(f"unknown all-reduce method {method!r}; use one of "
+                         f"{', '.join(sorted(algos))}")
+    return algos[method]
+
+
 def predict(plan, costs: StepCosts, network: Network, *, ranks: int | None = None,
             gpus: int | None = None, gpu_speed: float = 5.0, method: str = "gloo",
             balance: str = "equal", ranks_per_host: int = 1, cores_per_host: int | None = None,
@@ -356,11 +370,7 @@ def predict(plan, costs: StepCosts, network: Network, *, ranks: int | None = Non
     else:
         times = [costs.replicated_s / s + costs.split_s / sum(speeds) for s in speeds]
     compute = max(times)
-    algos = algorithms or ALGORITHMS
-    if method not in algos:
-        raise ValueError(f"unknown all-reduce method {method!r}; use one of "
-                         f"{', '.join(sorted(algos))}")
-    algo = algos[method]
+    algo = _algorithm(method, algorithms)
     rows = sum(c.points for c in plan.costs)
     params = sum(c.n_params for c in plan.costs)
     kw = dict(algorithm=algo, ranks_per_host=ranks_per_host, cores_per_host=cores_per_host)
@@ -371,9 +381,7 @@ def predict(plan, costs: StepCosts, network: Network, *, ranks: int | None = Non
                       step_s=step, seq_step_s=costs.total_s, sr=costs.total_s / step,
                       assumptions={"gpu_speed": gpu_speed, "balance": balance,
                                    "method": method, "network": network.name,
-                                   "replicated_fraction": round(costs.replicated_s
-                                                                / costs.total_s, 3)
-                                   if costs.total_s else 0.0})
+                                   "replicated_fraction": round(costs.replicated_fraction, 3)})
 
 
 def predict_data_parallel(costs: StepCosts, n_params: int, network: Network, *, ranks: int,
@@ -384,8 +392,8 @@ def predict_data_parallel(costs: StepCosts, n_params: int, network: Network, *, 
 
     Every rank computes its shard's loss and gradient (``costs.split_s`` is dealt over the
     ranks) and the optimizer update (``costs.replicated_s``, done whole by every rank); the
-    ranks then all-reduce what the optimizer needs, as :class:`~daskie.train.collective.ShardedObjective`
-    does: for ``"adam"`` the loss and the gradient in one buffer (``P + 1`` float64); for
+    ranks then all-reduce what the optimizer needs, as
+    :class:`~daskie.train.collective.ShardedObjective` does: for ``"adam"`` the loss and the gradient in one buffer (``P + 1`` float64); for
     ``"lm"`` the loss and ``J^T r`` (``P + 1``) and then ``J^T J`` (``P^2``).
 
     Parameters
@@ -411,11 +419,7 @@ def predict_data_parallel(costs: StepCosts, n_params: int, network: Network, *, 
     r = int(ranks)
     if r < 1:
         raise ValueError(f"ranks must be >= 1, got {r}")
-    algos = algorithms or ALGORITHMS
-    if method not in algos:
-        raise ValueError(f"unknown all-reduce method {method!r}; use one of "
-                         f"{', '.join(sorted(algos))}")
-    kw = dict(algorithm=algos[method], ranks_per_host=ranks_per_host,
+    kw = dict(algorithm=_algorithm(method, algorithms), ranks_per_host=ranks_per_host,
               cores_per_host=cores_per_host)
     p = int(n_params)
     reduce = allreduce_time(method, r, 8.0 * (p + 1), network, **kw)
@@ -427,9 +431,7 @@ def predict_data_parallel(costs: StepCosts, n_params: int, network: Network, *, 
                       step_s=step, seq_step_s=costs.total_s, sr=costs.total_s / step,
                       assumptions={"optimizer": optimizer, "method": method,
                                    "network": network.name, "n_params": p,
-                                   "replicated_fraction": round(costs.replicated_s
-                                                                / costs.total_s, 3)
-                                   if costs.total_s else 0.0})
+                                   "replicated_fraction": round(costs.replicated_fraction, 3)})
 
 
 def with_algorithms(fitted: dict) -> dict:
