@@ -2,8 +2,8 @@
 
     python benchmarks/operator.py [--families fredholm-1d volterra-1d-sin fredholm-2d]
                                   [--n 500] [--test 200] [--steps 100] [--steps-2d 25]
-                                  [--n-nonlinear 2200] [--adam-steps 24000] [--batch 200]
-                                  [--adam-lr 3e-3] [--adam-decay 1e-3]
+                                  [--n-nonlinear 3200] [--adam-steps 20000] [--ridge 1e-9]
+                                  [--adam-lr 3e-3] [--adam-decay 5e-4] [--branch 64,64]
                                   [--scaling-n 3000] [--scaling-steps 600]
                                   [--scaling-lm-steps 8] [--scaling-train 1024]
                                   [--dir /tmp/daskie-operator]
@@ -15,10 +15,12 @@ cluster (2 workers x 1 thread) into a zarr data set; ``learn_operator``'s defaul
 Levenberg-Marquardt on the first ``n - test`` to the integral term ``mu - f / alpha``
 (``OperatorLoss(skip=True)``; data loss, one rank; ``--steps`` steps in 1-D, ``--steps-2d``
 in 2-D, where the rows and so ``J^T J`` cost several times more). A nonlinear family
-(``volterra-1d-sin``) has ``--n-nonlinear`` instances instead and is trained with mini-batch
-Adam (``--adam-steps`` steps of ``--batch`` instances, ``lr_k = lr / (1 + decay k)``): its
-solution operator is a nonlinear map of f and lambda, which 300 instances do not pin down,
-and a Levenberg-Marquardt step over the rows of 2000 instances costs tens of seconds here.
+(``volterra-1d-sin``) has ``--n-nonlinear`` instances instead and a branch of hidden widths
+``--branch``, trained full batch by Adam on the hidden layers with the branch's output layer
+solved by least squares before every step (``LeastSquaresHead``, ``--adam-steps`` steps,
+``lr_k = lr / (1 + decay k)``, ``--ridge``): its solution operator is a nonlinear map of f
+and lambda, which 300 instances do not pin down, and a Levenberg-Marquardt step over the
+rows of thousands of instances costs tens of seconds here.
 Its record also carries ``reference_rel_l2_vs_ode`` (the Nystrom references against the
 family's equivalent ODE ``I' = -I + lam sin(f + I)`` solved by Runge-Kutta), and every record
 ``trunk_projection_floor_median`` (the error left by projecting the held-out integral terms
@@ -53,6 +55,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -66,11 +69,17 @@ def _net(family, sensors):
                     trunk=MLP(hidden=(16, 16)), width=12)
 
 
-def _accuracy_net(family, sensors):
-    """The accuracy runs' DeepONet: learn_operator's default (daskie.operator.default_net)."""
+def _accuracy_net(family, sensors, branch=None):
+    """The accuracy runs' DeepONet: learn_operator's default (daskie.operator.default_net),
+    or for a nonlinear family a branch of hidden widths ``branch`` (its trunk and width as
+    the default's)."""
+    from daskie.nn import MLP
     from daskie.operator import default_net
 
-    return default_net(family, sensors)
+    net = default_net(family, sensors)
+    if branch is None:
+        return net
+    return replace(net, branch=MLP(hidden=tuple(branch)))
 
 
 def _reference_accuracy(fam, query, k=5):
@@ -144,22 +153,26 @@ def _projection_floor(fam, ds, n_train, width):
 
 
 def _nonlinear_optimizer(adam):
-    """The accuracy runs' training of a nonlinear family: mini-batch Adam (``adam``: steps,
-    lr, decay, batch instances per step) over many instances, where a full-batch
-    Levenberg-Marquardt step on as many rows (rows x P^2 flops for ``J^T J``) costs seconds."""
+    """The accuracy runs' training of a nonlinear family: full-batch Adam on the hidden
+    layers with the branch's output layer solved by least squares before every step
+    (:class:`~daskie.train.LeastSquaresHead`; ``adam``: steps, lr, decay, ridge). Plain Adam
+    plateaued at 1.5e-2 (mini-batch, 24000 steps on 2000 instances, the last round) and a
+    Levenberg-Marquardt step over the rows of thousands of instances costs tens of seconds."""
     from daskie.strategies import OperatorDataParallel
-    from daskie.train import Adam
+    from daskie.train import Adam, LeastSquaresHead
 
-    return (Adam(lr=adam["lr"], decay=adam["decay"], steps=adam["steps"]),
-            OperatorDataParallel(shards=1, window=1000, batch=adam["batch"]),
-            f"Adam({adam['steps']}, lr={adam['lr']:g}, decay={adam['decay']:g}, "
-            f"batch={adam['batch']})")
+    opt = LeastSquaresHead(Adam(lr=adam["lr"], decay=adam["decay"], steps=adam["steps"]),
+                           ridge=adam["ridge"])
+    return (opt, OperatorDataParallel(shards=1, window=1000),
+            f"LSHead(Adam({adam['steps']}, lr={adam['lr']:g}, decay={adam['decay']:g}), "
+            f"ridge={adam['ridge']:g}), full batch")
 
 
 def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None, adam=None):
     """One accuracy record of family ``name``: ``n`` instances (the last ``n_test`` held
-    out), trained with LM(``steps``) full batch, or with mini-batch Adam when ``adam`` (a dict
-    of steps, lr, decay, batch) is given (the nonlinear family's configuration)."""
+    out), trained with LM(``steps``) full batch, or when ``adam`` (a dict of steps, lr, decay,
+    ridge, branch) is given with :func:`_nonlinear_optimizer` (the nonlinear family's
+    configuration)."""
     import xarray as xr
 
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
@@ -179,7 +192,7 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None, 
     sensors = ds.sizes["sensor"]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    net = _accuracy_net(fam, sensors)
+    net = _accuracy_net(fam, sensors, None if adam is None else adam["branch"])
     if adam is None:
         optimizer, strategy = LevenbergMarquardt(steps=steps), \
             OperatorDataParallel(shards=1, window=None)
@@ -360,14 +373,16 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=200)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--steps-2d", type=int, default=25)
-    ap.add_argument("--n-nonlinear", type=int, default=2200,
+    ap.add_argument("--n-nonlinear", type=int, default=3200,
                     help="instances of a nonlinear family (the last --test held out)")
-    ap.add_argument("--adam-steps", type=int, default=24000,
-                    help="mini-batch Adam steps of a nonlinear family")
+    ap.add_argument("--adam-steps", type=int, default=20000,
+                    help="Adam steps (least-squares head) of a nonlinear family")
     ap.add_argument("--adam-lr", type=float, default=3e-3)
-    ap.add_argument("--adam-decay", type=float, default=1e-3)
-    ap.add_argument("--batch", type=int, default=200,
-                    help="instances per Adam step of a nonlinear family")
+    ap.add_argument("--adam-decay", type=float, default=5e-4)
+    ap.add_argument("--ridge", type=float, default=1e-9,
+                    help="LeastSquaresHead.ridge of a nonlinear family")
+    ap.add_argument("--branch", default="64,64",
+                    help="hidden widths of a nonlinear family's branch")
     ap.add_argument("--scaling-n", type=int, default=3000)
     ap.add_argument("--scaling-steps", type=int, default=600)
     ap.add_argument("--scaling-lm-steps", type=int, default=8)
@@ -396,7 +411,8 @@ def main(argv=None) -> int:
                 else None
             nonlinear = family(name).nonlinearity.name != "identity"
             adam = dict(steps=args.adam_steps, lr=args.adam_lr, decay=args.adam_decay,
-                        batch=args.batch) if nonlinear else None
+                        ridge=args.ridge, branch=[int(v) for v in args.branch.split(",")]) \
+                if nonlinear else None
             rec = accuracy(name, args.n_nonlinear if nonlinear else args.n, args.test, steps,
                            args.dir, client, report=report, adam=adam)
             records.append(rec)

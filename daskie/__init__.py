@@ -16,7 +16,7 @@ _LAZY = {
     "MLP": "daskie.nn", "DeepONet": "daskie.nn",
     "TTMLP": "daskie.nn", "Int8": "daskie.nn", "MX": "daskie.nn", "Stein": "daskie.formulations.stein",
     "Adam": "daskie.train", "LBFGS": "daskie.train", "LevenbergMarquardt": "daskie.train",
-    "Chain": "daskie.train", "TrustRegion": "daskie.train",
+    "Chain": "daskie.train", "TrustRegion": "daskie.train", "LeastSquaresHead": "daskie.train",
     "Monolithic": "daskie.strategies", "CEPTF": "daskie.strategies",
     "DataParallel": "daskie.strategies", "BlockCoordinate": "daskie.strategies",
     "Comm": "daskie.strategies", "Balanced": "daskie.strategies", "Whole": "daskie.strategies",

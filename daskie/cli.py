@@ -394,10 +394,16 @@ def _cmd_operator(args) -> int:
         from daskie.train import LevenbergMarquardt
 
         optimizer = LevenbergMarquardt(steps=100 if args.steps is None else args.steps)
-    elif args.optimizer == "adam":
-        from daskie.train import Adam
+    elif args.optimizer in ("adam", "lshead"):
+        from daskie.train import Adam, LeastSquaresHead
 
-        optimizer = Adam(lr=args.lr, steps=2000 if args.steps is None else args.steps)
+        optimizer = Adam(lr=args.lr, decay=args.decay,
+                         steps=2000 if args.steps is None else args.steps)
+        if args.optimizer == "lshead":
+            if args.physics > 0:
+                raise SpecError("--optimizer lshead solves the output layer of the data loss: "
+                                "it needs --physics 0")
+            optimizer = LeastSquaresHead(optimizer)
     else:
         from daskie.operator import default_optimizer
 
@@ -631,11 +637,16 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--batch", type=_int_at_least(1),
                     help="instances per step over all ranks, each rank drawing its share in "
                          "its own seeded order (default: the full batch)")
-    op.add_argument("--optimizer", choices=["lm", "adam"],
-                    help="lm: Levenberg-Marquardt (default up to 4000 parameters), adam")
+    op.add_argument("--optimizer", choices=["lm", "adam", "lshead"],
+                    help="lm: Levenberg-Marquardt (default up to 4000 parameters), adam, "
+                         "lshead: Adam on the hidden layers with the branch's output layer "
+                         "solved by least squares before every step (data loss only; for "
+                         "nonlinear families)")
     op.add_argument("--steps", type=_int_at_least(1),
-                    help="optimizer steps (default: 100 for lm, 2000 for adam)")
+                    help="optimizer steps (default: 100 for lm, 2000 for adam and lshead)")
     op.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
+    op.add_argument("--decay", type=_nonnegative_float, default=1e-3,
+                    help="Adam's decay: lr_k = lr / (1 + decay k)")
     op.add_argument("--physics", type=_nonnegative_float, default=0.0,
                     help="weight of the physics-informed residual loss (0: data loss only)")
     op.add_argument("--no-skip", action="store_true",

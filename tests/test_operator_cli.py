@@ -73,6 +73,10 @@ def test_report_of_an_operator_store_and_json_summary(learned, tmp_path, capsys)
     summary = json.loads(cap.out)
     assert summary["epochs"] == 2 and summary["n_test"] == 8 and summary["optimizer"] == "Adam"
     assert cap.err == ""  # --json: no progress
+    assert main(["operator", "fredholm-1d", *TINY, "--steps", "3", "--optimizer", "lshead",
+                 "--data", str(tmp_path / "d.zarr"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 3 and summary["optimizer"] == "LSHead(Adam)"
 
 
 def test_the_report_page_renders_in_chromium(learned, render, tmp_path):
@@ -96,7 +100,9 @@ def test_the_report_page_renders_in_chromium(learned, render, tmp_path):
     (["operator", "fredholm-1d", "--steps", "0"], "--steps: must be a positive int"),
     (["operator", "fredholm-1d", "--resume"], "--resume needs the --store"),
     (["operator", "fredholm-1d", "--report", "/nonexistent/dir/op.html"], "does not exist"),
-], ids=["family", "test", "steps", "resume", "report"])
+    (["operator", "volterra-1d-sin", "--optimizer", "lshead", "--physics", "1"],
+     "needs --physics 0"),
+], ids=["family", "test", "steps", "resume", "report", "lshead-physics"])
 def test_bad_input_is_one_line_and_status_2(argv, words, capsys):
     try:
         status = main(argv)

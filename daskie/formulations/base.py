@@ -112,11 +112,19 @@ class SubModel:
 
 @dataclass(frozen=True, eq=False)
 class Evaluation:
-    """A sub-model, or its derivative along input ``derivative``, at fixed ``points``."""
+    """A sub-model, or its derivative along input ``derivative``, at fixed ``points``.
+
+    ``product=(inputs, coords)``, when given, says that ``points`` are the Cartesian product
+    of the rows of ``inputs (n, a)`` and of ``coords (q, b)``, instance-major (row
+    ``i q + j`` is ``(inputs[i], coords[j])``): a network with an ``operator(theta, inputs,
+    coords)`` method (a DeepONet) then evaluates them with one pass per factor instead of
+    one per row.
+    """
 
     submodel: str
     points: object  # torch.Tensor (n, in_dim), float64
     derivative: int | None = None
+    product: tuple | None = None
 
     @property
     def size(self) -> int:
@@ -146,6 +154,12 @@ class Discretization:
         For each residual block, the sub-models it involves (planner and windows use it).
     info : dict
         Plain-data description (point counts, rules) for stores and reports.
+    head : object, optional
+        For formulations whose residual is linear in the output layer of a sub-model (a
+        data misfit): an object with ``sums(params)`` (this discretization's row sums of the
+        head's normal equations) and ``solve(params, sums, ridge)`` (that sub-model's
+        parameters with the least-squares head put in), which
+        :class:`~daskie.train.head.LeastSquaresHead` reads.
     linear_parts : callable, optional
         ``linear_parts(values) -> {block: {key: (kind, C)}}``: the derivative of each
         residual block with respect to each evaluation, in structured form — ``"diag"``
@@ -166,6 +180,7 @@ class Discretization:
     weights: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     linear_parts: Callable | None = None
+    head: object | None = None
 
     @property
     def couplings(self) -> dict[str, tuple[str, ...]]:

@@ -136,6 +136,35 @@ class DeepONet:
         b0 = theta[offset:offset + self.outputs] if self.bias else None
         return nets[0], nets[1], b0
 
+    # --- the branch's output layer (least-squares head) -------------------------------------
+    def head_slices(self) -> tuple[slice, slice]:
+        """Where the branch's output layer lies in the flat parameters: ``(weight, bias)``
+        slices (the weight ``(width * outputs, h)`` row-major, ``h`` the branch's last hidden
+        width, or the sensors for a linear branch)."""
+        branch = self._sizes()[0]
+        offset = sum((a + 1) * b for a, b in zip(branch[:-2], branch[1:-1]))
+        h, q = branch[-2], branch[-1]
+        return slice(offset, offset + h * q), slice(offset + h * q, offset + h * q + q)
+
+    def head_features(self, theta, f_values):
+        """What the branch's output layer reads, with a column of ones (its bias): shape
+        ``(n_f, h + 1)``. The branch's features are ``head_features @ W`` with ``W`` of
+        :meth:`with_head`."""
+        import torch
+
+        branch, _, _ = self._split(theta)
+        h = self._run(branch[:-1], f_values, activation(self._branch_activation), True)
+        return torch.cat([h, torch.ones(h.shape[:-1] + (1,), dtype=h.dtype)], dim=-1)
+
+    def with_head(self, theta, W):
+        """``theta`` with the branch's output layer set from ``W`` ``(h + 1, width * outputs)``
+        (weights in its first ``h`` rows, bias in the last); a new vector."""
+        w, b = self.head_slices()
+        out = theta.detach().clone()
+        out[w] = W[:-1].T.reshape(-1)
+        out[b] = W[-1]
+        return out
+
     @staticmethod
     def _run(layers, h, act, last_active: bool):
         import torch

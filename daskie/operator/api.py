@@ -296,6 +296,7 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     from daskie.store import Checkpoint
     from daskie.store.dataset import OperatorDataset
     from daskie.strategies.operator import OperatorDataParallel
+    from daskie.train.head import LeastSquaresHead
     from daskie.train.optimizers import Adam, Optimizer
 
     _check_family(family)
@@ -326,6 +327,10 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     optimizer = Adam(lr=1e-3, steps=1000) if optimizer is None else optimizer
     if not isinstance(optimizer, Optimizer):
         raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
+    if any(isinstance(s, LeastSquaresHead) for s in optimizer.stages()) and \
+            (loss.physics > 0 or loss.net.outputs != 1):
+        raise SpecError("LeastSquaresHead solves the branch's output layer of the data loss: "
+                        "it needs OperatorLoss(physics=0) and a DeepONet with one output")
     check_int("seed", seed, 0)
     if train is None:
         held = min(200, data_store.n // 5)

@@ -30,7 +30,7 @@ from daskie.formulations.base import Discretization, Evaluation, Formulation, Su
 from daskie.nn.deeponet import DeepONet
 from daskie.quadrature import tensor_rule
 
-__all__ = ["TrainingSet", "OperatorLoss", "instance_shard", "branch_inputs", "n_branch_inputs"]
+__all__ = ["TrainingSet", "OperatorLoss", "DeepONetHead", "instance_shard", "branch_inputs", "n_branch_inputs"]
 
 
 def _range(value, name):
@@ -302,7 +302,7 @@ class ShardRows:
         n_here, p = inputs.shape[0], len(self.x)
         x = torch.as_tensor(self.x)
         sub = SubModel("G", net.in_dim, net)
-        evaluations = {"G@x": Evaluation("G", _rows_t(inputs, x))}
+        evaluations = {"G@x": Evaluation("G", _rows_t(inputs, x), product=(inputs, x))}
         weights, blocks = {}, {}
         target = mu.reshape(-1)
         if loss.data > 0:
@@ -316,7 +316,7 @@ class ShardRows:
             alpha = float(family.alpha)
             nodes = terms["nodes"]
             flat = torch.as_tensor(nodes.reshape(-1, x.shape[1]))
-            evaluations["G@nodes"] = Evaluation("G", _rows_t(inputs, flat))
+            evaluations["G@nodes"] = Evaluation("G", _rows_t(inputs, flat), product=(inputs, flat))
             node_shape = (n_here, *nodes.shape[:-1])  # (n, Q) shared or (n, p, Q) per point
             weights["physics"] = float(loss.physics) * share
             blocks["physics"] = ("G@x", "G@nodes")
@@ -339,15 +339,75 @@ class ShardRows:
             ones = torch.ones(n_here * p, dtype=torch.float64)
             linear_parts = lambda values: {"data": {"G@x": ("diag", ones)}}  # noqa: E731
 
+        # a data misfit alone is linear in the branch's output layer: it can be solved for
+        head = None
+        if "physics" not in weights and net.outputs == 1:
+            head = DeepONetHead(net, inputs, x, mu)
         lo, hi = self.span
         return Discretization(
             problem=self.problem, submodels={"G": sub}, evaluations=evaluations,
             residual_fn=residual_fn, solution="G", test_points=self.test_points,
             test_exact=self.test_exact, block_evaluations=blocks, weights=weights,
-            linear_parts=linear_parts,
+            linear_parts=linear_parts, head=head,
             info={"formulation": loss.label, "instances": [int(lo), int(hi)],
                   "points": int(p), "rows": int(n_here * p), "n_params": sub.n_params,
                   "shard": None if self.shard is None else list(self.shard)})
+
+
+@dataclass(frozen=True, eq=False)
+class DeepONetHead:
+    """The least-squares problem of a DeepONet's branch output layer under the data loss.
+
+    With the branch's last hidden features ``Phi (n, h + 1)`` (ones appended), the trunk's
+    features ``T (p, q)`` and the targets ``Y (n, p)``, the network's values are
+    ``Phi W T^T + b0``, linear in the output layer ``W (h + 1, q)``; the misfit's minimiser
+    solves ``(Phi^T Phi) W (T^T T) = Phi^T (Y - b0) T`` (with a ridge, :meth:`solve`). :meth:`sums` gives this shard's
+    ``Phi^T Phi`` and ``Phi^T (Y - b0) T`` (sums over instances: data-parallel ranks
+    all-reduce them), :meth:`solve` the parameters with the minimiser put in.
+    """
+
+    net: DeepONet
+    inputs: object
+    x: object
+    target: object
+    submodel: str = "G"
+
+    def sums(self, theta):
+        """``(Phi^T Phi, Phi^T (Y - b0) T)`` over this discretization's instances."""
+        import torch
+
+        with torch.no_grad():
+            phi = self.net.head_features(theta, self.inputs)
+            _, ft, b0 = self.net.features(theta, self.inputs[:0], torch.as_tensor(self.x))
+            y = self.target if b0 is None else self.target - b0
+            return phi.T @ phi, phi.T @ (y @ ft[:, 0, :])
+
+    def solve(self, theta, sums, ridge: float):
+        """``theta`` with the branch's output layer that minimises the summed misfit plus
+        ``ridge * s_max ||W||^2`` (``s_max`` the largest eigenvalue of the system
+        ``T^T T (x) Phi^T Phi``: the solve's condition number is at most ``1 / ridge``),
+        from the eigendecompositions of the two Gram matrices."""
+        import torch
+
+        A, B = sums
+        with torch.no_grad():
+            _, ft, _ = self.net.features(theta, self.inputs[:0], torch.as_tensor(self.x))
+            t = ft[:, 0, :]
+            sa, ua = torch.linalg.eigh(A)
+            sc, uc = torch.linalg.eigh(t.T @ t)
+            sa, sc = sa.clamp(min=0), sc.clamp(min=0)
+            scale = sa[:, None] * sc[None, :]
+            W = ua @ ((ua.T @ B @ uc) / (scale + ridge * scale.max())) @ uc.T
+        return self.net.with_head(theta, W)
+
+    def mask(self, n_params: int):
+        """Boolean mask of the parameters :meth:`solve` sets."""
+        import torch
+
+        out = torch.zeros(n_params, dtype=torch.bool)
+        for s in self.net.head_slices():
+            out[s] = True
+        return out
 
 
 def _rows_t(inputs, points):

@@ -102,6 +102,17 @@ class ShardedObjective(_Delegate):
         self.group.allreduce(A, key="normal.A")  # in place: P x P is too big to copy
         return float(head[0]), A, head[1:]
 
+    def head_sums(self, theta):
+        """The least-squares head's row sums over every rank's shard, one all-reduce."""
+        sums = self.local.head_sums(theta)
+        buf = torch.cat([t.reshape(-1) for t in sums])
+        self.group.allreduce(buf, key="head", compress=None)  # Gram matrices: full precision
+        out, at = [], 0
+        for t in sums:
+            out.append(buf[at:at + t.numel()].view_as(t))
+            at += t.numel()
+        return tuple(out)
+
     def gauss_newton_product(self, theta, v):
         """Summed ``J_k^T J_k v`` (matrix-free LM)."""
         out = self.local.gauss_newton_product(theta, v).contiguous()

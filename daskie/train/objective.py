@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.func import grad, jvp, vmap
 
+from daskie.errors import SpecError
+
 __all__ = ["Layout", "Objective", "loss_and_grad"]
 
 #: Points per chunk when forming per-point parameter gradients (bounds memory).
@@ -69,6 +71,10 @@ def loss_and_grad(loss_fn, theta):
 def evaluate_one(sub, ev, theta):
     """Value of evaluation ``ev`` (a sub-model or one input derivative) with parameters ``theta``."""
     if ev.derivative is None:
+        product = getattr(sub.net, "operator", None) if ev.product is not None else None
+        if product is not None and sub.zero_axis is None:
+            out = product(theta, *ev.product)
+            return out.reshape(len(ev.points), *out.shape[2:])
         return sub.apply(theta, ev.points)
     fast = sub.apply_derivative(theta, ev.points, ev.derivative) \
         if hasattr(sub, "apply_derivative") else None
@@ -280,6 +286,37 @@ class Objective:
             else:
                 cols.append(torch.zeros(len(r), p, dtype=r.dtype))
         return r, torch.cat(cols, dim=1)
+
+    # --- a least-squares output layer (LeastSquaresHead) ---------------------------------
+    def _head(self):
+        head = self.disc.head
+        if head is None or head.submodel not in self.layout.names:
+            raise SpecError(
+                f"the {self.disc.info.get('formulation', 'formulation')!r} objective has no "
+                "output layer to solve by least squares (LeastSquaresHead needs a loss linear "
+                "in it: an OperatorLoss with the data loss only, one output)")
+        return head
+
+    def head_sums(self, theta):
+        """This objective's row sums of the least-squares head's normal equations
+        (``Discretization.head``); data-parallel objectives sum them over the ranks."""
+        head = self._head()
+        return head.sums(self._all_params(theta.detach())[head.submodel])
+
+    def with_head(self, theta, sums, ridge: float):
+        """``theta`` with the head solved from the summed ``sums``."""
+        head = self._head()
+        parts = self.layout.split(theta.detach())
+        parts[head.submodel] = head.solve(parts[head.submodel], sums, ridge)
+        return self.layout.join(parts)
+
+    def head_mask(self):
+        """Boolean mask of the entries of ``theta`` that :meth:`with_head` sets."""
+        head = self._head()
+        lo, hi = self.layout.offsets[head.submodel]
+        out = torch.zeros(self.layout.total, dtype=torch.bool)
+        out[lo:hi] = head.mask(hi - lo)
+        return out
 
     # --- second-order pieces (Levenberg-Marquardt, trust region) --------------------------
     def jacobian_bytes(self) -> int:
