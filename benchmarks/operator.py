@@ -6,6 +6,7 @@
                                   [--adam-lr 3e-3] [--adam-decay 5e-4] [--branch 64,64]
                                   [--scaling-n 3000] [--scaling-steps 600]
                                   [--scaling-lm-steps 8] [--scaling-train 1024]
+                                  [--scaling-adam-train 1024 8192 32768]
                                   [--dir /tmp/daskie-operator]
                                   [--out operator.json]
 
@@ -33,10 +34,12 @@ included, building the daskie Problem not).
 
 Scaling (phases ``data`` and ``train``), in the same run: data generation of
 ``--scaling-n`` instances of the 2-D family on LocalCluster(1 x 1 thread) and
-LocalCluster(2 x 1 thread); data-parallel training (``OperatorDataParallel``) of a DeepONet
-on the 1-D Fredholm set, Adam and Levenberg-Marquardt, with 1 rank on 1 worker against 2
-ranks on 2 workers, and Adam in this process on all cores (``workers = 0``:
-``client="sync"``, one rank, torch's threads). S = T_1 / T_N and S / N against one thread
+LocalCluster(2 x 1 thread), each task writing its block into the store; data-parallel
+training (``OperatorDataParallel``) of a DeepONet on 1-D Fredholm sets, Adam on
+``--scaling-adam-train`` instances (several sizes: the step's compute against its
+all-reduce) and Levenberg-Marquardt on ``--scaling-train``, with 1 rank on 1 worker against
+2 ranks on 2 workers, and Adam on the largest set in this process on all cores
+(``workers = 0``: ``client="sync"``, one rank, torch's threads). S = T_1 / T_N and S / N against one thread
 per worker (the machine has 2 cores: two threads of one process are not two workers' worth,
 see docs/architecture.md); data generation in tasks of ``SCALING_BLOCK`` instances. Then
 the scaling model's prediction of the same training runs and of bigger ones (records with
@@ -237,23 +240,23 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None, 
             "final_loss": hist[-1]["loss"]}
 
 
-#: Instances per data-generation task in the scaling rows. The client writes each block to
-#: the zarr store (about 20 ms of its CPU here), on the same 2 cores as the workers: with
-#: blocks of 16 cheap 2-D instances (75 ms of solves) that bounded S near 1.6 (measured:
-#: 1500 instances, client CPU 2.3 s of a 6.4 s run); blocks of 64 leave it 0.8 s.
-SCALING_BLOCK = 64
+#: Instances per data-generation task in the scaling rows. Each task writes its block into
+#: the zarr store itself (daskie.operator.data.solve_and_write); when the client wrote every
+#: block (about 20 ms of its CPU each, on the same 2 cores as the workers) S stayed near
+#: 1.6-1.7. Blocks of 128 keep the per-task overheads (scheduling, opening the store) small.
+SCALING_BLOCK = 128
 
 
-def predicted(times, steps, lm_steps, n_params):
+def predicted(times, steps, lm_steps, n_params, adam_key="train"):
     """The scaling model's rows (:func:`daskie.plan.scaling.predict_data_parallel`): from
-    the measured 1-worker step of each optimizer, all of it split over the ranks (the
-    replicated optimizer update of ``n_params`` numbers is microseconds), plus the
-    calibrated gloo all-reduce; 2 ranks on this host's loopback (what was measured), and
-    4 to 64 ranks one per host on the emulated gigabit network."""
+    the measured 1-worker step of each optimizer (Adam: the run ``adam_key``), all of it
+    split over the ranks (the replicated optimizer update of ``n_params`` numbers is
+    microseconds), plus the calibrated gloo all-reduce; 2 ranks on this host's loopback
+    (what was measured), and 4 to 64 ranks one per host on the emulated gigabit network."""
     from daskie.plan.scaling import EMULATED_GIGABIT, LOOPBACK, StepCosts, predict_data_parallel
 
     rows = []
-    for key, optimizer, n_steps in (("train", "adam", steps), ("train-lm", "lm", lm_steps)):
+    for key, optimizer, n_steps in ((adam_key, "adam", steps), ("train-lm", "lm", lm_steps)):
         costs = StepCosts(0.0, times[(key, 1)][0] / n_steps)
         for network, ranks in ((LOOPBACK, 2), (EMULATED_GIGABIT, 4), (EMULATED_GIGABIT, 16),
                                (EMULATED_GIGABIT, 64)):
@@ -270,7 +273,12 @@ def predicted(times, steps, lm_steps, n_params):
     return rows
 
 
-def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
+def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8,
+            adam_sizes=(1024, 8192, 32768)):
+    """The scaling records: data generation of ``n`` 2-D instances, Adam (``steps`` steps) on
+    fredholm-1d data sets of each of ``adam_sizes`` instances, Levenberg-Marquardt
+    (``lm_steps``) on ``n_train``; 1 worker against 2, ``repeats`` times, then the scaling
+    model's rows."""
     from daskie.api import local_cluster
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
     from daskie.problems.families import family
@@ -280,37 +288,40 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
     records = []
     fam2 = family("fredholm-2d")
     fam1 = family("fredholm-1d")
-    train_path = os.path.join(directory, f"scaling-fredholm-1d-{n_train}.zarr")
-    generate_dataset(fam1, train_path, n_train, seed=1, client="sync")
+    paths = {}
+    for size in sorted({n_train, *adam_sizes}):
+        paths[size] = os.path.join(directory, f"scaling-fredholm-1d-{size}.zarr")
+        generate_dataset(fam1, paths[size], size, seed=1, block=256, client="sync")
     loss = OperatorLoss(_net(fam1, 32), test_instances=16)
+
+    def fit(size, client, optimizer, strategy, **kw):
+        return fit_operator(fam1, paths[size], client=client, optimizer=optimizer,
+                            strategy=strategy, loss=loss, train=(0, size - 16),
+                            test=(size - 16, size), **kw)
+
     times = {}
     # Both clusters at once, and the 1- and 2-worker runs of each repeat back to back: on a
     # host shared with other work the load drifts over minutes, and a comparison of runs
     # taken minutes apart measures the drift (seen: S = 0.70 and 2.50 for the same setup).
     with local_cluster(workers=1) as one, local_cluster(workers=2) as two:
         clients = {1: one, 2: two}
-
-        common = dict(loss=loss, train=(0, n_train - 16), test=(n_train - 16, n_train))
-
         for workers, client in clients.items():  # warm up: imports, worker state
             generate_dataset(fam2, os.path.join(directory, f"warm-{workers}.zarr"), 2 * workers,
                              block=1, client=client)
-            fit_operator(fam1, train_path, client=client, optimizer=Adam(steps=5),
-                         strategy=OperatorDataParallel(shards=workers, window=50),
-                         **common)
-        runs = {
-            "data": lambda w, c, r: generate_dataset(
-                fam2, os.path.join(directory, f"scaling-data-{w}.zarr-{r}"), n, seed=2,
-                block=SCALING_BLOCK, client=c),
-            "train": lambda w, c, r: fit_operator(
-                fam1, train_path, client=c, optimizer=Adam(lr=1e-3, steps=steps),
-                strategy=OperatorDataParallel(shards=w, window=50), **common),
-            # Levenberg-Marquardt: each rank forms its rows' J^T J (N P^2 flops), one P x P
-            # all-reduce per step
-            "train-lm": lambda w, c, r: fit_operator(
-                fam1, train_path, client=c, optimizer=LevenbergMarquardt(steps=lm_steps),
-                strategy=OperatorDataParallel(shards=w, window=None), **common),
-        }
+            fit(n_train, client, Adam(steps=5), OperatorDataParallel(shards=workers, window=50))
+        runs = {"data": lambda w, c, r: generate_dataset(
+            fam2, os.path.join(directory, f"scaling-data-{w}.zarr-{r}"), n, seed=2,
+            block=SCALING_BLOCK, client=c)}
+        # Adam: with the branch evaluated once per instance a step over 1008 instances is
+        # about 1 ms of compute, less than the step's all-reduce; seed 001's data-parallel
+        # regime is many instances per rank
+        for size in adam_sizes:
+            runs[f"train-{size}"] = lambda w, c, r, size=size: fit(
+                size, c, Adam(lr=1e-3, steps=steps), OperatorDataParallel(shards=w, window=50))
+        # Levenberg-Marquardt: each rank forms its rows' J^T J (N P^2 flops), one P x P
+        # all-reduce per step
+        runs["train-lm"] = lambda w, c, r: fit(n_train, c, LevenbergMarquardt(steps=lm_steps),
+                                               OperatorDataParallel(shards=w, window=None))
         for w in clients:  # a data set left by an earlier run would be continued, not made
             for r in range(repeats):
                 shutil.rmtree(os.path.join(directory, f"scaling-data-{w}.zarr-{r}"),
@@ -326,24 +337,29 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
                     walls[(key, workers)].append(time.perf_counter() - t0)
         for k, w in walls.items():
             times[k] = (float(np.median(w)), w, loads[k])
-    kwargs = dict(common, optimizer=Adam(lr=1e-3, steps=steps))
     import torch
 
+    largest = max(adam_sizes)
     before = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
     walls, loads = [], []
     for _ in range(repeats):
         loads.append(os.getloadavg()[0])
         t0 = time.perf_counter()
-        fit_operator(fam1, train_path, client="sync", threads=None,
-                     **{**kwargs, "strategy": OperatorDataParallel(shards=1, window=50)})
+        fit(largest, "sync", Adam(lr=1e-3, steps=steps),
+            OperatorDataParallel(shards=1, window=50), threads=None)
         walls.append(time.perf_counter() - t0)
     all_cores = (float(np.median(walls)), walls, loads)
     torch.set_num_threads(before)
-    rows = f"{n_train - 16} instances x 33 points of fredholm-1d"
-    for key, optimizer, what in (("data", None, f"{n} instances of fredholm-2d (Nystrom n=12)"),
-                                 ("train", "Adam", f"Adam {steps} steps, {rows}"),
-                                 ("train-lm", "LM", f"LM {lm_steps} steps, {rows}")):
+
+    def rows(size):
+        return f"{size - 16} instances x 33 points of fredholm-1d"
+
+    described = [("data", None, None, f"{n} instances of fredholm-2d (Nystrom n=12)")]
+    described += [(f"train-{size}", "Adam", size - 16, f"Adam {steps} steps, {rows(size)}")
+                  for size in adam_sizes]
+    described += [("train-lm", "LM", n_train - 16, f"LM {lm_steps} steps, {rows(n_train)}")]
+    for key, optimizer, n_instances, what in described:
         t1 = times[(key, 1)][0]
         for workers in (1, 2):
             wall, walls, loads = times[(key, workers)]
@@ -351,18 +367,21 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8):
             paired = np.median(np.asarray(times[(key, 1)][1]) / np.asarray(walls))
             records.append({"phase": key.split("-")[0], "workers": workers,
                             "threads_per_worker": 1, "optimizer": optimizer,
+                            "n_train": n_instances,
                             "wall_s": wall, "wall_s_repeats": walls, "load_at_start": loads,
                             "speedup": s, "efficiency": s / workers,
                             "speedup_paired_median": float(paired), "what": what,
                             "family": "fredholm-2d" if key == "data" else "fredholm-1d"})
     wall, walls, loads = all_cores
     records.append({"phase": "train", "workers": 0, "threads_per_worker": os.cpu_count(),
-                    "optimizer": "Adam",
+                    "optimizer": "Adam", "n_train": largest - 16,
                     "wall_s": wall, "wall_s_repeats": walls, "load_at_start": loads,
-                    "speedup": times[("train", 1)][0] / wall, "efficiency": None,
+                    "speedup": times[(f"train-{largest}", 1)][0] / wall, "efficiency": None,
                     "family": "fredholm-1d",
-                    "what": "one process, one rank, torch on all cores (client='sync')"})
-    return records + predicted(times, steps, lm_steps, int(loss.net.n_params()))
+                    "what": f"one process, one rank, torch on all cores (client='sync'), "
+                            f"{rows(largest)}"})
+    return records + predicted(times, steps, lm_steps, int(loss.net.n_params()),
+                               adam_key=f"train-{largest}")
 
 
 def main(argv=None) -> int:
@@ -386,7 +405,10 @@ def main(argv=None) -> int:
     ap.add_argument("--scaling-n", type=int, default=3000)
     ap.add_argument("--scaling-steps", type=int, default=600)
     ap.add_argument("--scaling-lm-steps", type=int, default=8)
-    ap.add_argument("--scaling-train", type=int, default=1024)
+    ap.add_argument("--scaling-train", type=int, default=1024,
+                    help="instances of the Levenberg-Marquardt scaling rows")
+    ap.add_argument("--scaling-adam-train", type=int, nargs="+", default=[1024, 8192, 32768],
+                    help="instances of the Adam scaling rows (one pair of rows each)")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--repeats", type=int, default=1, help="scaling runs per configuration "
                     "(the median is reported)")
@@ -424,7 +446,7 @@ def main(argv=None) -> int:
                   flush=True)
     if not args.no_scaling:
         rows = scaling(args.scaling_n, args.scaling_steps, args.dir, args.scaling_train,
-                       args.repeats, args.scaling_lm_steps)
+                       args.repeats, args.scaling_lm_steps, args.scaling_adam_train)
         records += rows
         print(f"\n{'phase':6s} {'workers':>7s} {'wall_s':>8s} {'S':>6s} {'S/N':>6s} "
               f"{'load':>5s}  what")

@@ -95,6 +95,17 @@ def test_interrupted_generation_resumes_without_recomputing(fredholm_set, tmp_pa
         np.testing.assert_array_equal(a[name].values, b[name].values)
 
 
+def test_a_data_set_made_on_a_local_cluster_equals_the_serial_one(fredholm_set, client,
+                                                                    tmp_path):
+    fam, whole = fredholm_set
+    path = tmp_path / "cluster.zarr"
+    out = generate_dataset(fam, path, 48, seed=0, client=client, **SMALL)  # tasks write blocks
+    assert (out["solved"], out["skipped"]) == (6, 0) and OperatorDataset.open(path).complete
+    a, b = xr.open_zarr(whole), xr.open_zarr(path)
+    for name in ("params", "f", "mu"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
 def test_a_data_set_with_other_settings_is_never_overwritten(fredholm_set):
     fam, path = fredholm_set
     with pytest.raises(SpecError, match="other settings"):
