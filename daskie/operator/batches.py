@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskie.errors import SpecError
-from daskie.train.optimizers import Optimizer
+from daskie.train.optimizers import Optimizer, Wrapper
 
 __all__ = ["rank_share", "batch_of", "BatchedObjective", "OnBatches"]
 
@@ -125,24 +125,12 @@ class BatchedObjective:
 
 
 @dataclass(frozen=True)
-class OnBatches(Optimizer):
+class OnBatches(Wrapper):
     """``inner``, with every step taken on the batch of that step: before each step it calls
     ``objective.select(epoch)`` (a :class:`BatchedObjective`, directly or behind a
     data-parallel objective that delegates to it)."""
 
     inner: Optimizer
-
-    @property
-    def steps(self) -> int:
-        return self.inner.steps
-
-    @property
-    def stop(self):
-        return self.inner.stop
-
-    @property
-    def label(self) -> str:
-        return self.inner.label
 
     def stages(self):
         parts = self.inner.stages()

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from daskie.errors import SpecError
-from daskie.train.optimizers import Adam, Optimizer, value_and_grad
+from daskie.train.optimizers import Adam, Optimizer, Wrapper, value_and_grad
 
 __all__ = ["LeastSquaresHead"]
 
@@ -41,7 +41,7 @@ class _HeadFixed:
 
 
 @dataclass(frozen=True)
-class LeastSquaresHead(Optimizer):
+class LeastSquaresHead(Wrapper):
     """Solve the output layer by least squares before each step of ``inner``.
 
     Parameters
@@ -71,14 +71,6 @@ class LeastSquaresHead(Optimizer):
         r = self.ridge
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
             raise SpecError(f"LeastSquaresHead.ridge must be a number >= 0, got {r!r}")
-
-    @property
-    def steps(self) -> int:
-        return self.inner.steps
-
-    @property
-    def stop(self):
-        return self.inner.stop
 
     @property
     def label(self) -> str:

@@ -24,7 +24,7 @@ import torch
 from daskie.errors import SpecError, check_int
 from daskie.train.objective import loss_and_grad
 
-__all__ = ["Optimizer", "Adam", "LBFGS", "LevenbergMarquardt", "Chain", "Stopping"]
+__all__ = ["Optimizer", "Wrapper", "Adam", "LBFGS", "LevenbergMarquardt", "Chain", "Stopping"]
 
 
 def _check(cond: bool, msg: str):
@@ -184,6 +184,23 @@ class Adam(Optimizer):
         lr = self.lr / (1.0 + self.decay * state["t"])
         step = lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + self.eps)
         return (theta.detach() - step), {"m": m, "v": v, "t": t}, {"loss": loss, "lr": lr}
+
+
+class Wrapper(Optimizer):
+    """Base of an optimizer that takes the steps of its ``inner`` one with something done
+    around each: the budget, the stopping rule and the label are the inner optimizer's."""
+
+    @property
+    def steps(self) -> int:
+        return self.inner.steps
+
+    @property
+    def stop(self):
+        return self.inner.stop
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
 
 
 @dataclass(frozen=True)
