@@ -386,9 +386,12 @@ def test_a_mini_batch_step_loss_is_the_mean_over_the_ranks_batches(fredholm_set)
         np.testing.assert_allclose(recorded, [expected], rtol=1e-12)
 
 
-def test_mini_batch_training_serial_equals_local_cluster(fredholm_set, client):
+@pytest.mark.parametrize("optimizer", [Adam(lr=3e-3, steps=10),
+                                       LeastSquaresHead(Adam(lr=3e-3, steps=10))],
+                         ids=["adam", "lshead"])
+def test_mini_batch_training_serial_equals_local_cluster(fredholm_set, client, optimizer):
     fam, path = fredholm_set
-    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=Adam(lr=3e-3, steps=10),
+    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=optimizer,
                   strategy=OperatorDataParallel(shards=2, window=4, batch=8), train=(0, 40),
                   test=(40, 48))
     serial, _ = fit_operator(fam, path, client="sync", **kwargs)

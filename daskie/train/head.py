@@ -58,7 +58,8 @@ class LeastSquaresHead(Wrapper):
     (:class:`~daskie.train.objective.Objective` does for a discretization with a ``head``:
     an :class:`~daskie.operator.OperatorLoss` with the data loss only). After the last step
     the head is solved once more, so the returned parameters carry the head that fits the
-    final hidden layers.
+    final hidden layers. With mini-batches (``OperatorDataParallel(batch=...)``) the head is
+    solved over every training instance and the inner step takes the batch's gradient.
     """
 
     inner: Optimizer = Adam()
