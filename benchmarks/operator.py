@@ -39,9 +39,10 @@ training (``OperatorDataParallel``) of a DeepONet on 1-D Fredholm sets, Adam on
 ``--scaling-adam-train`` instances (several sizes: the step's compute against its
 all-reduce) and Levenberg-Marquardt on ``--scaling-train``, with 1 rank on 1 worker against
 2 ranks on 2 workers, and Adam on the largest set in this process on all cores
-(``workers = 0``: ``client="sync"``, one rank, torch's threads). S = T_1 / T_N and S / N against one thread
-per worker (the machine has 2 cores: two threads of one process are not two workers' worth,
-see docs/architecture.md); data generation in tasks of ``SCALING_BLOCK`` instances. Then
+(``workers = 0``: ``client="sync"``, one rank, torch's threads). S = T_1 / T_N and S / N
+against one thread per worker (the machine has 2 cores: two threads of one process are not
+two workers' worth, see docs/architecture.md); data generation in tasks of
+``SCALING_BLOCK`` instances. Then
 the scaling model's prediction of the same training runs and of bigger ones (records with
 ``kind: "predicted"``, from the measured one-worker step). Times are wall seconds on the
 client's clock around each call, clusters already started (both at once: each repeat runs

@@ -30,7 +30,8 @@ from daskie.formulations.base import Discretization, Evaluation, Formulation, Su
 from daskie.nn.deeponet import DeepONet
 from daskie.quadrature import tensor_rule
 
-__all__ = ["TrainingSet", "OperatorLoss", "DeepONetHead", "instance_shard", "branch_inputs", "n_branch_inputs"]
+__all__ = ["TrainingSet", "OperatorLoss", "DeepONetHead", "instance_shard", "branch_inputs",
+           "n_branch_inputs"]
 
 
 def _range(value, name):
@@ -316,7 +317,8 @@ class ShardRows:
             alpha = float(family.alpha)
             nodes = terms["nodes"]
             flat = torch.as_tensor(nodes.reshape(-1, x.shape[1]))
-            evaluations["G@nodes"] = Evaluation("G", _rows_t(inputs, flat), product=(inputs, flat))
+            evaluations["G@nodes"] = Evaluation("G", _rows_t(inputs, flat),
+                                                product=(inputs, flat))
             node_shape = (n_here, *nodes.shape[:-1])  # (n, Q) shared or (n, p, Q) per point
             weights["physics"] = float(loss.physics) * share
             blocks["physics"] = ("G@x", "G@nodes")
@@ -361,9 +363,10 @@ class DeepONetHead:
     With the branch's last hidden features ``Phi (n, h + 1)`` (ones appended), the trunk's
     features ``T (p, q)`` and the targets ``Y (n, p)``, the network's values are
     ``Phi W T^T + b0``, linear in the output layer ``W (h + 1, q)``; the misfit's minimiser
-    solves ``(Phi^T Phi) W (T^T T) = Phi^T (Y - b0) T`` (with a ridge, :meth:`solve`). :meth:`sums` gives this shard's
-    ``Phi^T Phi`` and ``Phi^T (Y - b0) T`` (sums over instances: data-parallel ranks
-    all-reduce them), :meth:`solve` the parameters with the minimiser put in.
+    solves ``(Phi^T Phi) W (T^T T) = Phi^T (Y - b0) T`` (with a ridge: :meth:`solve`).
+    :meth:`sums` gives this shard's ``Phi^T Phi`` and ``Phi^T (Y - b0) T`` (sums over
+    instances: data-parallel ranks all-reduce them), :meth:`solve` the parameters with the
+    minimiser put in.
     """
 
     net: DeepONet
@@ -397,7 +400,10 @@ class DeepONetHead:
             sc, uc = torch.linalg.eigh(t.T @ t)
             sa, sc = sa.clamp(min=0), sc.clamp(min=0)
             scale = sa[:, None] * sc[None, :]
-            W = ua @ ((ua.T @ B @ uc) / (scale + ridge * scale.max())) @ uc.T
+            denom = scale + ridge * scale.max()
+            # ridge 0: directions the data do not see get 0 (the least-norm solution)
+            coef = torch.where(denom > 0, (ua.T @ B @ uc) / denom.clamp(min=1e-300), 0.0)
+            W = ua @ coef @ uc.T
         return self.net.with_head(theta, W)
 
     def mask(self, n_params: int):
