@@ -301,11 +301,13 @@ def test_a_family_that_varies_lambda_gives_lambda_to_the_branch(tmp_path):
     np.testing.assert_allclose(op.predict(params), op(inputs), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("batch", [None, 8], ids=["full-batch", "mini-batch"])
+@pytest.mark.parametrize("batch, optimizer", [
+    (None, Adam(lr=3e-3, steps=9)), (8, Adam(lr=3e-3, steps=9)),
+    (None, LeastSquaresHead(Adam(lr=3e-3, steps=9)))], ids=["full-batch", "mini-batch", "lshead"])
 def test_a_stopped_training_resumes_to_the_numbers_of_an_unstopped_one(fredholm_set, tmp_path,
-                                                                        batch):
+                                                                        batch, optimizer):
     fam, path = fredholm_set
-    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=Adam(lr=3e-3, steps=9),
+    kwargs = dict(loss=OperatorLoss(small_net()), optimizer=optimizer,
                   strategy=OperatorDataParallel(shards=2, window=3, batch=batch), train=(0, 40),
                   test=(40, 48), client="sync")
     straight, full_history = fit_operator(fam, path, **kwargs)
