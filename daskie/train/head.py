@@ -6,9 +6,11 @@ the current hidden layers its best value is the solution of a small linear least
 problem. :class:`LeastSquaresHead` solves it exactly before every step of the inner
 optimizer, which then moves only the hidden layers (the head's gradient entries are zeroed,
 so Adam's moments for them stay zero and its update leaves them where the solve put them).
-The hidden layers then learn features for the best head, not for a lagging one; on the
-nonlinear Volterra family (``benchmarks/results/operator.json``) this reaches in 3000 Adam
-steps a training loss that plain Adam does not reach in 24000.
+The hidden layers then learn features for the best head, not for a lagging one. On the
+nonlinear Volterra family (``benchmarks/results/operator.json``) 20000 such steps reach a
+held-out median relative L2 of 6.8e-4, where plain Adam stalled at 1.5e-2 (24000
+mini-batch steps) and, full batch on the same 3000 instances, reached a training MSE of
+7.4e-4 in 5000 steps against 2.5e-5 in 3000 with the head solved.
 
 Data parallel: the head's normal equations are sums over the training instances, so each
 rank forms its shard's and one all-reduce (``ShardedObjective.head_sums``) gives every rank
