@@ -27,10 +27,10 @@ baseline), ``param_ratio`` (baseline / this) and the cost ratios.
 
 The representation floor of the quantized formats: every dense record carries ``ptq_mse``
 and ``ptq_loss``, the MSE and the training loss of its trained float64 parameters read
-through each format after training
-(post-training quantization, no retraining: ``int8``, ``int8-row``, the weights-only
-``int8-wonly`` / ``int8-row-wonly``, ``int12``, ``int16``, ``mx``); a quantized record
-carries ``ptq_floor`` and ``ptq_floor_loss``, those figures for its own format. Quantization-aware training may land
+through each format after training (post-training quantization, no retraining: ``int8``,
+``int8-row``, the weights-only ``int8-wonly`` / ``int8-row-wonly``, ``int12``, ``int16``,
+``mx``); a quantized record carries ``ptq_floor`` and ``ptq_floor_loss``, those figures for
+its own format. Quantization-aware training may land
 somewhat below it (it adapts the weights to the grid), but where the dense run goes far
 below the floor of a format, that format is not expected to follow it within 10x.
 
@@ -118,7 +118,8 @@ def ptq(form, problem, theta, seed, formats):
 
     mse, loss = {}, {}
     for label, quant in formats.items():
-        qobj = Objective(replace(form, net=replace(form.net, quant=quant)).discretize(problem, seed=seed))
+        qform = replace(form, net=replace(form.net, quant=quant))
+        qobj = Objective(qform.discretize(problem, seed=seed))
         mse[label] = float(qobj.mse(theta))
         with torch.no_grad():
             loss[label] = float(qobj.loss(theta))

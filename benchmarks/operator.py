@@ -248,7 +248,7 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None, 
 SCALING_BLOCK = 128
 
 
-def predicted(times, steps, lm_steps, n_params, adam_key="train"):
+def predicted(times, steps, lm_steps, n_params, adam_key):
     """The scaling model's rows (:func:`daskie.plan.scaling.predict_data_parallel`): from
     the measured 1-worker step of each optimizer (Adam: the run ``adam_key``), all of it
     split over the ranks (the replicated optimizer update of ``n_params`` numbers is

@@ -382,7 +382,8 @@ def test_quantized_tt_stein_data_parallel_equals_serial_and_one_process(client):
     form = OrderReduction(net=TTMLP(hidden=(8, 8), ranks=2, quant=Int8()), points=64, aux_points=64,
                           derivative=Stein(samples=2, width=0.05))
     e1 = catalog.get("E1")
-    dist, mono = _serial_cluster_and_one_process(e1, form, LevenbergMarquardt(steps=3, scaling="levenberg"), client)
+    opt = LevenbergMarquardt(steps=3, scaling="levenberg")
+    dist, mono = _serial_cluster_and_one_process(e1, form, opt, client)
     assert dist.attrs["n_params"] == mono.attrs["n_params"] == sum(
         s.n_params for s in form.discretize(e1).submodels.values())
 
@@ -450,7 +451,8 @@ def test_compression_benchmark_trains_every_network_with_the_chosen_optimizer(tm
     quantized = Objective(OrderReduction(net=MLP(hidden=(6, 6, 6), quant=Int8(weight_scale="row")),
                                          points=32, aux_points=32).discretize(catalog.get("E1"), seed=0))
     assert ptq["int8-row"] == pytest.approx(quantized.mse(theta), rel=1e-12)
-    assert recs["dense"]["ptq_loss"]["int8-row"] == pytest.approx(float(quantized.loss(theta)), rel=1e-12)
+    assert recs["dense"]["ptq_loss"]["int8-row"] == pytest.approx(float(quantized.loss(theta)),
+                                                                  rel=1e-12)
     assert recs["int8-row"]["ptq_floor_loss"] == recs["dense"]["ptq_loss"]["int8-row"]
     assert recs["int8"]["ptq_floor"] == ptq["int8"] and recs["int8-row"]["ptq_floor"] == ptq["int8-row"]
     assert recs["int8"]["mse_ratio"] == pytest.approx(recs["int8"]["mse"] / recs["dense"]["mse"])

@@ -10,7 +10,8 @@ from torch.func import grad, vmap
 
 from daskie.errors import SpecError
 from daskie.nn import MLP, DeepONet
-from daskie.operator import Operator, OperatorLoss, TrainingSet, fit_operator, generate_dataset
+from daskie.operator import (Operator, OperatorLoss, TrainingSet, fit_operator, generate_dataset,
+                             learn_operator)
 from daskie.operator.data import sensor_points, solve_block
 from daskie.problems.families import family
 from daskie.store.dataset import OperatorDataset
@@ -256,11 +257,20 @@ def test_a_least_squares_head_trains_only_the_hidden_layers_by_gradient(fredholm
     assert hist[-1]["optimizer"] == "LSHead(Adam)"
 
 
-def test_a_least_squares_head_is_refused_where_the_loss_is_not_linear_in_it(fredholm_set):
+def test_a_least_squares_head_is_refused_where_the_loss_is_not_linear_in_it(fredholm_set,
+                                                                              tmp_path):
     fam, path = fredholm_set
     physics = OperatorLoss(small_net(), physics=1.0, quadrature=6)
     with pytest.raises(SpecError, match="no output layer to solve by least squares"):
         train(Objective(_disc(fam, path, physics)), LeastSquaresHead(Adam(steps=2)))
+    with pytest.raises(SpecError, match="needs OperatorLoss\\(physics=0\\)"):
+        fit_operator(fam, path, loss=physics, optimizer=LeastSquaresHead(Adam(steps=2)),
+                     client="sync", train=(0, 40), test=(40, 48))
+    # learn_operator refuses before it generates any data
+    with pytest.raises(SpecError, match="needs OperatorLoss\\(physics=0\\)"):
+        learn_operator(fam, 16, data=tmp_path / "none.zarr", loss=physics,
+                       optimizer=LeastSquaresHead(Adam(steps=2)), client="sync", **SMALL)
+    assert not (tmp_path / "none.zarr").exists()
     with pytest.raises(SpecError, match="LeastSquaresHead.ridge"):
         LeastSquaresHead(ridge=-1.0)
     with pytest.raises(SpecError, match="LeastSquaresHead.inner"):

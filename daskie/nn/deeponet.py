@@ -179,11 +179,20 @@ class DeepONet:
     def features(self, theta, f_values, x):
         """Branch features of ``f_values`` (``(..., m)``) and trunk features of ``x``
         (``(..., d)``), each of shape ``(..., outputs, width)``, and the head's bias."""
-        branch, trunk, b0 = self._split(theta)
+        branch, _, b0 = self._split(theta)
         fb = self._run(branch, f_values, activation(self._branch_activation), False)
+        return fb.reshape(fb.shape[:-1] + (self.outputs, self.width)), \
+            self.trunk_features(theta, x), b0
+
+    def output_bias(self, theta):
+        """The head's constant ``b0``, one per output (None without ``bias``)."""
+        return self._split(theta)[2]
+
+    def trunk_features(self, theta, x):
+        """Trunk features of ``x`` (``(..., d)``), shape ``(..., outputs, width)``."""
+        _, trunk, _ = self._split(theta)
         ft = self._run(trunk, x, activation(self.trunk.activation), True)
-        shape = (self.outputs, self.width)
-        return fb.reshape(fb.shape[:-1] + shape), ft.reshape(ft.shape[:-1] + shape), b0
+        return ft.reshape(ft.shape[:-1] + (self.outputs, self.width))
 
     def apply(self, theta, z):
         """Output at points ``z = (f at the sensors, x)`` of shape ``(n, sensors + dim)`` (or

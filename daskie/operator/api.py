@@ -41,6 +41,22 @@ def _check_family(family):
                         f"got {family!r}")
 
 
+def _check_optimizer(optimizer, loss):
+    """Refuse what is not a daskie optimizer, and a :class:`~daskie.train.LeastSquaresHead`
+    where ``loss`` is not linear in the branch's output layer (before any data are generated
+    or any training starts)."""
+    from daskie.operator.formulation import OperatorLoss
+    from daskie.train.head import LeastSquaresHead
+    from daskie.train.optimizers import Optimizer
+
+    if not isinstance(optimizer, Optimizer):
+        raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
+    head = any(isinstance(s, LeastSquaresHead) for s in optimizer.stages())
+    if head and isinstance(loss, OperatorLoss) and (loss.physics > 0 or loss.net.outputs != 1):
+        raise SpecError("LeastSquaresHead solves the branch's output layer of the data loss: "
+                        "it needs OperatorLoss(physics=0) and a DeepONet with one output")
+
+
 def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None = None,
                      query: int | None = None, block: int = 16, client=None, ahead=None,
                      on_block=None) -> dict:
@@ -216,6 +232,7 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
         from daskie.operator.formulation import OperatorLoss
 
         loss, net = OperatorLoss(net, skip=True), None
+    _check_optimizer(optimizer, loss)
     train, test_range = (0, n - held), (n - held, n)
     with _client(client) as c:
         generate_dataset(family, data, n, seed=data_seed, sensors=sensors, query=query,
@@ -302,8 +319,7 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     from daskie.store import Checkpoint
     from daskie.store.dataset import OperatorDataset
     from daskie.strategies.operator import OperatorDataParallel
-    from daskie.train.head import LeastSquaresHead
-    from daskie.train.optimizers import Adam, Optimizer
+    from daskie.train.optimizers import Adam
 
     _check_family(family)
     if not isinstance(data, (str, os.PathLike)):
@@ -331,12 +347,7 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     if not isinstance(strategy, OperatorDataParallel):
         raise SpecError(f"strategy must be an OperatorDataParallel, got {strategy!r}")
     optimizer = Adam(lr=1e-3, steps=1000) if optimizer is None else optimizer
-    if not isinstance(optimizer, Optimizer):
-        raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
-    if any(isinstance(s, LeastSquaresHead) for s in optimizer.stages()) and \
-            (loss.physics > 0 or loss.net.outputs != 1):
-        raise SpecError("LeastSquaresHead solves the branch's output layer of the data loss: "
-                        "it needs OperatorLoss(physics=0) and a DeepONet with one output")
+    _check_optimizer(optimizer, loss)
     check_int("seed", seed, 0)
     if train is None:
         held = min(200, data_store.n // 5)

@@ -381,9 +381,10 @@ class DeepONetHead:
 
         with torch.no_grad():
             phi = self.net.head_features(theta, self.inputs)
-            _, ft, b0 = self.net.features(theta, self.inputs[:0], torch.as_tensor(self.x))
+            t = self.net.trunk_features(theta, torch.as_tensor(self.x))[:, 0, :]
+            b0 = self.net.output_bias(theta)
             y = self.target if b0 is None else self.target - b0
-            return phi.T @ phi, phi.T @ (y @ ft[:, 0, :])
+            return phi.T @ phi, phi.T @ (y @ t)
 
     def solve(self, theta, sums, ridge: float):
         """``theta`` with the branch's output layer that minimises the summed misfit plus
@@ -394,8 +395,7 @@ class DeepONetHead:
 
         A, B = sums
         with torch.no_grad():
-            _, ft, _ = self.net.features(theta, self.inputs[:0], torch.as_tensor(self.x))
-            t = ft[:, 0, :]
+            t = self.net.trunk_features(theta, torch.as_tensor(self.x))[:, 0, :]
             sa, ua = torch.linalg.eigh(A)
             sc, uc = torch.linalg.eigh(t.T @ t)
             sa, sc = sa.clamp(min=0), sc.clamp(min=0)

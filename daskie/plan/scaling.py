@@ -393,8 +393,9 @@ def predict_data_parallel(costs: StepCosts, n_params: int, network: Network, *, 
     Every rank computes its shard's loss and gradient (``costs.split_s`` is dealt over the
     ranks) and the optimizer update (``costs.replicated_s``, done whole by every rank); the
     ranks then all-reduce what the optimizer needs, as
-    :class:`~daskie.train.collective.ShardedObjective` does: for ``"adam"`` the loss and the gradient in one buffer (``P + 1`` float64); for
-    ``"lm"`` the loss and ``J^T r`` (``P + 1``) and then ``J^T J`` (``P^2``).
+    :class:`~daskie.train.collective.ShardedObjective` does: for ``"adam"`` the loss and the
+    gradient in one buffer (``P + 1`` float64); for ``"lm"`` the loss and ``J^T r``
+    (``P + 1``) and then ``J^T J`` (``P^2``).
 
     Parameters
     ----------

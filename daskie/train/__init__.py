@@ -6,5 +6,5 @@ from daskie.train.objective import Objective
 from daskie.train.optimizers import LBFGS, Adam, Chain, LevenbergMarquardt, Optimizer
 from daskie.train.trust_region import TrustRegion
 
-__all__ = ["Adam", "Chain", "LBFGS", "LeastSquaresHead", "LevenbergMarquardt", "Objective", "Optimizer",
-           "TrainState", "TrustRegion", "advance", "train"]
+__all__ = ["Adam", "Chain", "LBFGS", "LeastSquaresHead", "LevenbergMarquardt", "Objective",
+           "Optimizer", "TrainState", "TrustRegion", "advance", "train"]

@@ -104,14 +104,9 @@ class ShardedObjective(_Delegate):
 
     def head_sums(self, theta):
         """The least-squares head's row sums over every rank's shard, one all-reduce."""
-        sums = self.local.head_sums(theta)
-        buf = torch.cat([t.reshape(-1) for t in sums])
-        self.group.allreduce(buf, key="head", compress=None)  # Gram matrices: full precision
-        out, at = [], 0
-        for t in sums:
-            out.append(buf[at:at + t.numel()].view_as(t))
-            at += t.numel()
-        return tuple(out)
+        sums = self.local.head_sums(theta)  # fresh tensors: summed in place
+        self.group.allreduce_many(list(sums), key="head", compress=None)  # Gram: full precision
+        return sums
 
     def gauss_newton_product(self, theta, v):
         """Summed ``J_k^T J_k v`` (matrix-free LM)."""

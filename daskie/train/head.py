@@ -20,11 +20,10 @@ the same system and the same head.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from daskie.errors import SpecError
-from daskie.train.optimizers import Adam, Optimizer, Wrapper, value_and_grad
+from daskie.train.optimizers import Adam, Optimizer, Wrapper, _check, _numbers, value_and_grad
 
 __all__ = ["LeastSquaresHead"]
 
@@ -72,9 +71,8 @@ class LeastSquaresHead(Wrapper):
         if not isinstance(self.inner, Optimizer) or len(self.inner.stages()) != 1:
             raise SpecError(f"LeastSquaresHead.inner must be one daskie optimizer, "
                             f"got {self.inner!r}")
-        r = self.ridge
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
-            raise SpecError(f"LeastSquaresHead.ridge must be a number >= 0, got {r!r}")
+        _numbers("LeastSquaresHead", self, "ridge")
+        _check(self.ridge >= 0, f"LeastSquaresHead.ridge must be >= 0, got {self.ridge!r}")
 
     @property
     def label(self) -> str:
