@@ -375,7 +375,7 @@ def main(argv=None):
         return lm_rows(args)
     args.problems = args.problems or ["E1", "E2", "E3", "E4", "abel", "lshape", "E4-noisy"]
 
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.errors import SpecError
 
     records = []

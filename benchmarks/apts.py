@@ -234,7 +234,7 @@ def main(argv=None):
         digits_rows(seeds, records, None)
         e1_rows(records, None)
     else:
-        from daskie.api import local_cluster
+        from daskie.cluster import local_cluster
 
         with local_cluster(workers=2) as client:
             digits_rows(seeds, records, client)

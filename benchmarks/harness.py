@@ -62,9 +62,9 @@ def write_records(path, records, **common) -> None:
 
 @contextlib.contextmanager
 def embedded_cluster(workers: int = 2, threads_per_worker: int = 1, **kwargs):
-    """daskie's embedded LocalCluster (:func:`daskie.api.local_cluster`: 127.0.0.1, workers
+    """daskie's embedded LocalCluster (:func:`daskie.cluster.local_cluster`: 127.0.0.1, workers
     without the statistical profiler, torch at in-process speed) and its Client."""
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
 
     with local_cluster(workers, threads_per_worker, **kwargs) as client:
         yield client

@@ -198,7 +198,7 @@ def run_speedup(args):
     import torch
 
     from daskie import CEPTF, DataParallel, LevenbergMarquardt, Monolithic, solve
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.metrics import time_to_target
     from daskie.problems import catalog
 

@@ -88,7 +88,7 @@ def _warm(dask_worker=None):
 def run_dp(args) -> dict:
     """DataParallel on a fresh LocalCluster(2 x 1 thread)."""
     from daskie import DataParallel, solve
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.problems import catalog
 
     formulation, optimizer = _setup(args)

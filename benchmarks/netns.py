@@ -229,7 +229,7 @@ def emulated_cluster(n_workers: int, rate: str = "1gbit", latency_ms: float = 0.
     with emulated_network(n_workers, rate=rate, latency_ms=latency_ms) as net:
         try:
             sched_file = os.path.join(logdir, "scheduler.json")
-            # as daskie.api.local_cluster: no statistical profiler in the workers (its
+            # as daskie.cluster.local_cluster: no statistical profiler in the workers (its
             # thread takes the GIL every 10 ms from the training thread)
             base_env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                             MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",

@@ -280,7 +280,7 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8,
     fredholm-1d data sets of each of ``adam_sizes`` instances, Levenberg-Marquardt
     (``lm_steps``) on ``n_train``; 1 worker against 2, ``repeats`` times, then the scaling
     model's rows."""
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
     from daskie.problems.families import family
     from daskie.strategies import OperatorDataParallel
@@ -420,7 +420,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
 
     torch.set_num_threads(1)
     os.makedirs(args.dir, exist_ok=True)

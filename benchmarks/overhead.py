@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="JSON file for the records")
     args = p.parse_args(argv)
 
-    from daskie.api import local_cluster  # keeps torch at in-process speed on its workers
+    from daskie.cluster import local_cluster  # keeps torch at in-process speed on its workers
 
     records = []
     with local_cluster(2) as client:

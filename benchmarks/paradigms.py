@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     import torch
 
     from daskie import Adam, OrderReduction, QuadratureCollocation, solve
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.metrics import computational_efficiency, time_to_target
     from daskie.nn import MLP
     from daskie.plan import make_plan

@@ -209,7 +209,7 @@ def time_to(history, target):
 def wall_rows(level, records, repeats=3):
     """PINN Poisson: wall time to reach GD's final loss, GD / ParaFlowS in this process and
     ParaFlow (N_G = 2) on LocalCluster(2 workers x 1 thread); medians of ``repeats`` runs."""
-    from daskie.api import local_cluster  # keeps torch at in-process speed on its workers
+    from daskie.cluster import local_cluster  # keeps torch at in-process speed on its workers
 
     net, loss, data = poisson()
     eta, n_fine = 1e-3, 10

@@ -165,7 +165,7 @@ def measure_history():
     import torch
 
     from daskie import CEPTF, MLP, Adam, Monolithic, OrderReduction, solve
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.plan import scaling
 
     form = OrderReduction(net=MLP(hidden=(40, 40, 40)), points=1024, aux_points=1024)

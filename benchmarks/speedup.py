@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     import torch
 
     from daskie import Adam, LevenbergMarquardt, OrderReduction, solve
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.metrics import time_to_target
     from daskie.nn import MLP
     from daskie.plan import make_plan

@@ -159,7 +159,7 @@ def main(argv=None):
     with contextlib.ExitStack() as stack:
         client = "sync"
         if args.engine == "solve" and args.client == "cluster":
-            from daskie.api import local_cluster
+            from daskie.cluster import local_cluster
 
             client = stack.enter_context(local_cluster(workers=2))
         for problem, citation, tags, verify in problems(args):

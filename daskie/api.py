@@ -19,7 +19,7 @@ import numpy as np
 from daskie import records as kinds
 from daskie.errors import SpecError, TrainingDiverged, check_int
 
-__all__ = ["solve", "default_formulation", "default_optimizer", "solution_dataset", "local_cluster"]
+__all__ = ["solve", "default_formulation", "default_optimizer", "solution_dataset"]
 
 log = logging.getLogger("daskie")
 
@@ -43,65 +43,6 @@ def default_optimizer(formulation=None):
 
     scaling = "levenberg" if isinstance(formulation, OrderReduction) else "marquardt"
     return LevenbergMarquardt(steps="auto", scaling=scaling)
-
-
-@contextlib.contextmanager
-def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, *,
-                  profile: bool = False, dashboard_address: str | None = "127.0.0.1:0"):
-    """An embedded LocalCluster on 127.0.0.1 with CPU (and GPU) resource tags, and its Client.
-
-    ``profile=False`` (default) turns off the workers' statistical profiler (the dashboard's
-    Profile page): its thread takes the GIL every 10 ms to sample the training thread,
-    which cost about 5 % of a CEPTF step here (E1, 2 workers: 18.5 -> 17.6 ms). On a
-    cluster of your own, ``distributed.worker.profile.enabled: false`` does the same.
-    """
-    import dask
-    from distributed import Client, LocalCluster
-
-    resources = {"CPU": threads_per_worker}
-    if gpus:
-        resources["GPU"] = 1
-    # The nanny sets MALLOC_TRIM_THRESHOLD_ for its workers, which makes glibc return freed
-    # memory eagerly; torch's many mid-sized temporaries then run 3-4x slower on a worker
-    # than in-process (measured: 10 PINN steps 1.9-2.8 s against 0.6-0.8 s). Serving those
-    # from mmap-free heap memory restores in-process speed.
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-               "MALLOC_MMAP_THRESHOLD_": 64 * 2**20}
-    config = {"distributed.nanny.pre-spawn-environ": environ}
-    if not profile:
-        config["distributed.worker.profile.enabled"] = False
-    with contextlib.ExitStack() as stack:
-        levels: dict = {}
-        stack.callback(_restore_levels, levels)  # unwound last
-        stack.enter_context(dask.config.set(config))
-        # The workers' own log records stay below CRITICAL: every task's error reaches the
-        # client with its traceback anyway, and what is left are the heartbeats of workers
-        # whose scheduler is already closing (a 30-line CommClosedError after a Ctrl-C)
-        cluster = stack.enter_context(LocalCluster(
-            n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-            host="127.0.0.1", dashboard_address=dashboard_address, resources=resources,
-            silence_logs=logging.CRITICAL))
-        client = stack.enter_context(Client(cluster))
-        # unwound first: while the cluster is torn down, distributed's heartbeats and
-        # asyncio's "Task exception was never retrieved" about connections closing under them
-        # are noise after a finished (or failed, already reported) run
-        stack.callback(_silence_teardown, levels)
-        yield client
-
-
-_TEARDOWN_LOGGERS = ("distributed", "asyncio", "tornado")
-
-
-def _silence_teardown(levels: dict) -> None:
-    for name in _TEARDOWN_LOGGERS:
-        logger = logging.getLogger(name)
-        levels[name] = logger.level
-        logger.setLevel(logging.CRITICAL + 1)
-
-
-def _restore_levels(levels: dict) -> None:
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
 
 
 def _grid_points(domain, n=None):
@@ -578,6 +519,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         with contextlib.ExitStack() as stack:
             if client is None:
                 from daskie import config
+
+                from daskie.cluster import local_cluster
 
                 client = stack.enter_context(local_cluster(
                     workers, config.get("threads-per-worker"), gpus,

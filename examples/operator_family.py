@@ -25,7 +25,7 @@ import xarray as xr
 
 import daskie
 from daskie import MLP, Adam, DeepONet, LeastSquaresHead, OperatorDataParallel
-from daskie.api import local_cluster
+from daskie.cluster import local_cluster
 from daskie.operator import fit_operator, generate_dataset
 
 

@@ -41,7 +41,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def client():
     """A real LocalCluster (2 workers x 1 thread, on 127.0.0.1) and its Client, per test module."""
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
 
     with local_cluster(workers=2) as c:
         yield c

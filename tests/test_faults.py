@@ -91,7 +91,7 @@ def test_a_result_that_does_not_arrive_is_a_lost_result(client):
 def test_the_same_numbers_after_a_worker_is_killed_between_windows():
     # kill a worker that holds the window just gathered (its results are the inputs of the
     # window submitted ahead): that window is cancelled and re-run on the workers alive
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
 
     opt = LevenbergMarquardt(steps=6)
     strategy = DataParallel(shards=2, window=2, comm=Comm(timeout=10))

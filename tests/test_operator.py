@@ -421,7 +421,7 @@ def test_the_same_numbers_after_a_worker_is_killed_during_mini_batch_training(fr
     import os
     import signal
 
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.strategies import Comm
 
     fam, path = fredholm_set

@@ -14,7 +14,7 @@ import xarray as xr
 
 from daskie import (LBFGS, Adam, Comm, Hybrid, LevenbergMarquardt, ModelParallel, Monolithic,
                     OrderReduction, Pipeline, QuadratureCollocation, solve)
-from daskie.api import local_cluster
+from daskie.cluster import local_cluster
 from daskie.collectives import local_groups, run_threads
 from daskie.errors import SpecError
 from daskie.nn import MLP

@@ -20,7 +20,7 @@ SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test
 
 @pytest.fixture(scope="module")
 def client():
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
 
     with local_cluster(workers=1) as c:
         # A fresh worker process imports torch and daskie and warms torch's kernels on its first

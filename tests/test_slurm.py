@@ -80,7 +80,7 @@ def _solve(client):
 
 
 def test_solve_on_slurm_equals_a_local_cluster(slurm):
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
     from daskie.cluster import make_cluster
 
     with make_cluster("slurm", workers=2, gpus=1, log_directory=str(slurm / "logs"),

@@ -28,7 +28,7 @@ def _profiler_enabled():
 
 
 def test_embedded_cluster_workers_run_without_the_statistical_profiler(client):
-    # the fixture's cluster is daskie.api.local_cluster with its defaults
+    # the fixture's cluster is daskie.cluster.local_cluster with its defaults
     assert set(client.run(_profiler_enabled).values()) == {False}
 
 
@@ -162,7 +162,7 @@ def test_a_gpu_plan_on_a_cluster_without_gpus_runs_on_cpu_with_a_warning(client,
 def test_a_gpu_task_on_a_worker_without_cuda_fails_naming_the_worker(strategy):
     # workers that declare GPU=1 (as the README tells GPU users) but whose torch sees no
     # CUDA device: the GPU-tagged task fails at once, it does not train on the CPU instead
-    from daskie.api import local_cluster
+    from daskie.cluster import local_cluster
 
     with local_cluster(2, gpus=1) as gpu_cluster:
         with pytest.raises(PlanError, match=r"tagged GPU, but torch sees no CUDA device on worker tcp://"):

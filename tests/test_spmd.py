@@ -10,7 +10,7 @@ import torch
 
 from daskie import (CEPTF, Adam, Balanced, BlockCoordinate, Comm, DataParallel, LevenbergMarquardt,
                     Monolithic, OrderReduction, QuadratureCollocation, Whole, solve)
-from daskie.api import local_cluster
+from daskie.cluster import local_cluster
 from daskie.collectives import local_groups, run_threads
 from daskie.runtime import DaskExecutor
 from daskie.errors import SpecError

@@ -25,7 +25,7 @@ def _executor(client):
     from daskie.runtime.executor import as_executor
 
     if client is None:
-        from daskie.api import local_cluster
+        from daskie.cluster import local_cluster
 
         with local_cluster(workers=2) as c:
             yield as_executor(c)
@@ -251,7 +251,7 @@ def _client(client):
     """The public ``client`` argument, with ``None`` turned into one embedded LocalCluster
     (both phases of :func:`learn_operator` share it)."""
     if client is None:
-        from daskie.api import local_cluster
+        from daskie.cluster import local_cluster
 
         with local_cluster(workers=2) as c:
             yield c
