@@ -285,7 +285,7 @@ def time_to_target(history_records, target_mse: float, key: str = "mse") -> floa
 
 
 def group_times(records, n_sub: int) -> np.ndarray:
-    """``T_k`` of each group ``k = 0 .. n_sub - 1``: the summed ``window_s`` of its windows.
+    """``T_k`` of each group ``k`` (0 to ``n_sub - 1``): the summed ``window_s`` of its windows.
 
     Parameters
     ----------
@@ -343,9 +343,10 @@ def run_metrics(seq_records, par_records, n_sub: int, c_ie: float, target: float
     par_records : list of dict
         History of the parallel (CEPTF) run.
     n_sub : int
-        Number of sub-models (groups) of the parallel run's plan, :attr:`Plan.n_sub`.
+        Number of sub-models (groups) of the parallel run's plan
+        (:attr:`~daskie.plan.Plan.n_sub`).
     c_ie : float
-        The equation's complexity, the plan's ``C_eff`` (:attr:`Plan.complexity`).
+        The equation's complexity, the plan's ``C_eff`` (:attr:`~daskie.plan.Plan.complexity`).
     target : float
         Target accuracy: both times are measured to the first record with ``key <= target``.
     weights : sequence of float, optional

@@ -42,7 +42,8 @@ def balanced_pieces(disc, owners, n_ranks: int, *, min_rows: int = 32):
     Returns
     -------
     list of list of (key, lo, hi)
-        One list per rank, for :class:`PartitionedObjective`'s ``pieces``.
+        One list per rank, for the ``pieces`` of
+        :class:`~daskie.train.collective.PartitionedObjective`.
     """
     ev = disc.evaluations
     keys = [k for own in owners for name in own for k in ev if ev[k].submodel == name]
