@@ -24,7 +24,7 @@ import numpy as np
 from daskie.errors import SpecError
 from daskie.reference.nystrom import NewtonDidNotConverge
 
-__all__ = ["QMCNystrom", "QMCSolution"]
+__all__ = ["QMCNystrom", "QMCSolution", "operator_matrix"]
 
 #: Rows of the operator assembled at once (the kernel's temporaries are rows x N x d).
 _ROWS = 256
@@ -49,6 +49,14 @@ def _operator(problem, i, x, nodes, weight):
             k = k * inside
         out[s:s + _ROWS] = weight * k
     return out
+
+
+def operator_matrix(problem, i, x, nodes, weight) -> np.ndarray:
+    """The equal-weight Nystrom matrix of term ``i``: ``A[p, j] = weight K_i(x_p, t_j)
+    1[t_j in the integration box of x_p]`` for points ``x`` ``(k, d)`` and nodes ``(N, d)``
+    (assembled in blocks of rows)."""
+    return _operator(problem, i, np.asarray(x, dtype=float), np.asarray(nodes, dtype=float),
+                     float(weight))
 
 
 class QMCSolution:
