@@ -22,7 +22,30 @@ import numpy as np
 
 from daskie.nn.mlp import MLP
 
-__all__ = ["SubModel", "Evaluation", "Discretization", "Formulation", "shard_rows"]
+__all__ = ["SubModel", "Evaluation", "Discretization", "Formulation", "shard_rows", "tensor_maker"]
+
+
+def tensor_maker(device=None, dtype=None):
+    """``T(array) -> Tensor`` that puts a discretization's data (numpy arrays, computed in
+    float64) on ``device`` in ``dtype`` (None: the CPU, float64), in one copy.
+
+    Every formulation builds its tensors through one of these, so that a discretization lives
+    on one device and the data move there once, when it is built, never per step.
+    """
+    import torch
+
+    device = torch.device("cpu" if device is None else device)
+    dtype = torch.float64 if dtype is None else dtype
+    if not dtype.is_floating_point:
+        from daskie.errors import SpecError
+
+        raise SpecError(f"a discretization's dtype must be a floating-point torch dtype, got {dtype}")
+
+    def T(a):
+        return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64)).to(device=device, dtype=dtype)
+
+    T.device, T.dtype = device, dtype
+    return T
 
 
 def shard_rows(n_rows: int, shard) -> np.ndarray:
@@ -192,6 +215,17 @@ class Discretization:
         """Residual blocks from evaluation values."""
         return self.residual_fn(values)
 
+    @property
+    def device(self):
+        """The torch device every tensor of this discretization lives on (that of its
+        evaluation points; :meth:`Formulation.discretize` places them)."""
+        return next(iter(self.evaluations.values())).points.device
+
+    @property
+    def dtype(self):
+        """The floating-point dtype of this discretization's tensors (float64 by default)."""
+        return next(iter(self.evaluations.values())).points.dtype
+
 
 class Formulation:
     """Base class: a formulation turns a :class:`Problem` into a :class:`Discretization`.
@@ -200,12 +234,20 @@ class Formulation:
     :meth:`discretize`.
     """
 
-    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:  # pragma: no cover
+    def discretize(self, problem, seed: int = 0, shard=None, *, device=None,
+                   dtype=None) -> Discretization:  # pragma: no cover
         """Build the discretization of ``problem`` (points drawn with ``seed``).
 
         ``shard=(k, n)`` keeps data shard k of n of every residual block's rows (see
         :func:`shard_rows`), with block weights scaled so that the n shards' losses sum to
         the full loss and their normal equations to the full ones (data-parallel training).
+
+        ``device`` and ``dtype`` place the discretization: every tensor it holds (points,
+        data, the residual map's constants) is made there, once, from float64 numpy data
+        (:func:`tensor_maker`); None: the CPU, float64. The same points and numbers on every
+        device: only the arithmetic moves. An objective built on it computes there
+        (:class:`~daskie.train.objective.Objective` takes its device from it). A user
+        formulation that does not take these arguments still works on the CPU.
         """
         raise NotImplementedError
 

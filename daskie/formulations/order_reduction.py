@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from daskie.errors import SpecError, check_int
-from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel, shard_rows
+from daskie.formulations.base import (Discretization, Evaluation, Formulation, SubModel, shard_rows,
+                                      tensor_maker)
 from daskie.formulations.quadrature import rhs_values, test_set
 from daskie.formulations.stein import Stein
 from daskie.nn.mlp import MLP
@@ -101,9 +102,11 @@ class OrderReduction(Formulation):
         kind = self.aux_growth if self.aux_growth != "auto" else ("doubling" if d <= 3 else "linear")
         return {"doubling": 2**k, "linear": k + 1, "none": 1}[kind]
 
-    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
+    def discretize(self, problem, seed: int = 0, shard=None, *, device=None,
+                   dtype=None) -> Discretization:
         """Sub-models mu and F_{i,m}, their point sets and the residual map
-        (``shard=(k, n)``: data shard k of n of every block's points)."""
+        (``shard=(k, n)``: data shard k of n of every block's points), on ``device`` in
+        ``dtype`` (None: the CPU, float64; :meth:`Formulation.discretize`)."""
         d = problem.dim
         if not problem.domain.is_box:
             raise SpecError("order reduction needs a box domain (the derivative chain integrates "
@@ -112,7 +115,7 @@ class OrderReduction(Formulation):
             if term.singularity > 0:
                 raise SpecError(f"terms[{i}] has a weakly singular kernel, which order reduction cannot "
                                 "differentiate through; use QuadratureCollocation (product integration)")
-        T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        T = tensor_maker(device, dtype)
         aux = self.aux_net or self.net
         lo, hi = np.asarray(problem.domain.lower), np.asarray(problem.domain.upper)
         stein = self.derivative if isinstance(self.derivative, Stein) else None
@@ -198,7 +201,7 @@ class OrderReduction(Formulation):
             return out
 
         def linear_parts(values):
-            one = lambda key: torch.ones(evaluations[key].size, dtype=torch.float64)  # noqa: E731
+            one = lambda key: torch.ones(evaluations[key].size, dtype=T.dtype, device=T.device)  # noqa: E731
 
             def dpart(key):
                 return ("diag", one(key)) if stein is None else ("rows", stein_w[key])

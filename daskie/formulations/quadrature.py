@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from daskie.errors import SpecError, check_int
-from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel, shard_rows
+from daskie.formulations.base import (Discretization, Evaluation, Formulation, SubModel, shard_rows,
+                                      tensor_maker)
 from daskie.nn.mlp import MLP
 from daskie.quadrature import (gauss_jacobi, gauss_legendre, smolyak_rule, sobol_rule, tensor_rule,
                                unit_rule)
@@ -298,9 +299,11 @@ class QuadratureCollocation(Formulation):
             pieces_w.append(w[None, :] * np.abs(h2[:, None]) ** (1 - a_exp))
         return np.concatenate(pieces_t, axis=1)[..., None], np.concatenate(pieces_w, axis=1)
 
-    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
+    def discretize(self, problem, seed: int = 0, shard=None, *, device=None,
+                   dtype=None) -> Discretization:
         """Collocation points, quadrature nodes and the residual map for ``problem``
-        (``shard=(k, n)``: data shard k of n of the collocation points)."""
+        (``shard=(k, n)``: data shard k of n of the collocation points), on ``device`` in
+        ``dtype`` (None: the CPU, float64; :meth:`Formulation.discretize`)."""
         d = problem.dim
         mu = SubModel("mu", d, self.net)
         n = 2 * mu.n_params if self.points == "auto" else self.points
@@ -310,7 +313,7 @@ class QuadratureCollocation(Formulation):
         rows = shard_rows(len(x), shard)
         x, f = x[rows], f[rows]
         alpha = problem.alpha_at(x)
-        T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        T = tensor_maker(device, dtype)
 
         evaluations = {"mu@x": Evaluation("mu", T(x))}
         terms = []  # (eval key, kind, weight-kernel matrix, nonlinearity, lam)

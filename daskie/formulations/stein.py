@@ -70,11 +70,12 @@ class Stein:
         return f"stein({self.samples}, {self.width:g}, {kind})"
 
     def draws(self, n_rows: int, stream: int = 0):
-        """Standard normal draws ``(n_rows, samples)`` of point set ``stream`` (float64)."""
+        """Standard normal draws ``(n_rows, samples)`` of point set ``stream`` (float64, on the
+        CPU: the same draws whatever device trains on them)."""
         import torch
 
-        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(stream))
-        return torch.randn(int(n_rows), self.samples, generator=g, dtype=torch.float64)
+        g = torch.Generator(device="cpu").manual_seed(int(self.seed) * 1_000_003 + int(stream))
+        return torch.randn(int(n_rows), self.samples, generator=g, dtype=torch.float64, device="cpu")
 
     def weights(self, eps):
         """Weights ``(n, 2 S)`` of the values at ``stencil`` points (``+`` draws, then ``-``)."""
@@ -102,7 +103,9 @@ class Stein:
             if total is None:
                 raise SpecError("Stein.stencil: rows need the size of the full point set (total)")
             eps = self.draws(total, stream)[torch.as_tensor(rows, dtype=torch.long)]
-        shift = torch.zeros(n, self.samples, points.shape[1], dtype=points.dtype)
+        # drawn on the CPU (the same draws on every device), then moved once with the points
+        eps = eps.to(device=points.device, dtype=points.dtype)
+        shift = torch.zeros(n, self.samples, points.shape[1], dtype=points.dtype, device=points.device)
         shift[..., axis] = self.width * eps
         centre = points[:, None, :]
         pts = torch.cat([centre + shift, centre - shift], dim=1)
@@ -148,7 +151,7 @@ def stein_derivative(fn, z, axis: int, stein: Stein, stream: int = 0, pairs=None
     pts = pts.view(n, 2 * s, -1)
     zp, zm = pts[:, :s].reshape(n * s, -1), pts[:, s:].reshape(n * s, -1)
     fp, fm = pairs(zp, zm) if pairs is not None else (fn(zp), fn(zm))
-    eps = stein.draws(n, stream)
+    eps = stein.draws(n, stream).to(device=z.device, dtype=z.dtype)
     g = eps * (fp - fm).view(n, s) / (2.0 * stein.width)  # per-draw estimates
     if stein.normalized:
         e2 = (eps * eps).sum(dim=1)

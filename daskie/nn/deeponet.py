@@ -116,10 +116,11 @@ class DeepONet:
             for a, b in zip(sizes[:-1], sizes[1:]):
                 normal = spec is not None and spec.init == "normal"
                 std = spec.init_std if normal else (2.0 / (a + b)) ** 0.5
-                chunks.append(torch.randn(b * a, generator=generator, dtype=torch.float64) * std)
-                chunks.append(torch.zeros(b, dtype=torch.float64))
+                chunks.append(torch.randn(b * a, generator=generator, dtype=torch.float64,
+                                          device=generator.device) * std)
+                chunks.append(torch.zeros(b, dtype=torch.float64, device=generator.device))
         if self.bias:
-            chunks.append(torch.zeros(self.outputs, dtype=torch.float64))
+            chunks.append(torch.zeros(self.outputs, dtype=torch.float64, device=generator.device))
         return torch.cat(chunks)
 
     def _split(self, theta):
@@ -154,7 +155,7 @@ class DeepONet:
 
         branch, _, _ = self._split(theta)
         h = self._run(branch[:-1], f_values, activation(self._branch_activation), True)
-        return torch.cat([h, torch.ones(h.shape[:-1] + (1,), dtype=h.dtype)], dim=-1)
+        return torch.cat([h, torch.ones(h.shape[:-1] + (1,), dtype=h.dtype, device=h.device)], dim=-1)
 
     def with_head(self, theta, W):
         """``theta`` with the branch's output layer set from ``W`` ``(h + 1, width * outputs)``
@@ -256,5 +257,5 @@ class DeepONet:
         gt = backward(trunk, ht, pt, fb * activation_derivative(acts[1], pt[-1], ft), acts[1])
         parts = gb + gt  # each in layout order: (weight, bias) per layer, input layer first
         if b0 is not None:
-            parts.append(torch.ones(n, 1, dtype=z.dtype))
+            parts.append(torch.ones(n, 1, dtype=z.dtype, device=z.device))
         return torch.cat(parts, dim=1)

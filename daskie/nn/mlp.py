@@ -119,8 +119,9 @@ class MLP:
         chunks = []
         for a, b in zip(self.sizes(in_dim)[:-1], self.sizes(in_dim)[1:]):
             std = self.init_std if self.init == "normal" else (2.0 / (a + b)) ** 0.5
-            chunks.append(torch.randn(b * a, generator=generator, dtype=torch.float64) * std)
-            chunks.append(torch.zeros(b, dtype=torch.float64))
+            chunks.append(torch.randn(b * a, generator=generator, dtype=torch.float64,
+                                      device=generator.device) * std)
+            chunks.append(torch.zeros(b, dtype=torch.float64, device=generator.device))
         return torch.cat(chunks)
 
     def layers(self, theta, in_dim: int):
@@ -243,7 +244,7 @@ class MLP:
             hs.append(raw[-1] if last else self._hidden_out(raw[-1]))
         maps = self._weight_maps(theta, z.shape[-1])
         n = z.shape[0]
-        delta = torch.ones(n, 1, dtype=z.dtype)
+        delta = torch.ones(n, 1, dtype=z.dtype, device=z.device)
         blocks = []
         for layer in range(len(weights) - 1, -1, -1):
             if row_weights is None:

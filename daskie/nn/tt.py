@@ -94,10 +94,11 @@ def _core_jacobian(cores, j):
     import torch
 
     g = cores[j]
-    one = torch.ones(1, 1, 1, dtype=g.dtype)
+    one = torch.ones(1, 1, 1, dtype=g.dtype, device=g.device)
     left = _merge(cores[:j])[0] if j > 0 else one  # (L, P, a)
     right = _merge(cores[j + 1:])[..., 0] if j < len(cores) - 1 else one  # (b, R, S)
-    eye_m, eye_n = torch.eye(g.shape[1], dtype=g.dtype), torch.eye(g.shape[2], dtype=g.dtype)
+    eye_m = torch.eye(g.shape[1], dtype=g.dtype, device=g.device)
+    eye_n = torch.eye(g.shape[2], dtype=g.dtype, device=g.device)
     jac = torch.einsum("LPa,bRS,iI,qQ->LiRPqSaIQb", left, right, eye_m, eye_n)
     rows = left.shape[0] * g.shape[1] * right.shape[1]
     cols = left.shape[1] * g.shape[2] * right.shape[2]
@@ -248,14 +249,16 @@ class TTMLP(MLP):
             var = self.init_std ** 2 if self.init == "normal" else 2.0 / (a + b)
             shapes = self.tt_shapes(k, a, b)
             if shapes is None:
-                chunks.append(torch.randn(b * a, generator=generator, dtype=torch.float64) * var ** 0.5)
+                chunks.append(torch.randn(b * a, generator=generator, dtype=torch.float64,
+                                          device=generator.device) * var ** 0.5)
             else:
                 # Var W = prod_k s_k^2 * prod of the internal ranks (sums over them)
                 inner = math.prod(s[3] for s in shapes[:-1])
                 std = (var / inner) ** (0.5 / len(shapes))
                 for s in shapes:
-                    chunks.append(torch.randn(math.prod(s), generator=generator, dtype=torch.float64) * std)
-            chunks.append(torch.zeros(b, dtype=torch.float64))
+                    chunks.append(torch.randn(math.prod(s), generator=generator, dtype=torch.float64,
+                                              device=generator.device) * std)
+            chunks.append(torch.zeros(b, dtype=torch.float64, device=generator.device))
         return torch.cat(chunks)
 
     def params_from_dense(self, dense_theta, in_dim: int):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daskie.errors import SpecError, check_int
-from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel
+from daskie.formulations.base import Discretization, Evaluation, Formulation, SubModel, tensor_maker
 from daskie.nn.deeponet import DeepONet
 from daskie.quadrature import tensor_rule
 
@@ -187,13 +187,12 @@ class OperatorLoss(Formulation):
         wk = np.prod(span, axis=1)[:, None] * w[None, :] * family.kernel(x[:, None, :], t)
         return t, wk, False
 
-    def physics_terms(self, family, params, x) -> dict:
+    def physics_terms(self, family, params, x, *, device=None, dtype=None) -> dict:
         """What the physics residual of instances ``params`` at points ``x`` needs, as
-        tensors: ``f`` there ``(n, p)``, ``lam (n, 1)``, the rule's ``nodes`` and ``WK``,
-        and whether the nodes are ``shared``."""
-        import torch
-
-        T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        tensors on ``device`` in ``dtype`` (None: the CPU, float64): ``f`` there ``(n, p)``,
+        ``lam (n, 1)``, the rule's ``nodes`` (numpy) and ``WK``, and whether the nodes are
+        ``shared``."""
+        T = tensor_maker(device, dtype)
         nodes, wk, shared = self.physics_rule(family, x)
         out = {"f": T(family.f_values(params, x)), "lam": T(family.lam_values(params))[:, None],
                "nodes": nodes, "wk": T(wk), "shared": shared}
@@ -214,18 +213,19 @@ class OperatorLoss(Formulation):
         return float(family.alpha) * mu_x - terms["f"] - terms["lam"] * integral
 
     # --- the discretization -----------------------------------------------------------------
-    def discretize(self, problem, seed: int = 0, shard=None) -> Discretization:
+    def discretize(self, problem, seed: int = 0, shard=None, *, device=None,
+                   dtype=None) -> Discretization:
         """Rows of the training instances of ``problem`` (a :class:`TrainingSet`), of data
-        shard ``shard=(k, n)`` when given (a contiguous range of instances)."""
-        rows = self.shard_rows(problem, shard)
+        shard ``shard=(k, n)`` when given (a contiguous range of instances), on ``device``
+        in ``dtype`` (None: the CPU, float64; :meth:`Formulation.discretize`)."""
+        rows = self.shard_rows(problem, shard, device=device, dtype=dtype)
         return rows.discretization(None, rows.n / rows.n_total)
 
-    def shard_rows(self, problem, shard=None) -> "ShardRows":
-        """Everything the losses of shard ``shard`` need, read once from the data set; its
+    def shard_rows(self, problem, shard=None, *, device=None, dtype=None) -> "ShardRows":
+        """Everything the losses of shard ``shard`` need, read once from the data set and put
+        on ``device`` in ``dtype`` once (None: the CPU, float64); its
         :meth:`ShardRows.discretization` gives the objective of any subset of its instances
-        (the full shard, or one mini-batch)."""
-        import torch
-
+        (the full shard, or one mini-batch) there, without moving data again."""
         from daskie.store.dataset import OperatorDataset
 
         if not isinstance(problem, TrainingSet):
@@ -246,9 +246,10 @@ class OperatorLoss(Formulation):
         first, stop = problem.train
         lo, hi = instance_shard(first, stop, shard)
         data = store.read(lo, hi)
-        T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+        T = tensor_maker(device, dtype)
         inputs = branch_inputs(family, data["f"], data["params"])
-        terms = self.physics_terms(family, data["params"], x) if self.physics > 0 else None
+        terms = self.physics_terms(family, data["params"], x, device=T.device, dtype=T.dtype) \
+            if self.physics > 0 else None
         test_points, test_exact = np.zeros((0, net.in_dim)), None
         if problem.test is not None:
             a, b = problem.test
@@ -297,11 +298,13 @@ class ShardRows:
         import torch
 
         loss, family, net = self.loss, self.problem.family, self.loss.net
-        idx = None if index is None else torch.as_tensor(np.asarray(index, dtype=np.int64))
+        T = tensor_maker(self.inputs.device, self.inputs.dtype)  # where shard_rows put the shard
+        idx = None if index is None else \
+            torch.as_tensor(np.asarray(index, dtype=np.int64)).to(T.device)
         pick = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
         inputs, mu = pick(self.inputs), pick(self.mu)
         n_here, p = inputs.shape[0], len(self.x)
-        x = torch.as_tensor(self.x)
+        x = T(self.x)
         sub = SubModel("G", net.in_dim, net)
         evaluations = {"G@x": Evaluation("G", _rows_t(inputs, x), product=(inputs, x))}
         weights, blocks = {}, {}
@@ -316,7 +319,7 @@ class ShardRows:
                 terms["f_nodes"] = pick(full["f_nodes"])
             alpha = float(family.alpha)
             nodes = terms["nodes"]
-            flat = torch.as_tensor(nodes.reshape(-1, x.shape[1]))
+            flat = T(nodes.reshape(-1, x.shape[1]))
             evaluations["G@nodes"] = Evaluation("G", _rows_t(inputs, flat),
                                                 product=(inputs, flat))
             node_shape = (n_here, *nodes.shape[:-1])  # (n, Q) shared or (n, p, Q) per point
@@ -338,7 +341,7 @@ class ShardRows:
         # the data block is the identity in G@x: the Jacobian is the per-point gradients
         linear_parts = None
         if "physics" not in weights:
-            ones = torch.ones(n_here * p, dtype=torch.float64)
+            ones = torch.ones(n_here * p, dtype=T.dtype, device=T.device)
             linear_parts = lambda values: {"data": {"G@x": ("diag", ones)}}  # noqa: E731
 
         # a data misfit alone is linear in the branch's output layer: it can be solved for
@@ -381,7 +384,7 @@ class DeepONetHead:
 
         with torch.no_grad():
             phi = self.net.head_features(theta, self.inputs)
-            t = self.net.trunk_features(theta, torch.as_tensor(self.x))[:, 0, :]
+            t = self.net.trunk_features(theta, self._x(theta))[:, 0, :]
             b0 = self.net.output_bias(theta)
             y = self.target if b0 is None else self.target - b0
             return phi.T @ phi, phi.T @ (y @ t)
@@ -395,7 +398,7 @@ class DeepONetHead:
 
         A, B = sums
         with torch.no_grad():
-            t = self.net.trunk_features(theta, torch.as_tensor(self.x))[:, 0, :]
+            t = self.net.trunk_features(theta, self._x(theta))[:, 0, :]
             sa, ua = torch.linalg.eigh(A)
             sc, uc = torch.linalg.eigh(t.T @ t)
             sa, sc = sa.clamp(min=0), sc.clamp(min=0)
@@ -406,11 +409,15 @@ class DeepONetHead:
             W = ua @ coef @ uc.T
         return self.net.with_head(theta, W)
 
-    def mask(self, n_params: int):
-        """Boolean mask of the parameters :meth:`solve` sets."""
+    def _x(self, theta):
+        """The query points (a tensor of the discretization) where ``theta`` is."""
+        return self.x.to(device=theta.device, dtype=theta.dtype)
+
+    def mask(self, n_params: int, device="cpu"):
+        """Boolean mask of the parameters :meth:`solve` sets (on ``device``)."""
         import torch
 
-        out = torch.zeros(n_params, dtype=torch.bool)
+        out = torch.zeros(n_params, dtype=torch.bool, device=device)
         for s in self.net.head_slices():
             out[s] = True
         return out

@@ -72,7 +72,10 @@ class Operator:
         if x.ndim != 2 or x.shape[1] != self.net.dim:
             raise SpecError(f"x must have shape (k, {self.net.dim}), got {x.shape}")
         with torch.no_grad():
-            out = self.net.operator(self.theta, torch.as_tensor(f), torch.as_tensor(x)).numpy()
+            # on the parameters' device, back as float64 numpy
+            at = lambda a: torch.as_tensor(a).to(device=self.theta.device, dtype=self.theta.dtype)  # noqa: E731
+            out = self.net.operator(self.theta, at(f), at(x))
+            out = out.to(device="cpu", dtype=torch.float64).numpy()
         if self.skip:
             fx = self._f_at(f, x) if f_at_x is None else np.atleast_2d(f_at_x)
             out = out + fx / float(self.family.alpha)

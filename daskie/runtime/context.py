@@ -14,11 +14,22 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from daskie.errors import SpecError
+from daskie.runtime.devices import resolve_device
 from daskie.runtime.state import worker_state
-from daskie.train.loop import TrainState
+from daskie.train.loop import TrainState, to_device
 from daskie.train.objective import Objective
 
-__all__ = ["RunContext", "WindowOutput", "objective_for", "merge_params", "torch_threads"]
+__all__ = ["RunContext", "WindowOutput", "objective_for", "merge_params", "torch_threads",
+           "run_token"]
+
+
+def run_token(*parts) -> str:
+    """The deterministic identity of a run: the same problem, plan, options and seed give the
+    same token (graph keys and the workers' caches use it)."""
+    import dask.base
+
+    return dask.base.tokenize(*[repr(p) for p in parts])
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +47,13 @@ class RunContext:
         Deterministic identity of the run (graph keys and the workers' caches use it).
     eval_every : int
         Record the test MSE every this many steps (0: at the end of each window).
+    device : str or None
+        Where the objectives of the run's tasks compute: None decides per task from its
+        resource tag (a ``GPU`` task on CUDA, every other task on the CPU:
+        :func:`~daskie.runtime.devices.require_device`); ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"meta"`` puts every objective there, the client's included
+        (``"cuda"`` on a machine without CUDA is a named error). Results leave the tasks on
+        the CPU (:class:`WindowOutput`), whatever device computed them.
     """
 
     problem: object
@@ -46,6 +64,7 @@ class RunContext:
     threads: int | None
     token: str
     eval_every: int = 0
+    device: str | None = None
 
     def build(self, shard=None) -> Objective:
         """The objective of this run (of data shard ``shard=(k, n)``), built once per worker
@@ -55,13 +74,21 @@ class RunContext:
 
 @dataclass
 class WindowOutput:
-    """What a window task returns: the group's state, its parameters and its records."""
+    """What a window task returns: the group's state, its parameters and its records.
+
+    Its tensors are on the CPU, whatever device trained them (moved when it is made): what
+    goes back to the client and into the store is the same on every cluster.
+    """
 
     group: int
     state: TrainState
     params: dict
     records: list = field(default_factory=list)
     joint_loss: float = float("nan")
+
+    def __post_init__(self):
+        self.state = to_device(self.state, "cpu")
+        self.params = to_device(self.params, "cpu")
 
     def to_tree(self) -> dict:
         """Plain data (tensors, numbers, strings, None) for a checkpoint; no records (the
@@ -80,15 +107,35 @@ class WindowOutput:
 
 def objective_for(ctx: RunContext, shard=None) -> Objective:
     """The objective of ``ctx`` (of data shard ``shard=(k, n)`` when given), built once per
-    worker process (discretizing is not free)."""
+    worker process and device (discretizing is not free), on the device of the task asking
+    (``ctx.device``, or :func:`~daskie.runtime.devices.resolve_device`'s choice from the
+    task's resource tag): its data move there once, here."""
+    device = resolve_device(ctx.device)
     key = (ctx.token, None if shard is None else tuple(shard))
+    if device != "cpu":
+        key = key + (device,)
 
     def make():
-        # user formulations may not know shards: ask for one only when sharding
+        # user formulations may not know shards or devices: ask only when needed
         extra = {} if shard is None else {"shard": shard}
+        if device != "cpu":
+            if not _takes(ctx.formulation.discretize, "device"):
+                raise SpecError(f"{type(ctx.formulation).__name__}.discretize takes no device "
+                                f"argument, so it cannot be trained on {device!r}: add "
+                                "device=None, dtype=None to it (Formulation.discretize) or run "
+                                "on the CPU")
+            extra["device"] = device
         return Objective(ctx.formulation.discretize(ctx.problem, seed=ctx.seed, **extra))
 
     return worker_state().cached(worker_state().objectives, key, make)
+
+
+def _takes(fn, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword argument ``name``."""
+    import inspect
+
+    params = inspect.signature(fn).parameters.values()
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def merge_params(outputs) -> dict:

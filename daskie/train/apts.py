@@ -59,10 +59,10 @@ def make_shard(source, objective, k: int, n: int):
         return source.build((k, n)), float(n)
     if callable(getattr(objective, "shard", None)):
         return objective.shard(k, n), float(n)
-    rows = torch.arange(k, int(objective.n_data), n)
+    rows = torch.arange(k, int(objective.n_data), n, device="cpu")  # batch_loss moves them
     if isinstance(objective, ModuleObjective):  # a module of its own: Jacobians too
         part = ModuleObjective(objective.module, objective.loss_fn,
-                               tuple(t[rows] for t in objective.data))
+                               tuple(t[rows.to(t.device)] for t in objective.data))
     else:
         part = Rows(objective, rows)
     # sums of squares add up over shards; other losses are taken as means

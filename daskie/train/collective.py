@@ -97,7 +97,7 @@ class ShardedObjective(_Delegate):
     def normal_equations(self, theta):
         """Summed ``(loss, J^T J, J^T r)``: the rank's rows, then one fused all-reduce."""
         loss, A, g = self.local.normal_equations(theta)
-        head = torch.cat([torch.tensor([loss], dtype=g.dtype), g])
+        head = torch.cat([torch.tensor([loss], dtype=g.dtype, device=g.device), g])
         self.group.allreduce(head, key="normal.g")
         self.group.allreduce(A, key="normal.A")  # in place: P x P is too big to copy
         return float(head[0]), A, head[1:]
@@ -200,14 +200,15 @@ class PartitionedObjective(_Delegate):
                 raise ValueError(f"the pieces must cover each row of evaluation {k!r} exactly "
                                  "once")
             if len(parts) > 1:  # reorder the delivered rows back (differentiable gather)
-                self._orders[k] = torch.argsort(got)
+                self._orders[k] = torch.argsort(got).to(local.device)
         self._evals = [Evaluation(ev[k].submodel, ev[k].points[sl].contiguous(), ev[k].derivative)
                        for k, sl in self.pieces[group.rank]]
         self._sizes = [sum(counts) for counts in self._counts]
         self._busy = bool(self._evals)
         if self.mine is not None:
             # Own columns of J; the other sub-models' values always come from their owners.
-            zero = {n: torch.zeros(s) for n, s in zip(local.layout.names, local.layout.sizes)}
+            zero = {n: torch.zeros(s, dtype=local.dtype, device=local.device)
+                    for n, s in zip(local.layout.names, local.layout.sizes)}
             self._own = Objective(local.disc, trainable=self.mine, frozen=zero)
             self._own._constants = {}
             self._own.blocks = local.blocks  # every residual row, zero where a block is not ours
@@ -217,11 +218,11 @@ class PartitionedObjective(_Delegate):
         ``theta``), the others gathered from their ranks."""
         from daskie.train.objective import evaluate_one
 
-        params = self.local.layout.split(theta)
+        params = self.local.layout.split(self.local.place(theta))
         subs = self.local.disc.submodels
         own = [evaluate_one(subs[e.submodel], e, params[e.submodel]) for e in self._evals]
         flat = torch.cat([v.detach().reshape(-1) for v in own]) if own \
-            else torch.zeros(0, dtype=theta.dtype)
+            else torch.zeros(0, dtype=self.local.dtype, device=self.local.device)
         parts = self.group.allgather(flat, sizes=self._sizes)
         delivered: dict = {}
         for r, (piece, counts) in enumerate(zip(self.pieces, self._counts)):
@@ -274,7 +275,7 @@ class PartitionedObjective(_Delegate):
         if self.shards != 1:
             raise NotImplementedError("column-split normal equations need one rank per group "
                                       "(shards=1); pass rows= for the row split")
-        theta = theta.detach()
+        theta = self.local.place(theta.detach())
         with torch.no_grad():
             values = self.values(theta)
         offsets = self.local.layout.offsets
@@ -283,10 +284,10 @@ class PartitionedObjective(_Delegate):
             r, J_own = self._own.jacobian(own_theta, values=values)
         else:  # a rank without sub-models (more ranks than sub-models) adds no columns
             r = self.local.residuals_from_values(values)
-            J_own = torch.zeros(r.numel(), 0, dtype=r.dtype)
+            J_own = torch.zeros(r.numel(), 0, dtype=r.dtype, device=r.device)
         cols = self.group.allgather(J_own.T.contiguous().reshape(-1))
         n_rows = r.numel()
-        J = torch.zeros(n_rows, self.local.layout.total, dtype=r.dtype)
+        J = torch.zeros(n_rows, self.local.layout.total, dtype=r.dtype, device=r.device)
         for rank, own in enumerate(self.owners):
             block = cols[rank].reshape(-1, n_rows).T
             start = 0
@@ -296,8 +297,8 @@ class PartitionedObjective(_Delegate):
                 start += hi - lo
         rows = J_own.T @ J  # this rank's rows of J^T J, in its own column order
         gathered = self.group.allgather(torch.cat([(J_own.T @ r), rows.reshape(-1)]))
-        A = torch.empty(J.shape[1], J.shape[1], dtype=r.dtype)
-        g = torch.empty(J.shape[1], dtype=r.dtype)
+        A = torch.empty(J.shape[1], J.shape[1], dtype=r.dtype, device=r.device)
+        g = torch.empty(J.shape[1], dtype=r.dtype, device=r.device)
         for rank, own in enumerate(self.owners):
             width = sum(offsets[n][1] - offsets[n][0] for n in own)
             g_r, A_r = gathered[rank][:width], gathered[rank][width:].reshape(width, J.shape[1])

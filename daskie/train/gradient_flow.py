@@ -47,9 +47,10 @@ class Carry:
 
 
 def generator(seed: int, *stream: int) -> torch.Generator:
-    """A torch generator for one minibatch stream, independent of where it runs."""
+    """A torch generator for one minibatch stream, independent of where it runs (a CPU
+    generator: the same batches on every device; the indices move to the objective's)."""
     state = np.random.SeedSequence([int(seed), *[int(s) for s in stream]]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.Generator(device="cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def n_data(obj) -> int:

@@ -16,7 +16,30 @@ import torch
 
 from daskie.errors import TrainingDiverged
 
-__all__ = ["TrainState", "advance", "train"]
+__all__ = ["TrainState", "advance", "train", "to_device"]
+
+
+def to_device(tree, device, dtype=None):
+    """``tree`` (tensors in dicts, lists, tuples, a :class:`TrainState`) with every tensor on
+    ``device`` and every floating-point tensor in ``dtype`` (None: as it is); other leaves as
+    they are. Tensors already there are kept, not copied."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device=device, dtype=dtype if dtype is not None and tree.is_floating_point()
+                       else None)
+    if isinstance(tree, TrainState):
+        return replace(tree, theta=to_device(tree.theta, device, dtype),
+                       opt_state=to_device(tree.opt_state, device, dtype))
+    if isinstance(tree, dict):
+        return {k: to_device(v, device, dtype) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_device(v, device, dtype) for v in tree)
+    return tree
+
+
+def _placement(objective):
+    """``(device, dtype)`` the objective computes on (objectives without one: the CPU, float64)."""
+    return (getattr(objective, "device", torch.device("cpu")),
+            getattr(objective, "dtype", torch.float64))
 
 
 @dataclass
@@ -90,8 +113,28 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
     ------
     TrainingDiverged
         When the loss turns NaN or infinite; ``exc.state`` is the last good state.
+
+    Notes
+    -----
+    The steps run on the objective's device and dtype (``objective.device``,
+    ``objective.dtype``): the state's tensors move there once, at the start, and the new
+    state comes back on the device and in the dtype ``state`` came in with (a window task's
+    CPU checkpoint in, a CPU checkpoint out, whatever device trained it).
     """
     stages = optimizer.stages()
+    home = (state.theta.device, state.theta.dtype)
+    try:
+        state, records = _advance(objective, stages, to_device(state, *_placement(objective)),
+                                  n_steps, target_loss, eval_every, callback, record_extra, final_mse)
+    except TrainingDiverged as exc:
+        if getattr(exc, "state", None) is not None:
+            exc.state = to_device(exc.state, *home)
+        raise
+    return to_device(state, *home), records
+
+
+def _advance(objective, stages, state, n_steps, target_loss, eval_every, callback, record_extra,
+             final_mse):
     state = replace(state, meta=dict(state.meta))
     records = []
     extra = dict(record_extra or {})

@@ -114,6 +114,9 @@ class ModuleObjective:
         (least squares: Levenberg-Marquardt can train it).
     data : tensor or tuple of tensors
         ``(inputs, *targets)`` sharing their first (row) axis.
+
+    The objective computes where the module's parameters are (``device``, ``dtype``): put the
+    module and the data on one device before (``module.to("cuda")``, ``x.cuda()``).
     """
 
     def __init__(self, module, loss_fn, data):
@@ -127,6 +130,11 @@ class ModuleObjective:
         self.module = copy.deepcopy(module)
         self.loss_fn = loss_fn
         self.data = _as_data(data)
+        where = next(self.module.parameters()).device
+        for i, t in enumerate(self.data):
+            if t.device != where:
+                raise SpecError(f"data[{i}] is on {t.device} but the module's parameters are on "
+                                f"{where}: put the module and the data on one device")
         self.layout = Layout(tuple(params), tuple(p.numel() for p in params.values()))
         self._shapes = {n: p.shape for n, p in params.items()}
         self._buffers = dict(self.module.named_buffers())
@@ -138,7 +146,13 @@ class ModuleObjective:
 
     @property
     def dtype(self):
+        """The dtype of the module's parameters."""
         return next(self.module.parameters()).dtype
+
+    @property
+    def device(self):
+        """The device of the module's parameters and data: the objective computes there."""
+        return next(self.module.parameters()).device
 
     # --- parameters ----------------------------------------------------------------------
     def init_params(self, seed: int) -> torch.Tensor:
@@ -217,6 +231,7 @@ class ModuleObjective:
 
     def batch_loss(self, theta, index):
         """Loss on the rows ``index`` (a LongTensor) of the data set."""
+        index = index.to(self.device)
         return self._loss(theta, tuple(t[index] for t in self.data))
 
     def mse(self, theta) -> float:

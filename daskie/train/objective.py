@@ -120,13 +120,23 @@ class Objective:
         Sub-models whose parameters form ``theta`` (default: all).
     frozen : dict, optional
         Parameter vectors of the other sub-models (required when ``trainable`` is a subset).
+
+    Notes
+    -----
+    The objective computes on its discretization's device, in its dtype (``device`` and
+    ``dtype``: where :meth:`Formulation.discretize
+    <daskie.formulations.base.Formulation.discretize>` placed it). Every method takes
+    ``theta`` from anywhere and moves it there first (a no-op when it is there already: the
+    training loop moves a state in once per call of :func:`~daskie.train.loop.advance`);
+    what it makes, it makes there. :meth:`solution` and :meth:`accuracy` return numpy (CPU).
     """
 
     def __init__(self, disc, trainable=None, frozen=None):
         self.disc = disc
+        self.device, self.dtype = disc.device, disc.dtype
         names = tuple(disc.submodels) if trainable is None else tuple(trainable)
         self.layout = Layout(names, tuple(disc.submodels[n].n_params for n in names))
-        self.frozen = {k: v.detach() for k, v in (frozen or {}).items() if k not in names}
+        self.frozen = {k: self.place(v.detach()) for k, v in (frozen or {}).items() if k not in names}
         # Only the residual blocks that involve a trainable sub-model matter to it.
         self.blocks = tuple(b for b, subs in disc.couplings.items() if set(subs) & set(names))
         # The residual map reads every evaluation; those of frozen sub-models are constants,
@@ -139,17 +149,22 @@ class Objective:
         self._constants = None
 
     # --- parameters ----------------------------------------------------------------------
+    def place(self, tensor):
+        """``tensor`` on this objective's device, in its dtype (itself when it is there)."""
+        return tensor.to(device=self.device, dtype=self.dtype)
+
     def init_params(self, seed: int) -> torch.Tensor:
-        """Initial flat parameters; each sub-model draws from its own seeded stream, so a
-        sub-model's start does not depend on which others are trained with it."""
+        """Initial flat parameters, on the objective's device; each sub-model draws from its
+        own seeded stream, so a sub-model's start does not depend on which others are trained
+        with it. Drawn on the CPU in float64 and then moved: the same start on every device."""
         parts = {}
         for i, name in enumerate(self.disc.submodels):
-            g = torch.Generator().manual_seed(int(seed) * 1000 + i)
+            g = torch.Generator(device="cpu").manual_seed(int(seed) * 1000 + i)
             parts[name] = self.disc.submodels[name].init_params(g)
-        return self.layout.join(parts)
+        return self.place(self.layout.join(parts))
 
     def _all_params(self, theta) -> dict:
-        return {**self.frozen, **self.layout.split(theta)}
+        return {**self.frozen, **self.layout.split(self.place(theta))}
 
     # --- values --------------------------------------------------------------------------
     def values(self, theta, keys=None) -> dict:
@@ -210,7 +225,7 @@ class Objective:
             values = self.values(theta) if values is None else values
             blocks = d.residual_blocks(values)
         parts = d.linear_parts(values)
-        params = self.layout.split(theta.detach())
+        params = self.layout.split(self.place(theta.detach()))
         offsets = self.layout.offsets
         cache = {}
 
@@ -236,7 +251,7 @@ class Objective:
         for b in self.blocks:
             rb = blocks[b].reshape(-1)
             scale = (d.weights.get(b, 1.0) / rb.numel()) ** 0.5
-            jb = torch.zeros(rb.numel(), self.layout.total, dtype=rb.dtype)
+            jb = torch.zeros(rb.numel(), self.layout.total, dtype=rb.dtype, device=rb.device)
             for key, (kind, c) in parts[b].items():
                 name = d.evaluations[key].submodel
                 if name not in offsets:
@@ -267,7 +282,7 @@ class Objective:
 
         r = resid(*primals).detach()
         cols = []
-        params = self.layout.split(theta.detach())
+        params = self.layout.split(self.place(theta.detach()))
         d = self.disc
         for name in self.layout.names:
             sub = d.submodels[name]
@@ -284,7 +299,7 @@ class Objective:
                 with FORWARD_AD:
                     cols.append(vmap(push, in_dims=1, out_dims=1)(*(jac[k] for k in mine)))
             else:
-                cols.append(torch.zeros(len(r), p, dtype=r.dtype))
+                cols.append(torch.zeros(len(r), p, dtype=r.dtype, device=r.device))
         return r, torch.cat(cols, dim=1)
 
     # --- a least-squares output layer (LeastSquaresHead) ---------------------------------
@@ -306,7 +321,7 @@ class Objective:
     def with_head(self, theta, sums, ridge: float):
         """``theta`` with the head solved from the summed ``sums``."""
         head = self._head()
-        parts = self.layout.split(theta.detach())
+        parts = self.layout.split(self.place(theta.detach()))
         parts[head.submodel] = head.solve(parts[head.submodel], sums, ridge)
         return self.layout.join(parts)
 
@@ -314,14 +329,14 @@ class Objective:
         """Boolean mask of the entries of ``theta`` that :meth:`with_head` sets."""
         head = self._head()
         lo, hi = self.layout.offsets[head.submodel]
-        out = torch.zeros(self.layout.total, dtype=torch.bool)
-        out[lo:hi] = head.mask(hi - lo)
+        out = torch.zeros(self.layout.total, dtype=torch.bool, device=self.device)
+        out[lo:hi] = head.mask(hi - lo, device=self.device)
         return out
 
     # --- second-order pieces (Levenberg-Marquardt, trust region) --------------------------
     def jacobian_bytes(self) -> int:
-        """Bytes of the dense Jacobian ``(n_residuals, n_params)`` in float64."""
-        return 8 * self._n_residuals() * self.layout.total
+        """Bytes of the dense Jacobian ``(n_residuals, n_params)`` in the objective's dtype."""
+        return self.dtype.itemsize * self._n_residuals() * self.layout.total
 
     def _n_residuals(self) -> int:
         if getattr(self, "_rows", None) is None:
@@ -341,7 +356,7 @@ class Objective:
 
     def gauss_newton_product(self, theta, v):
         """``J^T (J v)`` without forming J (one jvp and one vjp through the residuals)."""
-        theta = theta.detach()
+        theta, v = self.place(theta.detach()), self.place(v)
         with FORWARD_AD:
             _, jv = jvp(self.residuals, (theta,), (v,))
         _, pull = torch.func.vjp(self.residuals, theta)
@@ -349,12 +364,14 @@ class Objective:
 
     # --- accuracy ------------------------------------------------------------------------
     def solution(self, theta, points) -> np.ndarray:
-        """mu at ``points`` (numpy ``(n, d)``) from the solution sub-model."""
+        """mu at ``points`` (numpy ``(n, d)``) from the solution sub-model, as numpy (float64,
+        computed on the objective's device)."""
         params = self._all_params(theta)
         sub = self.disc.submodels[self.disc.solution]
         with torch.no_grad():
-            z = torch.as_tensor(np.asarray(points, dtype=float))
-            return sub.apply(params[sub.name].detach(), z).numpy()
+            z = self.place(torch.as_tensor(np.asarray(points, dtype=float)))
+            out = sub.apply(params[sub.name].detach(), z)
+            return out.to(device="cpu", dtype=torch.float64).numpy()
 
     def accuracy(self, theta) -> dict[str, float]:
         """MSE, relative L2 and max error against the exact solution on the held-back test

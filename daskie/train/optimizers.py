@@ -373,7 +373,8 @@ class LevenbergMarquardt(Optimizer):
         if budget is None:
             return False
         p = objective.layout.total
-        return objective.jacobian_bytes() + 8 * p * p > budget  # float64 J and J^T J
+        itemsize = getattr(objective, "dtype", torch.float64).itemsize
+        return objective.jacobian_bytes() + itemsize * p * p > budget  # J and J^T J
 
     def normal_equations(self, objective, theta):
         """``(loss, J^T J, J^T r)`` at ``theta`` (data-parallel objectives sum these over shards)."""

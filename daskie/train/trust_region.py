@@ -395,7 +395,7 @@ def solve_dense(B, g, radius: float, *, rtol: float = 1e-2, max_iter: int = 100)
         a step just outside is scaled back onto the boundary).
     """
     n = g.numel()
-    eye = torch.eye(n, dtype=B.dtype)
+    eye = torch.eye(n, dtype=B.dtype, device=B.device)
     gn = float(g.norm())
     bnorm = float(B.abs().sum(dim=0).max())
     L, info = torch.linalg.cholesky_ex(B)

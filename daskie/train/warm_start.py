@@ -30,7 +30,7 @@ def _solution_points(disc, max_rows: int) -> np.ndarray:
     them cost 500 s for a kinked 1-D kernel (43k nodes, 901 parameters) where the
     collocation points and a sample fit as well in seconds.
     """
-    pts = [ev.points.numpy() for ev in disc.evaluations.values()
+    pts = [ev.points.to(device="cpu", dtype=torch.float64).numpy() for ev in disc.evaluations.values()
            if ev.submodel == disc.solution and ev.derivative is None]
     first, rest = pts[0], np.unique(np.concatenate(pts[1:]), axis=0) if len(pts) > 1 else pts[0][:0]
     room = max(0, max_rows - len(first))
@@ -43,16 +43,17 @@ def fit_objective(objective, target):
     """The least-squares objective ``mean (mu(x) - target(x))^2`` over the solution network
     at the points where ``objective``'s equation reads it (other sub-models frozen at their
     seed-0 values, which the fit does not touch)."""
-    from daskie.formulations.base import Discretization, Evaluation
+    from daskie.formulations.base import Discretization, Evaluation, tensor_maker
     from daskie.train.objective import Objective
 
     disc = objective.disc
     x = _solution_points(disc, 2 * disc.submodels[disc.solution].n_params)
-    t = torch.as_tensor(np.asarray(target(x), dtype=float))
-    one = torch.ones(len(x), dtype=torch.float64)
+    T = tensor_maker(disc.device, disc.dtype)  # the fit computes where the objective does
+    t = T(np.asarray(target(x), dtype=float))
+    one = torch.ones(len(x), dtype=T.dtype, device=T.device)
     fit = Discretization(
         problem=disc.problem, submodels={disc.solution: disc.submodels[disc.solution]},
-        evaluations={"fit": Evaluation(disc.solution, torch.as_tensor(x))},
+        evaluations={"fit": Evaluation(disc.solution, T(x))},
         residual_fn=lambda v: {"fit": v["fit"] - t}, solution=disc.solution,
         test_points=disc.test_points, test_exact=disc.test_exact,
         block_evaluations={"fit": ("fit",)},
@@ -80,7 +81,7 @@ def fit_to(objective, target, theta, *, steps: int = 60, rel_tol: float = 1e-12,
     if name not in layout.names:
         return theta
     parts = layout.split(theta.detach().clone())
-    x = fit.disc.evaluations["fit"].points.numpy()
+    x = fit.disc.evaluations["fit"].points.to(device="cpu", dtype=torch.float64).numpy()
     scale = float(np.mean(np.asarray(target(x), dtype=float) ** 2)) or 1.0
     opt = LevenbergMarquardt(steps=steps, stop=Stopping(max_steps=steps, max_wall_s=max_wall_s, window=50, min_decrease=0.01))
     state, _ = advance(fit, opt, TrainState(theta=parts[name].clone()), steps,
