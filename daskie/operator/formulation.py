@@ -74,6 +74,7 @@ class TrainingSet:
 
     @property
     def name(self) -> str:
+        """The family's name (labels of plans, records and reports)."""
         return self.family.name
 
     def describe(self) -> dict:
