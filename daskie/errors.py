@@ -3,7 +3,8 @@
 from numbers import Integral
 
 __all__ = ["PlanWarning", "DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "StoreMissingError",
-           "PlanError", "CheckpointError", "StorePathError", "UnsafeStoreError", "check_int"]
+           "PlanError", "CheckpointError", "StorePathError", "UnsafeStoreError", "StoreLockedError",
+           "CheckpointWarning", "check_int"]
 
 
 class DaskieError(Exception):
@@ -41,6 +42,16 @@ class StoreMissingError(DaskieError, FileNotFoundError):
 
 class CheckpointError(DaskieError, ValueError):
     """A stored checkpoint that cannot be read: another schema version, or damaged data."""
+
+
+class StoreLockedError(DaskieError, RuntimeError):
+    """Another process is writing the run store (one writer per store); the message names the
+    store and the writer's pid."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint that cannot be read was skipped: the run resumes from an older one; the
+    message names the unreadable checkpoint and the skipped windows."""
 
 
 class UnsafeStoreError(DaskieError, ValueError):

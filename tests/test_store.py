@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 
 import daskie
-from daskie.errors import (CheckpointError, SpecError, StoreExistsError, StoreMissingError,
+from daskie.errors import (CheckpointError, CheckpointWarning, SpecError, StoreExistsError, StoreMissingError,
                            StorePathError, UnsafeStoreError)
 from daskie.records import FIELDS
 from daskie.store import (OUTCOMES, SCHEMA_VERSION, Checkpoint, RunStore, decode_tree,
@@ -515,22 +515,68 @@ def test_overwrite_then_failure_keeps_the_old_run_intact(tmp_path):
     assert _leftovers(tmp_path) == ["run"]
 
 
-def test_overwrite_with_a_checkpoint_then_failure_leaves_the_new_run_resumable(tmp_path):
+def test_an_interrupted_overwrite_keeps_the_finished_run_and_is_resumable_beside_it(tmp_path):
     path = tmp_path / "run"
     _finished_run(path, seed=1)
+    before = xr.open_zarr(path).load()
     with pytest.raises(KeyboardInterrupt):
         with RunStore(path, mode="w") as store:
             store.write_meta({"seed": 2})
             store.write_checkpoint(Checkpoint(0, _state(2), _records(0)))
+            assert store.pending and xr.open_zarr(path).attrs["seed"] == 1
+            raise KeyboardInterrupt
+    assert store.outcome == "previous-run-kept-resumable"
+    pending = tmp_path / ".run.pending"
+    assert store.message == (
+        f"the previous run at {path} is unchanged; this unfinished run is kept beside it (last "
+        f"complete window 0), in {pending}: resume=True / --resume continues it (and it replaces "
+        f"the previous run when it finishes), overwrite=True / --overwrite starts again")
+    xr.testing.assert_identical(xr.open_zarr(path).load(), before)  # nothing of it lost
+    assert _leftovers(tmp_path) == [".run.pending", "run"]
+    with pytest.raises(StoreExistsError, match="exists at"):
+        RunStore(path, mode="w-")
+    # Resuming continues the new run, from beside the old one ...
+    with RunStore(path, mode="a") as resumed:
+        resumed.lock()
+        assert resumed.pending and resumed.read_meta()["seed"] == 2 and not resumed.has_result
+        _assert_tree_equal(resumed.latest_checkpoint().outputs, _state(2))
+        assert resumed.history() == _records(0)
+        resumed.write_checkpoint(Checkpoint(1, _state(3), _records(1)))
+        xr.testing.assert_identical(xr.open_zarr(path).load(), before)
+        # ... and its result replaces the old run, in one rename.
+        resumed.write_result(_solution() * 2, _records(0) + _records(1), {"mse": 2e-3})
+        assert not resumed.pending and xr.open_zarr(path).attrs["mse"] == 2e-3
+    assert resumed.outcome == "complete" and resumed.message == f"the finished run is in {path}"
+    done = RunStore(path, mode="a")
+    assert done.read_meta()["seed"] == 2 and done.windows() == [0, 1]
+    assert _leftovers(tmp_path) == ["run"]
+
+
+def test_a_new_overwrite_discards_an_unfinished_one_and_a_direct_result_replaces_at_once(tmp_path):
+    path = tmp_path / "run"
+    _finished_run(path, seed=1)
+    store = RunStore(path, mode="w")
+    store.write_checkpoint(Checkpoint(0, _state(2), _records(0)))
+    assert store.close(failed=True) == "previous-run-kept-resumable"
+    with RunStore(path, mode="w") as again:  # starts again: the unfinished one goes
+        assert _leftovers(tmp_path)[:1] == [".run.lock"] and ".run.pending" not in _leftovers(tmp_path)
+        again.write_meta({"seed": 4})
+        again.write_result(_solution() * 4, [], {"mse": 4e-3})  # no checkpoint: straight in
+        assert xr.open_zarr(path).attrs["seed"] == 4
+    assert again.outcome == "complete" and _leftovers(tmp_path) == ["run"]
+    assert RunStore(path, mode="a").windows() == []
+
+
+def test_overwrite_of_nothing_moves_in_at_the_first_checkpoint(tmp_path):
+    path = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with RunStore(path, mode="w") as store:
+            store.write_checkpoint(Checkpoint(0, _state(2), _records(0)))
+            assert not store.pending and xr.open_zarr(path).attrs["path"] == str(path)
             raise KeyboardInterrupt
     assert store.outcome == "resumable"
     assert store.message.startswith(f"a resumable store is kept at {path}")
-    assert "window 0" in store.message
-    resumed = RunStore(path, mode="a")
-    assert resumed.read_meta()["seed"] == 2 and not resumed.has_result
-    _assert_tree_equal(resumed.latest_checkpoint().outputs, _state(2))
-    assert "mu" not in xr.open_zarr(path)  # the old result went with the old run
-    assert _leftovers(tmp_path) == ["run"]
+    assert "window 0" in store.message and _leftovers(tmp_path) == ["run"]
 
 
 def test_fresh_path_failure_before_a_checkpoint_leaves_nothing(tmp_path):
@@ -548,7 +594,8 @@ def test_fresh_path_failure_before_a_checkpoint_leaves_nothing(tmp_path):
 def test_outcomes_of_successful_runs(tmp_path):
     store = _finished_run(tmp_path / "run")
     assert store.outcome == "complete" and store.close() == "complete"
-    assert set(OUTCOMES) == {"complete", "resumable", "previous-run-kept", "nothing-written"}
+    assert set(OUTCOMES) == {"complete", "resumable", "previous-run-kept",
+                             "previous-run-kept-resumable", "nothing-written"}
     # Resuming a finished run without writing anything leaves it complete.
     with RunStore(tmp_path / "run", mode="a") as again:
         assert again.has_result
@@ -622,10 +669,11 @@ def test_a_process_killed_before_its_first_checkpoint_leaves_nothing_after_clean
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), "before-first-checkpoint"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stdout + proc.stderr
-    assert not path.exists()  # only the hidden staging of the dead process is left
-    assert [n.split("-")[0] for n in _leftovers(tmp_path)] == [".run.zarr.staging"]
-    with RunStore(path, mode="w-") as store:  # the next run removes the dead one's staging
-        pass
+    assert not path.exists()  # only the hidden staging and lock file of the dead process
+    assert [n.split("-")[0] for n in _leftovers(tmp_path)] == [".run.zarr.lock",
+                                                               ".run.zarr.staging"]
+    with RunStore(path, mode="w-") as store:  # the next run takes the lock (the kernel let it
+        pass                                  # go) and removes the dead one's staging
     assert store.outcome == "nothing-written" and _leftovers(tmp_path) == []
 
 
@@ -634,21 +682,83 @@ def test_a_process_killed_while_replacing_a_run_leaves_the_old_run(tmp_path):
     _finished_run(path, seed=3)
     child = textwrap.dedent("""
         import os, signal, sys
+        import xarray as xr
         from daskie.store import Checkpoint, RunStore
         real = os.rename
         def rename(src, dst):
-            if ".staging-" in os.path.basename(src):  # the old run is aside, the new not in
+            if os.path.basename(src).endswith(".pending"):  # the old run aside, the new not in
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(src, dst)
         os.rename = rename
         store = RunStore(sys.argv[1], mode="w")
+        store.write_meta({"seed": 4})
         store.write_checkpoint(Checkpoint(0, [], []))
+        store.write_result(xr.Dataset({"mu": ("x0", [4.0])}), [], {"mse": 4e-3})
     """)
     proc = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == -9, proc.stdout + proc.stderr
     assert not path.exists()
-    store = RunStore(path, mode="a")  # puts the old run back
-    assert store.has_result and store.read_meta()["seed"] == 3
-    _assert_tree_equal(store.latest_checkpoint().outputs, _state(3))
-    assert _leftovers(tmp_path) == ["run.zarr"]
+    store = RunStore(path, mode="a")  # puts the old run back ...
+    assert xr.open_zarr(path).attrs["seed"] == 3 and xr.open_zarr(path).attrs["mse"] == 3e-3
+    store.lock()  # ... and the writer that resumes moves the finished new run in
+    assert store.has_result and store.read_meta()["seed"] == 4
+    assert xr.open_zarr(path).attrs["mse"] == 4e-3
+    assert store.close() == "complete" and _leftovers(tmp_path) == ["run.zarr"]
+
+
+# -- damaged checkpoints --------------------------------------------------------------------
+
+def _four_windows(path):
+    store = RunStore(path)
+    for window in range(4):  # a run interrupted after window 3
+        store.write_checkpoint(Checkpoint(window, _state(window), _records(window)))
+    store.close(failed=True)
+
+
+def _damage(path, window, array):
+    chunk = path / "checkpoints" / f"window_{window:05d}" / array / "0"
+    chunk.write_bytes(b"\x02\x01 not a blosc frame" + chunk.read_bytes()[20:])
+
+
+def test_a_damaged_chunk_in_an_older_window_resumes_from_the_window_before_it(tmp_path):
+    path = tmp_path / "run"
+    _four_windows(path)
+    _damage(path, 1, "history_loss")
+    store = RunStore(path, mode="a")
+    with pytest.warns(CheckpointWarning) as caught:
+        latest = store.latest_checkpoint()
+        assert store.history() == _records(0)  # whole up to the resume point
+    assert len(caught) == 1  # once, though both were asked for
+    message = str(caught[0].message)
+    assert "\n" not in message and f"checkpoint checkpoints/window_00001 in {path}" in message
+    assert "resuming from window 0" in message and "windows 1, 2, 3 are skipped" in message
+    assert latest.window == 0
+    _assert_tree_equal(latest.outputs, _state(0))
+    # The resumed run's first checkpoint removes the skipped windows: trained again.
+    store.write_checkpoint(Checkpoint(1, _state(11), _records(1)))
+    assert store.windows() == [0, 1]
+    store.close()
+    again = RunStore(path, mode="a")
+    assert again.latest_checkpoint().window == 1 and again.history() == _records(0) + _records(1)
+
+
+def test_a_damaged_state_chunk_of_the_newest_window_resumes_from_the_one_before(tmp_path):
+    path = tmp_path / "run"
+    _four_windows(path)
+    _damage(path, 3, "state_00000")
+    _damage(path, 1, "state_00000")  # an older window's state is not needed to resume
+    with pytest.warns(CheckpointWarning, match="window_00003.*from window 2.*windows 3 are"):
+        latest = RunStore(path, mode="a").latest_checkpoint()
+    assert latest.window == 2
+    _assert_tree_equal(latest.outputs, _state(2))
+
+
+def test_no_readable_checkpoint_is_one_named_error(tmp_path):
+    path = tmp_path / "run"
+    _four_windows(path)
+    _damage(path, 0, "history_loss")
+    with pytest.raises(CheckpointError) as caught:
+        RunStore(path, mode="a").latest_checkpoint()
+    message = str(caught.value)
+    assert "\n" not in message and "window_00000" in message and "--overwrite" in message

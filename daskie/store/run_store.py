@@ -51,27 +51,31 @@ and no consolidated metadata (zarr warns about both).
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import math
 import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
 import zarr
 
-from daskie.errors import (CheckpointError, SpecError, StoreExistsError, StoreMissingError,
-                           StorePathError, UnsafeStoreError)
+from daskie.errors import (CheckpointError, CheckpointWarning, SpecError, StoreExistsError,
+                           StoreMissingError, StorePathError, UnsafeStoreError)
 from daskie.records import FIELDS
 from daskie.store.checkpoint import SCHEMA_VERSION, Checkpoint, decode_tree, encode_tree
+from daskie.store.lock import StoreLock
 
 __all__ = ["RunStore", "history_to_dataset", "records_from_dataset", "OUTCOMES"]
 
 #: The values of :attr:`RunStore.outcome` after :meth:`RunStore.close` (module docstring).
-OUTCOMES = ("complete", "resumable", "previous-run-kept", "nothing-written")
+OUTCOMES = ("complete", "resumable", "previous-run-kept", "previous-run-kept-resumable",
+            "nothing-written")
 
 _ZARR_FORMAT = 2
 _HISTORY = "history_"
@@ -235,11 +239,18 @@ def _provenance(path: str) -> dict:
     """Root attributes that let a reader of the store alone know where it came from."""
     import torch
 
-    import daskie
-
-    return {"daskie_version": daskie.__version__, "torch_version": torch.__version__,
+    return {"daskie_version": _daskie_version(), "torch_version": torch.__version__,
             "xarray_version": xr.__version__, "zarr_version": zarr.__version__,
             "created_utc": _utc_now(), "path": path}
+
+
+def _daskie_version() -> str:
+    """daskie's version from the package metadata (not ``import daskie``: the store sits
+    below the package's entry points)."""
+    try:
+        return importlib.metadata.version("daskie")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def _first_existing(path: str) -> str:
@@ -306,6 +317,14 @@ def _check_plain_arrays(directory: str, error: type, what: str, skip: tuple = ()
             raise error(f"{what}: array {name!r} is not plain numbers or strings (object dtype, "
                         f"pickle or another code-running codec, or unreadable metadata); "
                         f"daskie refuses to read it")
+
+
+class _Damaged(Exception):
+    """A checkpoint's data cannot be read (the cause is the reader's error)."""
+
+
+def _one_line(exc) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -379,23 +398,41 @@ class RunStore:
         self.outcome: str | None = None
         self._result_written = False
         self._made: list[str] = []
+        self._lock: StoreLock | None = None
+        self._staged = False   # writes go to a staging directory of this process
+        self._pending = False  # writes go to the unfinished overwrite beside the path
+        self._replaces = False  # a run is at the path; it stays until this run has a result
+        self._resume = None    # (checkpoint, history, skipped windows) once scanned
         if mode == "a":
-            self._dir = self.path
-            self._staged = False
-            self._remove_stale(os.path.join(self.path, _CHECKPOINTS))
+            self._dir = self._pending_path if self.exists(self._pending_path) else self.path
+            self._pending = self._dir != self.path
+            self._remove_stale(os.path.join(self._dir, _CHECKPOINTS))
             return
         parent, name = os.path.split(self.path)
         self._made = self._make_parents(parent)
+        try:
+            self._lock = StoreLock(self.path)
+        except BaseException:
+            self._remove_made()
+            raise
         self._dir = os.path.join(parent, f".{name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self._staged = True
+        self._replaces = self.exists(self.path)
         try:
+            # Overwriting starts again: an unfinished overwrite left beside the path goes.
+            shutil.rmtree(self._pending_path, ignore_errors=True)
             zarr.open_group(self._dir, mode="w-", zarr_format=_ZARR_FORMAT)
             self._root("r+").attrs.update(_provenance(self.path))
             self._consolidate()
         except OSError as exc:
             self._discard()
+            self._release()
             raise StorePathError(f"cannot create a store at {self.path!r}: "
                                  f"{exc.strerror or exc}") from exc
+        except BaseException:
+            self._discard()
+            self._release()
+            raise
 
     def __repr__(self):
         return f"RunStore({self.path!r}, mode={self.mode!r})"
@@ -429,6 +466,10 @@ class RunStore:
             raise SpecError(f"mode must be 'w-' (create), 'w' (overwrite) or 'a' (resume), "
                             f"got {mode!r}")
         taken = os.path.lexists(path)
+        pending = cls._pending_of(path)
+        if mode == "a" and not taken and cls.exists(pending):
+            path = pending  # an unfinished overwrite whose previous run is gone: resume it
+            taken = True
         if mode == "a":
             if not taken:
                 raise StoreMissingError(
@@ -444,6 +485,11 @@ class RunStore:
             raise StoreExistsError(
                 f"a run store (or other file) exists at {path!r}; pass overwrite=True / "
                 f"--overwrite to replace it, or resume=True / --resume to continue it")
+        if mode == "w-" and os.path.lexists(pending):
+            raise StoreExistsError(
+                f"an unfinished run that was to replace {path!r} is kept beside it ({pending!r}); "
+                f"pass resume=True / --resume to continue it, or overwrite=True / --overwrite "
+                f"to start again")
         if taken and not (cls.exists(path) or (os.path.isdir(path) and not os.path.islink(path)
                                                and not os.listdir(path))):
             raise SpecError(f"{path!r} exists and is not a daskie run store; overwrite "
@@ -464,6 +510,55 @@ class RunStore:
     def exists(path) -> bool:
         """Whether a run store (a zarr group) is at ``path``."""
         return os.path.isfile(os.path.join(os.fspath(path), ".zgroup"))
+
+    @staticmethod
+    def _pending_of(path) -> str:
+        """Where an overwrite of ``path`` keeps its run until it finishes: ``.NAME.pending``."""
+        parent, name = os.path.split(os.path.abspath(os.fspath(path)))
+        return os.path.join(parent, f".{name}.pending")
+
+    @property
+    def _pending_path(self) -> str:
+        return self._pending_of(self.path)
+
+    @property
+    def pending(self) -> bool:
+        """Whether this run is an overwrite kept beside :attr:`path` until it has a result
+        (the previous run stays at :attr:`path` until then)."""
+        return self._pending
+
+    def lock(self) -> "RunStore":
+        """Take the store's write lock: one writer per store, across processes.
+
+        ``mode="w"`` and ``"w-"`` take it when opening; ``mode="a"`` takes it here or at its
+        first write, so that readers of a store (reports, metrics) never wait for a run.
+        Call it first when resuming, before reading the resume point. The lock is
+        ``fcntl.flock`` on ``.NAME.lock`` beside the store (:mod:`daskie.store.lock`): the
+        operating system releases it when the process ends, so a killed run leaves no stale
+        lock. Taking it again does nothing.
+
+        Returns
+        -------
+        RunStore
+            This store.
+
+        Raises
+        ------
+        StoreLockedError
+            Another process writes the store; the message names it and its pid.
+        """
+        self._open_check()
+        if self._lock is not None and self._lock.held:
+            return self
+        self._lock = StoreLock(self.path)
+        # What is at the path may have changed before the lock was ours: look again.
+        self._pending = self.exists(self._pending_path)
+        where = self._pending_path if self._pending else self.path
+        if where != self._dir:
+            self._dir, self._resume = where, None
+        if self._pending and "finished_utc" in self.read_meta():
+            self._keep(result=True)  # a finished overwrite stopped just before it moved in
+        return self
 
     # -- the transaction ------------------------------------------------------------------
 
@@ -489,13 +584,19 @@ class RunStore:
         """
         if self.outcome is not None:
             return self.outcome
-        if self._staged:
-            self._discard()
-            self.outcome = "previous-run-kept" if self.exists(self.path) else "nothing-written"
-        elif self.has_result:
-            self.outcome = "complete"
-        else:
-            self.outcome = "resumable"
+        try:
+            if self._staged:
+                self._discard()
+                self.outcome = "previous-run-kept" if self.exists(self.path) else "nothing-written"
+            elif self._pending and not self.has_result:
+                self.outcome = "previous-run-kept-resumable"
+            elif self.has_result:
+                self.outcome = "complete"
+            else:
+                self.outcome = "resumable"
+        finally:
+            self._release()
+            self._remove_made()
         return self.outcome
 
     @property
@@ -512,11 +613,29 @@ class RunStore:
                     f"continues it)")
         if self.outcome == "previous-run-kept":
             return f"nothing of this run was kept; the previous run at {self.path} is unchanged"
+        if self.outcome == "previous-run-kept-resumable":
+            windows = self._complete_windows()
+            last = f" (last complete window {windows[-1][0]})" if windows else ""
+            before = (f"the previous run at {self.path} is unchanged" if self.exists(self.path)
+                      else f"nothing is at {self.path}")
+            return (f"{before}; this unfinished run is kept beside it{last}, in "
+                    f"{self._pending_path}: resume=True / --resume continues it (and it replaces "
+                    f"the previous run when it finishes), overwrite=True / --overwrite starts again")
         return f"nothing was written at {self.path}"
 
-    def _keep(self):
-        """Move the staged run to :attr:`path`: it has something worth keeping now."""
-        if not self._staged:
+    def _keep(self, result: bool = False):
+        """The run has something worth keeping now (a checkpoint, or its ``result``).
+
+        A staged run takes the place of what is at :attr:`path`, except a run there that it
+        replaces: that one stays until this run has its result, and this run waits beside it
+        (``.NAME.pending``, resumable from there).
+        """
+        if self._staged and self._replaces and not result:
+            os.rename(self._dir, self._pending_path)
+            self._dir, self._staged, self._pending = self._pending_path, False, True
+            self._made = []
+            return
+        if not (self._staged or (self._pending and result)):
             return
         if os.path.lexists(self.path):
             if self.mode == "w-":
@@ -525,16 +644,23 @@ class RunStore:
             parent, name = os.path.split(self.path)
             aside = os.path.join(parent, f".{name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             os.rename(self.path, aside)
-            os.rename(self._dir, self.path)
+            os.rename(self._dir, self.path)  # the commit: atomic on a POSIX file system
             shutil.rmtree(aside)
         else:
             os.rename(self._dir, self.path)
         self._dir = self.path
-        self._staged = False
+        self._staged = self._pending = False
         self._made = []
 
     def _discard(self):
         shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _release(self):
+        if self._lock is not None:
+            self._lock.release()
+
+    def _remove_made(self):
+        """Remove the parent directories this store made, if nothing else is in them."""
         for made in reversed(self._made):  # innermost first; only if still empty
             try:
                 os.rmdir(made)
@@ -545,6 +671,11 @@ class RunStore:
     def _open_check(self):
         if self.outcome is not None:
             raise SpecError(f"the run store at {self.path} is closed ({self.outcome})")
+
+    def _writing(self):
+        """Check that the store is open, and hold its write lock."""
+        self._open_check()
+        self.lock()
 
     @staticmethod
     def _make_parents(parent: str) -> list[str]:
@@ -598,7 +729,7 @@ class RunStore:
 
         Numpy scalars and arrays are converted to plain Python values.
         """
-        self._open_check()
+        self._writing()
         attrs = _json_attrs(attrs, "meta")
         self._root("r+").attrs.update(attrs)
         self._consolidate()
@@ -632,7 +763,7 @@ class RunStore:
         The first complete checkpoint of a new run moves the run to :attr:`path`, replacing
         a previous run there (module docstring).
         """
-        self._open_check()
+        self._writing()
         if not isinstance(checkpoint, Checkpoint):
             raise TypeError(f"checkpoint must be a daskie.store.Checkpoint, "
                             f"got {type(checkpoint).__name__}")
@@ -648,6 +779,7 @@ class RunStore:
         folder = os.path.join(self._dir, _CHECKPOINTS)
         if not os.path.isdir(folder):
             self._root("r+").create_group(_CHECKPOINTS)
+        self._drop_skipped()
         name = f"window_{window:05d}"
         writing = os.path.join(folder, f".{name}.writing-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
@@ -665,56 +797,121 @@ class RunStore:
             shutil.rmtree(writing, ignore_errors=True)
             raise
         self._consolidate()
+        self._resume = None
         self._keep()
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        """The newest complete checkpoint, or None if there is none.
+        """The newest checkpoint that can be resumed, or None if there is none.
+
+        That is the newest complete checkpoint whose state can be read and whose records,
+        and those of every window before it, can be read too (so that :meth:`history` is
+        whole). Newer checkpoints that cannot be read (a damaged chunk) are skipped with one
+        :class:`~daskie.errors.CheckpointWarning` naming the unreadable checkpoint and the
+        skipped windows; the first write of a resumed run removes them (they are trained
+        again).
 
         Raises
         ------
         CheckpointError
-            The checkpoint has another schema version, or cannot be read or decoded
-            (damaged or tampered with); the message names the checkpoint and the versions.
+            A checkpoint has another schema version or holds arrays only pickle could read
+            (tampered with), or no complete checkpoint can be read at all; the message names
+            the checkpoint (and the versions).
         """
-        windows = self._complete_windows()
-        if not windows:
-            return None
-        window, group = windows[-1]
-        try:
-            ds = self._open_group(group)
-        except CheckpointError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever a damaged store raises, one name
-            raise CheckpointError(f"checkpoint {group} in {self.path} cannot be read: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-        version = ds.attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise CheckpointError(
-                f"checkpoint {group} in {self.path} has schema version {version!r} "
-                f"({'written by an older daskie' if version is None else 'unknown here'}); "
-                f"this daskie reads version {SCHEMA_VERSION}: start a new run (overwrite)")
-        arrays = {str(n): v.values for n, v in ds.data_vars.items()
-                  if str(n).startswith(_STATE + "_")}
-        outputs = decode_tree(arrays, ds.attrs.get("structure"))
-        if not isinstance(outputs, list):
-            raise CheckpointError(f"checkpoint {group} in {self.path}: outputs are not a list")
-        try:
-            records = records_from_dataset(ds)
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {group} in {self.path}: records cannot be "
-                                  f"read: {exc}") from exc
-        return Checkpoint(window, outputs, records)
+        return self._resume_point()[0]
 
     def windows(self) -> list[int]:
         """The indices of the complete checkpoints, in order."""
         return [window for window, _ in self._complete_windows()]
 
     def history(self) -> list[dict]:
-        """All records of all complete checkpoints, in window order."""
-        records: list[dict] = []
-        for _, group in self._complete_windows():
-            records.extend(records_from_dataset(self._open_group(group)))
-        return records
+        """All records of the checkpoints up to :meth:`latest_checkpoint`'s, in window order.
+
+        Raises
+        ------
+        CheckpointError
+            As :meth:`latest_checkpoint`.
+        """
+        return list(self._resume_point()[1])
+
+    def _resume_point(self):
+        """``(checkpoint, history, skipped windows)``; read once per store, then kept."""
+        if self._resume is not None:
+            return self._resume
+        windows = self._complete_windows()
+        readable, damage = [], None
+        for window, group in windows:  # the records of every window, oldest first
+            try:
+                readable.append((window, group, self._read_records(group)))
+            except _Damaged as exc:
+                damage = (group, exc.__cause__)
+                break
+        checkpoint = None
+        while readable and checkpoint is None:  # the newest state that can be read
+            window, group, records = readable[-1]
+            try:
+                checkpoint = Checkpoint(window, self._read_state(group), records)
+            except _Damaged as exc:
+                damage = damage or (group, exc.__cause__)
+                readable.pop()
+        if damage is not None and checkpoint is None:
+            group, exc = damage
+            raise CheckpointError(f"checkpoint {group} in {self.path} cannot be read "
+                                  f"({_one_line(exc)}) and no checkpoint before it can be "
+                                  f"resumed: start a new run (overwrite=True / --overwrite)")
+        skipped = [w for w, _ in windows[len(readable):]]
+        if damage is not None:
+            group, exc = damage
+            warnings.warn(
+                f"checkpoint {group} in {self.path} cannot be read ({_one_line(exc)}); resuming "
+                f"from window {checkpoint.window}, the newest that can be: windows "
+                f"{', '.join(map(str, skipped))} are skipped and will be trained again",
+                CheckpointWarning, stacklevel=3)
+        history = [rec for _, _, records in readable for rec in records]
+        self._resume = (checkpoint, history, skipped)
+        return self._resume
+
+    def _drop_skipped(self):
+        """Remove the windows a resume skipped as unreadable (before writing new ones)."""
+        if self._resume is None or not self._resume[2]:
+            return
+        for window in self._resume[2]:
+            shutil.rmtree(os.path.join(self._dir, _CHECKPOINTS, f"window_{window:05d}"),
+                          ignore_errors=True)
+        self._resume = (*self._resume[:2], [])
+
+    def _read_records(self, group) -> list[dict]:
+        """The records of one checkpoint (its state arrays are not read)."""
+        _check_plain_arrays(os.path.join(self._dir, group), CheckpointError,
+                            f"checkpoint {group} in {self.path}")
+        try:
+            with xr.open_zarr(self._dir, group=group, consolidated=False, chunks=None) as ds:
+                version = ds.attrs.get("schema_version")
+                if version != SCHEMA_VERSION:
+                    raise CheckpointError(
+                        f"checkpoint {group} in {self.path} has schema version {version!r} "
+                        f"({'written by an older daskie' if version is None else 'unknown here'}"
+                        f"); this daskie reads version {SCHEMA_VERSION}: start a new run "
+                        f"(overwrite)")
+                names = [n for n in ds.data_vars if str(n).startswith(_HISTORY)]
+                return records_from_dataset(ds[names].load())
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged chunk raises
+            raise _Damaged() from exc
+
+    def _read_state(self, group) -> list:
+        """The state tree (the window's outputs) of one checkpoint."""
+        try:
+            with xr.open_zarr(self._dir, group=group, consolidated=False, chunks=None) as ds:
+                arrays = {str(n): v.values for n, v in ds.data_vars.items()
+                          if str(n).startswith(_STATE + "_")}
+                structure = ds.attrs.get("structure")
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged chunk raises
+            raise _Damaged() from exc
+        outputs = decode_tree(arrays, structure)
+        if not isinstance(outputs, list):
+            raise CheckpointError(f"checkpoint {group} in {self.path}: outputs are not a list")
+        return outputs
 
     # -- result ---------------------------------------------------------------------------
 
@@ -743,7 +940,8 @@ class RunStore:
         Writing a result again replaces the previous one; metadata and checkpoints stay. A new
         run's result moves the run to :attr:`path` (module docstring).
         """
-        self._open_check()
+        self._writing()
+        self._drop_skipped()
         if not isinstance(solution, xr.Dataset):
             raise SpecError(f"solution must be an xarray.Dataset, got {type(solution).__name__}")
         clash = [str(n) for n in solution.variables
@@ -770,7 +968,7 @@ class RunStore:
         ds.to_zarr(self._dir, mode="a", zarr_format=_ZARR_FORMAT, consolidated=False)
         self._consolidate()
         self._result_written = True
-        self._keep()
+        self._keep(result=True)
 
     def read(self) -> xr.Dataset:
         """The root dataset, exactly as ``xarray.open_zarr(path)`` gives it.
@@ -861,12 +1059,6 @@ class RunStore:
             if complete:
                 found.append((int(match.group(1)), f"{_CHECKPOINTS}/{name}"))
         return sorted(found)
-
-    def _open_group(self, group) -> xr.Dataset:
-        _check_plain_arrays(os.path.join(self._dir, group), CheckpointError,
-                            f"checkpoint {group} in {self.path}")
-        with xr.open_zarr(self._dir, group=group, consolidated=False, chunks=None) as ds:
-            return ds.load()
 
     @staticmethod
     def _params_dataset(params) -> xr.Dataset:
