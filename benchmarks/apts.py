@@ -94,7 +94,7 @@ def adam_run(lr, seed, train, val):
     return {"curve": curve, "grad_calls": EPOCHS * math.ceil(n / ADAM_BATCH)}
 
 
-def trust_region_run(strategy, seed, train, val, client=None):
+def trust_region_run(strategy, seed, train, val, client="sync"):
     net = mlp(seed)
     loss_fn = torch.nn.CrossEntropyLoss()
     objective = ModuleObjective(net, loss_fn, train)

@@ -185,7 +185,7 @@ def main(argv=None) -> int:
 
     from distributed import Client, LocalCluster
 
-    from daskie.runtime.window_graph import run_token
+    from daskie.runtime.context import run_token
 
     plan, plan_s = simulated_plan(args.groups, args.gpus)
     token = run_token("graph-scale", plan.to_json(), args.windows)

@@ -135,7 +135,7 @@ def final_loss(history):
 def fit_or_inf(*args, **kwargs):
     """``fit``'s history, or one record of infinite loss when the step length diverges."""
     try:
-        return fit(*args, **kwargs)[1]
+        return fit(*args, client="sync", **kwargs)[1]
     except TrainingDiverged:
         return [{"loss": math.inf, "slice": -1, "wall_s": math.nan}]
 
@@ -219,17 +219,17 @@ def wall_rows(level, records, repeats=3):
     with local_cluster(workers=2, threads_per_worker=1) as client:
         for rep in range(repeats):
             t0 = time.perf_counter()
-            _, gd = fit(net, loss, data, GradientDescent(eta=eta, budget=budget, steps_per_record=10))
+            _, gd = fit(net, loss, data, GradientDescent(eta=eta, budget=budget, steps_per_record=10), client="sync")
             times["gd"].append(time.perf_counter() - t0)
             target = final_loss(gd)
             losses["gd"] = target
             cap = 4 * budget  # the parallel forms may need more work; they stop at GD's loss
             _, pfs = fit(net, loss, data, ParaFlowS(eta=eta, n_fine=n_fine, n_coarse=N_COARSE,
-                                                    budget=cap, checkpoint_every=1), target_loss=target)
+                                                    budget=cap, checkpoint_every=1), target_loss=target, client="sync")
             times["paraflows"].append(time_to(pfs, target))
             losses["paraflows_calls"] = pfs[-1]["grad_calls"]
             _, pfs2 = fit(net, loss, data, ParaFlowS(eta=eta, n_fine=n_fine, n_coarse=2, budget=cap,
-                                                     checkpoint_every=1), target_loss=target)
+                                                     checkpoint_every=1), target_loss=target, client="sync")
             times["paraflows_ng2"].append(time_to(pfs2, target))
             losses["paraflows_ng2_calls"] = pfs2[-1]["grad_calls"]
             _, pf = fit(net, loss, data, ParaFlow(eta=eta, n_fine=n_fine, n_coarse=2, budget=cap,

@@ -9,14 +9,12 @@ The public ``client`` argument becomes an executor here and nowhere else.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from daskie import records as kinds
 from daskie.errors import SpecError, TrainingDiverged, check_int
 
 __all__ = ["solve", "default_formulation", "default_optimizer", "solution_dataset"]
@@ -89,23 +87,9 @@ def _data_fingerprint(problem, disc) -> str:
     return dask.base.tokenize(*values)
 
 
-#: Options that must match for ``resume`` to continue a stored run.
-_RESUME_KEYS = ("problem_spec", "formulation_options", "optimizer_options", "strategy_options",
-                "seed", "target_loss", "groups")
-
-
-def _check_same_run(stored: dict, meta: dict):
-    """Refuse to resume a stored run with other settings (its checkpoints would not fit)."""
-    import json
-
-    def norm(v):
-        return json.loads(json.dumps(v, default=str))
-
-    for key in _RESUME_KEYS:
-        if key in stored and norm(stored[key]) != norm(meta[key]):
-            raise SpecError(f"cannot resume: the stored run's {key} differs from this call's "
-                            f"({stored[key]!r} != {meta[key]!r}); resume with the same settings "
-                            f"or start a new store")
+#: What must not change between a run and its resumption (the run's identity).
+_IDENTITY = ("problem_spec", "formulation_options", "optimizer_options", "strategy_options",
+             "seed", "target_loss", "groups")
 
 
 @dataclass
@@ -124,7 +108,6 @@ class _Run:
     ctx: object = None
     objective: object = None
     meta: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)
     resume_point: tuple | None = None
     start: object = None  # initial parameters of a new run (a warm start), or None
     init: str = "auto"
@@ -143,6 +126,7 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
     from daskie.train.warm_start import INITS
     from daskie.formulations.base import Formulation
     from daskie.problems import Problem, catalog
+    from daskie.session import check_client
     from daskie.strategies import Monolithic, Strategy
     from daskie.train.optimizers import Optimizer
 
@@ -167,19 +151,10 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
     if resume and overwrite:
         raise SpecError("resume and overwrite exclude each other")
     if resume and store is None:
-        raise SpecError("resume=True needs the store of the run to continue")
+        raise SpecError("resume=True needs the store= of the run to continue")
     check_int("workers", workers)
     check_int("gpus", gpus, 0)
-    if client is not None and not (isinstance(client, str) and client == "sync"):
-        from daskie.runtime.executor import Executor
-
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover
-            Client = ()
-        if not isinstance(client, (Client, Executor)):
-            raise SpecError(f"client must be None (start an embedded LocalCluster), 'sync' (this "
-                            f"process) or a distributed.Client, got {client!r}")
+    check_client(client)
     init = config.get("init") if init is None else init
     check = config.get("check") if check is None else check
     if init not in INITS:
@@ -197,7 +172,7 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
 def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
     """Discretize once, plan, and make the run's token, context and objective."""
     from daskie.runtime.context import RunContext
-    from daskie.runtime.window_graph import run_token
+    from daskie.runtime.context import run_token
     from daskie.train.objective import Objective
 
     _reference_and_floor(run)  # may refine the formulation and tell the optimizer the floor
@@ -254,32 +229,22 @@ def _initial(run: _Run):
         run.start = theta  # every runner takes it (Strategy.execute(start=))
 
 
-def _seeds(run: _Run, executor, seeds, optimizer=None) -> list:
-    """Seeds trained as independent tasks (:func:`daskie.train.restarts.seed_task`)."""
-    from dataclasses import replace
-
-    from daskie.train.restarts import seed_task
-
-    ctx = run.ctx if optimizer is None else replace(run.ctx, optimizer=optimizer)
-    futures = [executor.submit(seed_task, ctx, s, run.init, run.reference,
-                               key=f"seed-{s}-{run.ctx.token}") for s in seeds]
-    return executor.gather(futures)
-
-
-def _restarts(run: _Run, executor, final, wall_s):
+def _restarts(run: _Run, executor, session, final):
     """``restarts=K``: K seeds as independent tasks, the best kept; and for the default
     convergence-stopped optimizer, more seeds when the best stalled far above the
     discretization floor, within its time budget. Returns the final outputs."""
     from daskie.runtime.context import WindowOutput
+    from daskie.runtime.seeds import train_seeds
     from daskie.train.restarts import SeedResult, best_of, needs_restart, with_time
 
     if not run.strategy.seeds_as_tasks:
         return final
     results = []
     if run.restarts > 1:
-        results = _seeds(run, executor, list(range(run.seed, run.seed + run.restarts)))
+        results = train_seeds(executor, run.ctx, list(range(run.seed, run.seed + run.restarts)),
+                              init=run.init, reference=run.reference)
     elif final is not None:
-        results = [SeedResult(run.seed, final[0].state, [], dict(run.checks), wall_s)]
+        results = [SeedResult(run.seed, final[0].state, [], dict(run.checks), session.elapsed())]
     stop = run.optimizer.stages()[-1].stop
     budget = None if stop is None else stop.max_wall_s
     spent, extra = sum(r.wall_s for r in results), 0
@@ -287,7 +252,8 @@ def _restarts(run: _Run, executor, final, wall_s):
             and (budget is None or spent < 0.9 * budget):
         extra += 1
         opt = run.optimizer if budget is None else with_time(run.optimizer, budget - spent)
-        results += _seeds(run, executor, [run.seed + run.restarts + extra - 1], opt)
+        results += train_seeds(executor, run.ctx, [run.seed + run.restarts + extra - 1],
+                               init=run.init, reference=run.reference, optimizer=opt)
         spent = sum(r.wall_s for r in results)
     if len(results) <= 1 and run.restarts <= 1:
         return final
@@ -296,7 +262,7 @@ def _restarts(run: _Run, executor, final, wall_s):
                        "best_seed": best.seed, **{k: v for k, v in best.init.items() if k.startswith("init")}})
     if final is not None and best.seed == run.seed and run.restarts <= 1:
         return final
-    run.history.extend(best.records)
+    session.history.extend(best.records)
     params = run.objective.layout.split(best.state.theta)
     return [WindowOutput(0, best.state, {n: v.clone() for n, v in params.items()}, best.records)]
 
@@ -317,84 +283,25 @@ def _assess(run: _Run, theta) -> dict:
     return out
 
 
-def _open(run: _Run, store, resume, overwrite):
-    """Open the run's store (transactional: see :mod:`daskie.store`) and read the resume
-    point; None without a store."""
-    if store is None:
-        return None
-    from daskie.runtime.context import WindowOutput
-    from daskie.store import RunStore
-
-    run_store = RunStore(store, mode="a" if resume else ("w" if overwrite else "w-"))
-    try:
-        if resume:
-            _check_same_run(run_store.read_meta(), run.meta)
-            ckpt = run_store.latest_checkpoint()
-            if ckpt is not None:
-                run.resume_point = (ckpt.window, [WindowOutput.from_tree(t) for t in ckpt.outputs])
-                run.history = run_store.history()
-        else:
-            run_store.write_meta(run.meta)
-    except BaseException:
-        run_store.close(failed=True)
-        raise
-    return run_store
-
-
-def _finished(run: _Run, run_store) -> bool:
-    """True when the stored run being resumed has nothing left to train."""
-    if run_store is None or run.resume_point is None:
-        return False
-    return run_store.has_result or any(o.state.done is not None for o in run.resume_point[1])
-
-
-def _execute(run: _Run, executor, run_store, *, live=None, progress=None, on_window=None):
-    """Run the strategy on ``executor``, checkpointing and reporting every window; returns
-    the final outputs and the wall time of this session."""
+def _window_summary(run: _Run):
+    """The summary of a window that the session records: the joint loss and test errors."""
     from daskie.runtime.context import merge_params
-    from daskie.runtime.state import WorkerState
-    from daskie.store.checkpoint import Checkpoint
 
-    objective, history = run.objective, run.history
-    prior_wall = max([r.get("elapsed_s", 0.0) for r in history] + [0.0])
-    t0 = time.perf_counter()
+    objective = run.objective
 
-    def window_done(k, outputs):
-        params = merge_params(outputs)
-        recs = [r for out in outputs for r in out.records]
-        theta = objective.layout.join(params)
-        summary = {"window": k, "epoch": max(o.state.epoch for o in outputs),
-                   "elapsed_s": prior_wall + time.perf_counter() - t0,
-                   "loss": float(objective.loss(theta).detach()), **objective.accuracy(theta)}
-        recs.append({**summary, "kind": kinds.WINDOW, "submodels": "joint", "optimizer": "window"})
-        if live is not None:
-            live.window_done(summary)
-        history.extend(recs)
-        if run_store is not None:
-            run_store.write_checkpoint(Checkpoint(k, [o.to_tree() for o in outputs], recs))
-        if progress is not None:
-            for r in recs:
-                progress(r)
-        if on_window is not None:
-            on_window(k, summary)
+    def summarize(k, outputs):
+        theta = objective.layout.join(merge_params(outputs))
+        return {"loss": float(objective.loss(theta).detach()), **objective.accuracy(theta)}
 
-    # The client's objective serves the in-process tasks and the client-side reads of the
-    # runners (one discretization per run on this side).
-    state = executor.state() or WorkerState()
-    state.objectives[(run.ctx.token, None)] = objective
-    with state.current():
-        final = run.strategy.execute(executor, run.ctx, run.groups, run.plan,
-                                     resume=run.resume_point, on_window=window_done,
-                                     start=run.start)
-    return final, time.perf_counter() - t0, prior_wall
+    return summarize
 
 
-def _summarize(run: _Run, final, wall, prior_wall, n_workers, run_store, grid):
+def _summarize(run: _Run, final, wall, n_workers, session, grid):
     """The solution on a grid with the run's summary in its attributes; the result stored."""
     from daskie.runtime.context import merge_params
     from daskie.store import history_to_dataset
 
-    objective, history, problem = run.objective, run.history, run.problem
+    objective, history, problem = run.objective, session.history, run.problem
     params = merge_params(final)
     theta = objective.layout.join(params)
     summary = {
@@ -402,9 +309,9 @@ def _summarize(run: _Run, final, wall, prior_wall, n_workers, run_store, grid):
         "strategy": run.strategy.label, "optimizer": run.optimizer.label,
         **objective.accuracy(theta), "loss": float(objective.loss(theta).detach()),
         "epochs": int(max(o.state.epoch for o in final)),
-        "wall_s": float(wall + prior_wall), "n_params": int(objective.layout.total),
+        "wall_s": float(wall), "n_params": int(objective.layout.total),
         "done": next((o.state.done for o in final if o.state.done), "budget"),
-        "store": None if run_store is None else str(run_store.path),
+        "store": None if session.store is None else str(session.store.path),
         "seed": run.seed, "workers": n_workers,
     }
     summary["stopped_by"] = summary["done"]
@@ -415,9 +322,7 @@ def _summarize(run: _Run, final, wall, prior_wall, n_workers, run_store, grid):
         summary.update(metric_attrs(plan_metrics(history, run.plan)))
     ds = solution_dataset(objective, theta, problem, grid)
     ds.attrs.update({k: (v if v is not None else "") for k, v in summary.items()})
-    if run_store is not None:
-        run_store.write_result(ds, history, summary,
-                               params={n: v.detach().numpy() for n, v in params.items()})
+    session.write_result(ds, summary, {n: v.detach().numpy() for n, v in params.items()})
     return ds.merge(history_to_dataset(history)) if history else ds
 
 
@@ -504,58 +409,40 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     run while it trains. Its address is logged at INFO level on the ``daskie.dashboard``
     logger when the run starts (``logging.basicConfig(level="INFO")`` prints it).
     """
-    from daskie.runtime.executor import DaskExecutor, as_executor
+    from daskie.session import open_session
 
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
                    overwrite, store, workers, gpus, init, restarts, check)
     run = _prepare(run, workers, gpus, threads, eval_every)
-    run_store = _open(run, store, resume, overwrite)
-    try:
+    user_window = None if on_window is None else (lambda k, outputs, summary: on_window(k, summary))
+    with open_session(store, resume=resume, overwrite=overwrite, meta=run.meta,
+                      identity={k: run.meta[k] for k in _IDENTITY},
+                      summarize=_window_summary(run), on_window=user_window,
+                      progress=progress) as session:
+        run.resume_point = session.resume_point
         _initial(run)  # inside: a failed warm start must not leave a staged store behind
-        if _finished(run, run_store):  # resuming a finished run: nothing to start
-            log.info("the run in %s is finished; returning it as stored", run_store.path)
-            run_store.close()
-            return run_store.read()
-        with contextlib.ExitStack() as stack:
-            if client is None:
-                from daskie import config
-
-                from daskie.cluster import local_cluster
-
-                client = stack.enter_context(local_cluster(
-                    workers, config.get("threads-per-worker"), gpus,
-                    dashboard_address=config.get("dashboard-address")))
-            executor = as_executor(client)
+        if session.finished:  # resuming a finished run: nothing to start
+            log.info("the run in %s is finished; returning it as stored", session.store.path)
+            return session.store.read()
+        with session.connect(client, workers=workers, gpus=gpus) as executor:
             run.plan = executor.fit_plan(run.plan)
-            live = None
-            if isinstance(executor, DaskExecutor):  # the live page; its link is logged
-                from daskie.dashboard.plugin import LiveRun
-
-                live = LiveRun(executor.client, run.ctx.token, {
-                    "problem": run.problem.name, "formulation": run.formulation.label,
-                    "strategy": run.strategy.label, "optimizer": run.optimizer.label,
-                    "epochs": run.strategy.progress_total(run.optimizer)})
+            session.start_live_page(run.ctx.token, {
+                "problem": run.problem.name, "formulation": run.formulation.label,
+                "strategy": run.strategy.label, "optimizer": run.optimizer.label,
+                "epochs": run.strategy.progress_total(run.optimizer)})
             try:
-                final, wall, prior_wall = None, 0.0, 0.0
+                final = None
                 if run.restarts <= 1:
-                    final, wall, prior_wall = _execute(run, executor, run_store, live=live,
-                                                       progress=progress, on_window=on_window)
-                t_extra = time.perf_counter()
-                final = _restarts(run, executor, final, wall)
-                wall += time.perf_counter() - t_extra
+                    final = session.execute(run.strategy, run.ctx, run.groups, run.plan,
+                                            objective=run.objective, start=run.start)
+                final = _restarts(run, executor, session, final)
             except TrainingDiverged as exc:
-                if run_store is not None:
-                    run_store.close(failed=True)
-                    raise TrainingDiverged(f"{exc}; training stopped: {run_store.message}") from exc
+                if session.store is not None:
+                    session.close(failed=True)
+                    raise TrainingDiverged(f"{exc}; training stopped: {session.store.message}") from exc
                 raise
+            wall = session.elapsed()
             n_workers = len(executor.workers())
         if final is None:  # resumed a run whose windows had all completed
-            final = run.resume_point[1]
-        ds = _summarize(run, final, wall, prior_wall, n_workers, run_store, grid)
-    except BaseException:
-        if run_store is not None:
-            run_store.close(failed=True)
-        raise
-    if run_store is not None:
-        run_store.close()
-    return ds
+            final = session.resume_point[1]
+        return _summarize(run, final, wall, n_workers, session, grid)

@@ -15,7 +15,7 @@ __all__ = ["fit"]
 
 
 def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_loss: float = 0.0,
-        threads: int | None = 1, on_window=None):
+        threads: int | None = 1, on_window=None, workers: int = 2):
     """Train ``module`` on ``loss_fn`` and ``data`` with ``strategy``.
 
     Parameters
@@ -30,9 +30,11 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
     strategy : Strategy
         An iteration strategy (``ParaFlow``, ``ParaFlowS``, ``GradientDescent``, ``APTS``,
         ``SAPTS``).
-    client : distributed.Client, optional
-        Run the strategy's tasks on this client; ``None`` trains in this process (the same
-        numbers for the same seed).
+    client : None, "sync" or distributed.Client
+        Where the strategy's tasks run, with the meaning it has at every front door
+        (:mod:`daskie.session`): ``None`` starts daskie's embedded LocalCluster for the call,
+        ``"sync"`` trains in this process, a ``Client`` on its cluster (the same numbers for
+        the same seed in all three).
     seed : int
         Seed of the minibatch streams.
     target_loss : float
@@ -41,6 +43,8 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
         torch threads inside the computation.
     on_window : callable, optional
         ``on_window(w, outputs)`` at every checkpoint window.
+    workers : int
+        Workers of the embedded LocalCluster (``client=None``).
 
     Returns
     -------
@@ -48,8 +52,8 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
         A trained copy of ``module`` and the history: one flat record per iteration
         (iteration, loss, grad_calls, wall_s, slice, ...).
     """
-    from daskie.runtime.executor import as_executor
     from daskie.runtime.iterations import train
+    from daskie.session import check_client, open_session
     from daskie.strategies import IterationStrategy, Strategy
     from daskie.train.module import ModuleObjective
 
@@ -62,17 +66,12 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
         raise SpecError(f"seed must be an int, got {seed!r}")
     if not (isinstance(target_loss, (int, float)) and target_loss >= 0):
         raise SpecError(f"target_loss must be a number >= 0, got {target_loss!r}")
+    check_client(client)
     objective = ModuleObjective(module, loss_fn, data)
-    history = []
-
-    def window_done(w, outputs):
-        for out in outputs:
-            history.extend(out.records)
-        if on_window is not None:
-            on_window(w, outputs)
-
-    # None means "in this process" here (no cluster is started for a module)
-    executor = as_executor("sync" if client is None else client)
-    final = train(strategy, objective, executor, seed=seed, target_loss=float(target_loss),
-                  threads=threads, on_window=window_done, theta0=objective.current_params())
-    return objective.load(final[0].state.theta), history
+    user = None if on_window is None else (lambda w, outputs, summary: on_window(w, outputs))
+    with open_session(on_window=user) as session:
+        with session.connect(client, workers=workers) as executor:
+            final = train(strategy, objective, executor, seed=seed, target_loss=float(target_loss),
+                          threads=threads, on_window=session.window_done,
+                          theta0=objective.current_params())
+    return objective.load(final[0].state.theta), session.history

@@ -26,7 +26,7 @@ SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test
 
 
 def train_in_process(strategy, objective, **kwargs):
-    """The iteration runner in this process (what fit(client=None) uses)."""
+    """The iteration runner in this process (what fit(client="sync") uses)."""
     from daskie.runtime import InProcess
     from daskie.runtime.iterations import train
 
@@ -246,7 +246,7 @@ def flat(module):
 def test_fit_trains_a_torch_module_with_apts():
     net, loss, data = classifier()
     before = flat(net).clone()
-    trained, hist = fit(net, loss, data, APTS(subdomains=2, epochs=15, checkpoint_every=4))
+    trained, hist = fit(net, loss, data, APTS(subdomains=2, epochs=15, checkpoint_every=4), client="sync")
     with torch.no_grad():
         start = float(loss(net(data[0]), data[1]))
         accuracy = float((trained(data[0]).argmax(1) == data[1]).double().mean())
@@ -268,7 +268,7 @@ def test_apts_uses_gauss_newton_for_a_module_with_residuals():
     strategy = APTS(subdomains=2, epochs=12)
     assert strategy.resolve_model(ModuleObjective(net, loss, (x, torch.sin(3 * x)))) == "gauss-newton"
     assert strategy.resolve_model(ModuleObjective(net, torch.nn.MSELoss(), (x, x))) == "sr1"
-    _, hist = fit(net, loss, (x, torch.sin(3 * x)), strategy)
+    _, hist = fit(net, loss, (x, torch.sin(3 * x)), strategy, client="sync")
     assert hist[-1]["loss"] < 1e-3 * hist[0]["loss"]
 
 
@@ -279,7 +279,7 @@ def test_apts_uses_gauss_newton_for_a_module_with_residuals():
 ])
 def test_fit_distributed_equals_serial(client, strategy):
     net, loss, data = classifier()
-    m1, h1 = fit(net, loss, data, strategy, seed=3)
+    m1, h1 = fit(net, loss, data, strategy, seed=3, client="sync")
     m2, h2 = fit(net, loss, data, strategy, seed=3, client=client)
     np.testing.assert_allclose(flat(m2).numpy(), flat(m1).numpy(), rtol=0, atol=1e-12)
     for key in ("rho", "radius", "accepted", "grad_calls", "loss_calls"):
@@ -365,9 +365,9 @@ def test_objectives_apts_cannot_split_are_refused():
     with pytest.raises(SpecError, match="SAPTS needs minibatches"):
         daskie.solve("fredholm1d", formulation=SMALL_Q, client="sync", strategy=SAPTS())
     with pytest.raises(SpecError, match="APTS.subdomains=61"):
-        fit(net, loss, data, APTS(subdomains=61))
+        fit(net, loss, data, APTS(subdomains=61), client="sync")
     with pytest.raises(SpecError, match="gauss-newton"):
-        fit(net, loss, data, APTS(model="gauss-newton"))
+        fit(net, loss, data, APTS(model="gauss-newton"), client="sync")
     obj, _ = linear_problem()
     with pytest.raises(SpecError, match="cannot be split"):
         train_in_process(APTS(subdomains=2), _NoShards(obj))

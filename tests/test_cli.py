@@ -57,13 +57,13 @@ def test_a_closed_pipe_ends_quietly():
 def test_an_error_found_inside_solve_is_the_only_line(tmp_path):
     path = tmp_path / "other.zarr"
     with RunStore(path) as store:  # a resumable run with another seed
-        store.write_meta({"seed": 99})
+        store.write_meta({"identity": {"seed": 99}})
         store.write_checkpoint(Checkpoint(0, [], []))
     proc = subprocess.run([*DAskie, "solve", "fredholm1d", "--store", str(path), "--resume"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()]  # no "solving ..." header first
-    assert re.match(r"daskie: error: cannot resume: the stored run's seed differs", proc.stderr)
+    assert re.match(r"daskie: error: cannot resume \S+: the stored run differs in [a-z_, ]*\bseed\b", proc.stderr)
 
 
 def test_resuming_a_finished_run_says_so_without_training(tmp_path):

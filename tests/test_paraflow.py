@@ -21,7 +21,7 @@ SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test
 
 
 def train_in_process(strategy, objective, **kwargs):
-    """The iteration runner in this process (what fit(client=None) uses)."""
+    """The iteration runner in this process (what fit(client="sync") uses)."""
     from daskie.runtime import InProcess
     from daskie.runtime.iterations import train
 
@@ -53,7 +53,7 @@ def flat(module):
 ])
 def test_fit_distributed_equals_serial(client, strategy):
     net, loss, data = approximation()
-    m1, h1 = fit(net, loss, data, strategy, seed=4)
+    m1, h1 = fit(net, loss, data, strategy, seed=4, client="sync")
     m2, h2 = fit(net, loss, data, strategy, seed=4, client=client)
     np.testing.assert_allclose(flat(m2).numpy(), flat(m1).numpy(), rtol=0, atol=1e-12)
     assert [r["grad_calls"] for r in h1] == [r["grad_calls"] for r in h2]
@@ -67,11 +67,11 @@ def test_fit_distributed_equals_serial(client, strategy):
 def test_paraflow_budget_matches_hand_count():
     net, loss, data = approximation()  # N = 30 rows
     # one window: 2 fine propagations of 5 steps on 5 rows, 2 * 2 - 1 full gradients
-    _, hist = fit(net, loss, data, ParaFlow(eta=0.01, n_fine=5, n_coarse=2, batch=5, budget=1000))
+    _, hist = fit(net, loss, data, ParaFlow(eta=0.01, n_fine=5, n_coarse=2, batch=5, budget=1000), client="sync")
     assert [r["grad_calls"] for r in hist] == [140 * i for i in range(1, 8)]  # 1000 // 140 = 7
     assert [r["grad_calls_path"] for r in hist] == [(25 + 3 * 30) * i for i in range(1, 8)]
     _, hist = fit(net, loss, data, ParaFlow(eta=0.01, n_fine=5, n_coarse=3, init="constant",
-                                            budget=2000))
+                                            budget=2000), client="sync")
     # full batch: 3 fine of 5 x 30, 5 G; path: one fine, one G, two corrections
     assert hist[0]["grad_calls"] == 3 * 150 + 5 * 30 and hist[0]["grad_calls_path"] == 150 + 3 * 30
     assert len(hist) == 2000 // 600
@@ -79,7 +79,7 @@ def test_paraflow_budget_matches_hand_count():
 
 def test_paraflows_budget_matches_hand_count():
     net, loss, data = approximation()
-    _, hist = fit(net, loss, data, ParaFlowS(eta=0.02, n_fine=4, n_coarse=6, batch=3, budget=5000))
+    _, hist = fit(net, loss, data, ParaFlowS(eta=0.02, n_fine=4, n_coarse=6, batch=3, budget=5000), client="sync")
     prev = 0
     for r in hist:
         assert r["grad_calls"] - prev == 4 * 3 + 30 * r["coarse_actions"]
@@ -88,7 +88,7 @@ def test_paraflows_budget_matches_hand_count():
         assert r["coarse_actions"] == expect
         prev = r["grad_calls"]
     assert prev <= 5000 and 5000 - prev < 12 + 30 * 6 + 30
-    _, gd = fit(net, loss, data, GradientDescent(eta=0.01, batch=7, budget=1000, steps_per_record=50))
+    _, gd = fit(net, loss, data, GradientDescent(eta=0.01, batch=7, budget=1000, steps_per_record=50), client="sync")
     assert gd[-1]["grad_calls"] == 7 * (1000 // 7) and len(gd) == 3
 
 
@@ -205,10 +205,10 @@ def test_bad_fit_and_solve_arguments_name_them():
     with pytest.raises(SpecError, match="module"):
         fit("net", loss, data, ParaFlowS())
     with pytest.raises(SpecError, match="iteration strategy"):
-        fit(net, loss, data, Monolithic())
+        fit(net, loss, data, Monolithic(), client="sync")
     with pytest.raises(SpecError, match="rows"):
-        fit(net, loss, (data[0], data[1][:5]), ParaFlowS())
+        fit(net, loss, (data[0], data[1][:5]), ParaFlowS(), client="sync")
     with pytest.raises(SpecError, match="batch"):
         daskie.solve("fredholm1d", formulation=SMALL_Q, client="sync", strategy=ParaFlowS(batch=8))
     with pytest.raises(SpecError, match="iteration strategy"):
-        fit(net, loss, data, CEPTF())
+        fit(net, loss, data, CEPTF(), client="sync")

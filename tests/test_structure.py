@@ -96,7 +96,7 @@ def test_strategies_hold_specs_only():
 
 
 def test_no_module_below_the_entry_points_compares_client_to_a_string():
-    entry = {"daskie.api", "daskie.fit", "daskie.cli", "daskie.runtime.executor"}
+    entry = {"daskie.session", "daskie.cli", "daskie.runtime.executor"}
     for name, path in MODULES.items():
         if name not in entry:
             assert '== "sync"' not in path.read_text() and "!= \"sync\"" not in path.read_text(), name

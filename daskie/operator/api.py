@@ -1,13 +1,12 @@
 """Entry points of operator learning: generate a family's data set, train an operator on it.
 
-Both take the public ``client`` argument (``None``: daskie's embedded LocalCluster with two
-workers, as :func:`daskie.solve` starts it; ``"sync"``: in this process; a
-``distributed.Client``) and turn it into an executor here, and nowhere below.
+Each takes the public ``client`` argument with the meaning it has at every front door
+(``None``: daskie's embedded LocalCluster with two workers; ``"sync"``: this process; a
+``distributed.Client``) and runs inside a run session (:mod:`daskie.session`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from daskie.errors import SpecError, check_int
@@ -18,19 +17,6 @@ __all__ = ["generate_dataset", "fit_operator", "learn_operator", "default_net",
 #: Default points per coordinate: sensors and query points (1-D, 2-D and up).
 _SENSORS = {1: 32, 2: 8}
 _QUERY = {1: 33, 2: 12}
-
-
-@contextlib.contextmanager
-def _executor(client):
-    from daskie.runtime.executor import as_executor
-
-    if client is None:
-        from daskie.cluster import local_cluster
-
-        with local_cluster(workers=2) as c:
-            yield as_executor(c)
-    else:
-        yield as_executor(client)
 
 
 def _check_family(family):
@@ -95,14 +81,16 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
         disk), ``wall_s``.
     """
     from daskie.operator.data import generate_on, sensor_points
+    from daskie.session import check_client, open_session
     from daskie.store.dataset import OperatorDataset
 
     _check_family(family)
+    check_client(client)
     sensors, query = _points(family, sensors, query)
     spec = _dataset_spec(family, n, seed, sensors, query, block)
     store = OperatorDataset.create(path, spec, sensor_points(family, sensors),
                                    sensor_points(family, query), family.n_params)
-    with _executor(client) as executor:
+    with open_session() as session, session.connect(client) as executor:
         out = generate_on(executor, family, store, seed=seed, ahead=ahead, on_block=on_block)
     return {"path": store.path, "n": store.n, **out}
 
@@ -208,6 +196,7 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
 
     from daskie.operator.evaluation import evaluate
     from daskie.problems.families import family as named
+    from daskie.session import check_client, open_session
     from daskie.store.dataset import OperatorDataset
 
     if isinstance(family, str):
@@ -234,7 +223,8 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
         loss, net = OperatorLoss(net, skip=True), None
     _check_optimizer(optimizer, loss)
     train, test_range = (0, n - held), (n - held, n)
-    with _client(client) as c:
+    check_client(client)
+    with open_session() as session, session.connect(client) as c:
         generate_dataset(family, data, n, seed=data_seed, sensors=sensors, query=query,
                          block=block, client=c, on_block=on_block)
         op, history = fit_operator(family, data, net, strategy=strategy, optimizer=optimizer,
@@ -244,19 +234,6 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
     op.history = history
     op.evaluation = evaluate(op, OperatorDataset.open(data), test_range, train)
     return op
-
-
-@contextlib.contextmanager
-def _client(client):
-    """The public ``client`` argument, with ``None`` turned into one embedded LocalCluster
-    (both phases of :func:`learn_operator` share it)."""
-    if client is None:
-        from daskie.cluster import local_cluster
-
-        with local_cluster(workers=2) as c:
-            yield c
-    else:
-        yield client
 
 
 def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=None,
@@ -314,14 +291,14 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     from daskie.nn.deeponet import DeepONet
     from daskie.operator.formulation import OperatorLoss, TrainingSet, n_branch_inputs
     from daskie.operator.model import Operator
-    from daskie.runtime.context import RunContext
-    from daskie.runtime.window_graph import run_token
-    from daskie.store import Checkpoint
+    from daskie.runtime.context import RunContext, run_token
+    from daskie.session import check_client, open_session
     from daskie.store.dataset import OperatorDataset
     from daskie.strategies.operator import OperatorDataParallel
     from daskie.train.optimizers import Adam
 
     _check_family(family)
+    check_client(client)
     if not isinstance(data, (str, os.PathLike)):
         raise SpecError("data must be the path of a data set made by generate_dataset, "
                         f"got {data!r}")
@@ -363,29 +340,18 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
                          "optimizer": repr(optimizer), "strategy": repr(strategy),
                          "seed": int(seed), "train": list(training.train),
                          "test": None if training.test is None else list(training.test)}}
-    runs, start, history = _open_run(store, resume, token, meta)
-
-    def window_done(k, outputs):
-        recs = [r for out in outputs for r in out.records]
-        history.extend(recs)
-        if runs is not None:
-            runs.write_checkpoint(Checkpoint(k, [o.to_tree() for o in outputs], recs))
-        if on_window is not None:
-            on_window(k, outputs)
-
-    try:
-        with _executor(client) as executor:
+    identity = {k: v for k, v in meta["operator"].items() if k != "data"}
+    user = None if on_window is None else (lambda k, outputs, summary: on_window(k, outputs))
+    with open_session(store, resume=resume, identity=identity, meta=meta,
+                      on_window=user) as session:
+        with session.connect(client) as executor:
             _check_batch(strategy, strategy.ranks(executor), training.train)
-            final = strategy.execute(executor, ctx, None, None, resume=start,
-                                     on_window=window_done)
+            final = session.execute(strategy, ctx)
         op = Operator(loss.net, final[0].state.theta, data_store.sensors, data_store.query,
                       family, skip=loss.skip)
-        if runs is not None:
-            _write_result(runs, op, data_store, training, history, final[0].state)
-    finally:
-        if runs is not None:
-            runs.close()
-    return op, history
+        if session.store is not None:
+            _write_result(session, op, data_store, training, final[0].state)
+    return op, session.history
 
 
 def _check_batch(strategy, ranks, train):
@@ -404,7 +370,7 @@ def _check_batch(strategy, ranks, train):
                         f"instances holds {smallest}: use a smaller batch or fewer ranks")
 
 
-def _write_result(runs, op, data_store, training, history, state):
+def _write_result(session, op, data_store, training, state):
     """The run store's result: the operator's parameters, its sensors and query points, and
     its evaluation on the held-out instances (:func:`~daskie.operator.evaluation.evaluate`),
     so that :meth:`Operator.load` and the report need nothing but the store."""
@@ -420,29 +386,4 @@ def _write_result(runs, op, data_store, training, history, state):
     summary = {"epochs": int(state.epoch), "loss": float(state.loss),
                "wall_s": float(state.wall_s), "done": state.done or "budget",
                "n_params": int(op.theta.numel()), "family": op.family.name}
-    runs.write_result(ds, history, summary, params={"G": op.theta.numpy()})
-
-
-def _open_run(store, resume, token, meta):
-    """``(run store or None, resume point or None, earlier records)`` for ``fit_operator``."""
-    from daskie.runtime.context import WindowOutput
-    from daskie.store import RunStore
-
-    if store is None:
-        if resume:
-            raise SpecError("resume=True needs the store= of the run to continue")
-        return None, None, []
-    if not resume:
-        runs = RunStore(store, mode="w-")
-        runs.write_meta(meta)
-        return runs, None, []
-    runs = RunStore(store, mode="a")
-    old = runs.read_meta().get("operator", {})
-    if old.get("token") != token:
-        runs.close()
-        raise SpecError(f"the run in {runs.path} was trained with other arguments (family, data, "
-                        "network, loss, optimizer, strategy or seed): resume it with the same ones")
-    ckpt = runs.latest_checkpoint()
-    if ckpt is None:
-        return runs, None, []
-    return runs, (ckpt.window, [WindowOutput.from_tree(t) for t in ckpt.outputs]), runs.history()
+    session.write_result(ds, summary, {"G": op.theta.numpy()})

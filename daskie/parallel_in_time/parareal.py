@@ -41,7 +41,7 @@ def _identity(y):
     return y
 
 
-def parareal(coarse, fine, y0, n_slices: int, iterations: int, client=None, *, initial=None,
+def parareal(coarse, fine, y0, n_slices: int, iterations: int, client="sync", *, initial=None,
              args=()):
     """Run ``iterations`` Parareal iterations over ``n_slices`` slices.
 
@@ -57,8 +57,9 @@ def parareal(coarse, fine, y0, n_slices: int, iterations: int, client=None, *, i
         Number of slices N.
     iterations : int
         Parareal iterations K (0 returns only the initial approximation).
-    client : distributed.Client, optional
-        Run the propagations as tasks on its workers; ``None`` runs them in this process.
+    client : "sync", distributed.Client or Executor
+        Run the propagations as tasks on a client's workers; ``"sync"`` (default) runs them
+        in this process.
     initial : sequence of N + 1 states, optional
         The iteration-0 approximations ``U[0..N]`` (``initial[0]`` is replaced by ``y0``).
         Default: the coarse chain ``U[n+1] = coarse(U[n], n)``.

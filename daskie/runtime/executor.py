@@ -1,8 +1,8 @@
 """Where work runs: an executor, resolved once at the entry points.
 
-``solve``, ``fit``, ``parareal`` and ``run_group`` take the public ``client`` argument
-(``None``, ``"sync"`` or a ``distributed.Client``) and turn it into an executor with
-:func:`as_executor`; everything below them sees only an :class:`Executor`:
+The front doors' session (:mod:`daskie.session`) turns the public ``client`` argument into an
+executor with :func:`as_executor` (``parareal`` and ``run_group`` call it for theirs); everything
+below sees only an :class:`Executor`:
 
 * :class:`InProcess` -- tasks run in this process when they are submitted (eagerly, in
   submission order), with an in-process :class:`~daskie.runtime.state.WorkerState`;
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 
 from daskie.errors import DaskieError, PlanError, SpecError
@@ -125,6 +126,22 @@ class Executor(abc.ABC):
     def check_alive(self) -> None:
         """Raise :class:`SchedulerLost` when the cluster is gone (nothing to do in process)."""
 
+    def live_page(self, token: str, info: dict):
+        """Announce run ``token`` on the live dashboard page; the handle that gets its window
+        results (:class:`~daskie.dashboard.plugin.LiveRun`), or None where there is no page
+        (in process)."""
+        return None
+
+    @contextlib.contextmanager
+    def hosting(self, token: str, objective=None):
+        """Serve ``objective`` (this process's copy of run ``token``'s objective) to the tasks
+        and client-side reads that run in this process, for the ``with`` block."""
+        state = self.state() or WorkerState()
+        if objective is not None:
+            state.objectives[(token, None)] = objective
+        with state.current():
+            yield state
+
     def wait_for_workers(self, n: int, timeout: float) -> None:
         """Wait until ``n`` workers are there (at most ``timeout`` s)."""
 
@@ -205,6 +222,11 @@ class DaskExecutor(Executor):
         if not present or not all(present.values()):
             self.client.register_plugin(DaskiePlugin(), name=PLUGIN_NAME)
 
+    def live_page(self, token, info):
+        from daskie.dashboard.plugin import LiveRun
+
+        return LiveRun(self.client, token, info)
+
     def check_alive(self):
         if self.client.status not in ("running", "connecting"):
             raise SchedulerLost(f"lost the scheduler at {self.address} (client {self.client.status}); "
@@ -281,13 +303,17 @@ class DaskExecutor(Executor):
 
 
 def as_executor(client) -> Executor:
-    """The executor of the public ``client`` argument: ``"sync"`` -> :class:`InProcess`, a
-    ``distributed.Client`` -> :class:`DaskExecutor`, an executor -> itself. (``None`` means
-    "start a cluster" in ``solve`` and "in this process" in ``fit``: each entry point decides
-    that before calling this.)"""
+    """The executor of a ``client`` argument: ``"sync"`` -> :class:`InProcess`, a
+    ``distributed.Client`` -> :class:`DaskExecutor`, an executor -> itself. ``None`` ("start
+    daskie's embedded LocalCluster") is resolved by the front doors' session
+    (:meth:`daskie.session.Session.connect`) before this is called, and refused here."""
     if isinstance(client, Executor):
         return client
-    if client is None or (isinstance(client, str) and client == "sync"):
+    if client is None:
+        raise SpecError("client=None starts an embedded LocalCluster only at the front doors "
+                        "(solve, fit, learn_operator, ...); pass 'sync' (this process) or a "
+                        "distributed.Client")
+    if isinstance(client, str) and client == "sync":
         return InProcess()
     try:
         from distributed import Client

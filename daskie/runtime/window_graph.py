@@ -28,13 +28,8 @@ from daskie.runtime.state import where
 from daskie.train.loop import TrainState, advance
 from daskie.train.objective import Objective
 
-__all__ = ["WindowGraph", "build", "run", "execute", "run_token", "init_task", "window_task",
+__all__ = ["WindowGraph", "build", "run", "execute", "init_task", "window_task",
            "polish_task"]
-
-
-def run_token(*parts) -> str:
-    """Deterministic token of a run (same problem + plan + options + seed -> same keys)."""
-    return dask.base.tokenize(*[repr(p) for p in parts])
 
 
 @dataclass
