@@ -21,6 +21,12 @@ speed of the same bytes in pieces).
 
 Ranks call the same operations in the same order (SPMD); tags are derived from an operation
 counter, so messages of different operations never mix.
+
+Devices: tensors stay where they are. At the first operation on a tensor the ranks tell each
+other where theirs live, and :func:`backend_for` picks the transport once for the group: NCCL
+(a ``ProcessGroupNCCL`` on the same store, the tensors never leave the GPU) when every rank is
+on CUDA, gloo otherwise (a rank's CUDA tensor then goes through a host copy). Timeouts,
+retries and errors are the same on both.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import torch
 
 from daskie.errors import DaskieError, SpecError
 
-__all__ = ["Group", "GroupError", "METHODS", "local_groups", "free_port"]
+__all__ = ["Group", "GroupError", "METHODS", "local_groups", "free_port", "backend_for"]
 
 #: All-reduce methods.
 METHODS = ("gloo", "ring", "ps", "tree")
@@ -58,6 +64,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def backend_for(devices) -> str:
+    """The ``torch.distributed`` backend of a group whose ranks hold their tensors on
+    ``devices`` (one per rank: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, torch devices).
+
+    ``"nccl"`` when every rank is on a CUDA device, ``"gloo"`` for CPU and mixed groups
+    (NCCL carries only CUDA tensors). NCCL also needs each rank on its own GPU: give every
+    rank's worker one GPU (``CUDA_VISIBLE_DEVICES``; :func:`daskie.cluster.local_cluster`).
+    """
+    kinds = [torch.device(d).type for d in devices]
+    if not kinds:
+        raise SpecError("backend_for needs the device of at least one rank")
+    return "nccl" if all(k == "cuda" for k in kinds) else "gloo"
+
+
+#: Device kinds as the ranks exchange them when they agree on a backend.
+_KINDS = ("cpu", "cuda", "meta")
 
 
 def _flat_views(tensors, flat):
@@ -92,12 +116,15 @@ class Group:
         Seconds a rank waiting for a collective (gloo's all-reduce, all-gather, broadcast)
         polls it, yielding the CPU, before it blocks. A blocked waiter on a virtual machine
         wakes up a timer tick late, which cost a few ms per step; 0 blocks at once.
+    nccl : bool
+        Let a group whose ranks are all on CUDA use NCCL (:func:`backend_for`); False: gloo
+        always (ranks that are threads of one process share one GPU, which NCCL refuses).
     """
 
     def __init__(self, rank: int, size: int, host: str, port: int, *, timeout: float = 60.0,
                  local_host: str | None = None, method: str = DEFAULT_METHOD,
                  compress: str | None = None, bucket_mb: float = 16.0, chunk_mb: float = 4.0,
-                 spin_s: float = 0.05):
+                 spin_s: float = 0.05, nccl: bool = True):
         from torch.distributed import ProcessGroupGloo, TCPStore
 
         if method not in METHODS:
@@ -116,6 +143,9 @@ class Group:
         self.log: list[dict] = []
         self._ops = 0
         self._feedback: dict = {}
+        self.backend = None  # agreed at the first operation on a tensor (backend_for)
+        self.allow_nccl = bool(nccl)
+        self._nccl = None
         td = datetime.timedelta(seconds=self.timeout)
         try:
             self._store = TCPStore(host, int(port), self.size, self.rank == 0, timeout=td,
@@ -141,6 +171,44 @@ class Group:
         return ProcessGroupGloo.create_default_device()
 
     # --- plumbing ----------------------------------------------------------------------
+    def _agree(self, tensor) -> str:
+        """The group's backend, agreed by all ranks at their first operation on a tensor
+        (the ranks call operations in the same order, so they all agree here at once)."""
+        if self.backend is None:
+            kind = torch.zeros(self.size, dtype=torch.float64, device="cpu")
+            kind[self.rank] = _KINDS.index(tensor.device.type) if tensor.device.type in _KINDS else 0
+            if self.size > 1:
+                self._wait(self._pg.allreduce([kind]), "backend agreement")
+            self.backend = backend_for([_KINDS[int(k)] for k in kind.tolist()])
+            if not self.allow_nccl:
+                self.backend = "gloo"
+            if self.backend == "nccl" and self.size > 1:
+                self._nccl = self._make_nccl(tensor.device)
+        return self.backend
+
+    def _make_nccl(self, device):
+        from torch.distributed import PrefixStore
+
+        try:
+            from torch.distributed import ProcessGroupNCCL
+        except ImportError as exc:  # a torch build without NCCL
+            raise GroupError(f"rank {self.rank}: every rank is on CUDA but this torch has no "
+                             "NCCL") from exc
+        torch.cuda.set_device(device)
+        opts = ProcessGroupNCCL.Options()
+        opts._timeout = datetime.timedelta(seconds=self.timeout)
+        try:
+            return ProcessGroupNCCL(PrefixStore("nccl", self._store), self.rank, self.size, opts)
+        except RuntimeError as exc:
+            raise GroupError(f"rank {self.rank} of {self.size} could not start NCCL: {exc}") from exc
+
+    def _transport(self, tensor):
+        """``(process group, host copy needed)`` for an operation on ``tensor``: NCCL for a
+        group agreed on it; gloo otherwise, through a CPU copy for a tensor off the CPU."""
+        if self._agree(tensor) == "nccl" and self._nccl is not None:
+            return self._nccl, False
+        return self._pg, tensor.device.type != "cpu"
+
     def _wait(self, work, what, poll=True):
         # Poll before blocking: a blocked waiter sleeps, and on a virtual machine an idle
         # vCPU is woken a timer tick later (measured with plain gloo processes on this 2-vCPU
@@ -172,11 +240,22 @@ class Group:
 
     def _exchange(self, send, dst, recv, src, tag):
         """Send ``send`` to ``dst`` while receiving ``recv`` from ``src`` (both may be None)."""
+        pg, host = self._transport(send if send is not None else recv)
+        if host:  # gloo carries CPU tensors: through host copies
+            h_send = None if send is None else send.cpu()
+            h_recv = None if recv is None else torch.empty(recv.shape, dtype=recv.dtype)
+            self._exchange_on(pg, h_send, dst, h_recv, src, tag)
+            if recv is not None:
+                recv.copy_(h_recv)
+            return
+        self._exchange_on(pg, send, dst, recv, src, tag)
+
+    def _exchange_on(self, pg, send, dst, recv, src, tag):
         works = []
         if recv is not None:
-            works += [self._pg.recv([p], src, tag + i) for i, p in enumerate(self._pieces(recv))]
+            works += [pg.recv([p], src, tag + i) for i, p in enumerate(self._pieces(recv))]
         if send is not None:
-            works += [self._pg.send([p.contiguous()], dst, tag + i)
+            works += [pg.send([p.contiguous()], dst, tag + i)
                       for i, p in enumerate(self._pieces(send))]
         for w in works:
             self._wait(w, f"exchange with ranks {src}/{dst}", poll=False)
@@ -207,7 +286,7 @@ class Group:
     def barrier(self):
         """Wait for every rank."""
         t0 = time.perf_counter()
-        self.allreduce(torch.zeros(1, dtype=torch.float32), method="gloo", compress=None,
+        self.allreduce(torch.zeros(1, dtype=torch.float32, device="cpu"), method="gloo", compress=None,
                        record=False)
         self._record("barrier", "gloo", 0, t0)
 
@@ -288,8 +367,11 @@ class Group:
         return tensors
 
     def _allreduce_gloo(self, flat, payload):
+        """The backend's own all-reduce (gloo's, or NCCL's in a group agreed on it)."""
+        pg, host = self._transport(flat)
         buf = flat if payload == flat.dtype else flat.to(payload)
-        self._wait(self._pg.allreduce([buf]), "allreduce")
+        buf = buf.cpu() if host else buf
+        self._wait(pg.allreduce([buf]), "allreduce")
         if buf is not flat:
             flat.copy_(buf.to(flat.dtype))
 
@@ -317,7 +399,7 @@ class Group:
         for s in range(p - 1):  # reduce-scatter
             c_out, c_in = (r - s) % p, (r - s - 1) % p
             out, inc = chunks[c_out], chunks[c_in]
-            buf = torch.empty(inc.numel(), dtype=payload)
+            buf = torch.empty(inc.numel(), dtype=payload, device=inc.device)
             send = self._round(out, payload, spans[c_out]) if s else out.to(payload)
             self._exchange(send, right, buf, left, tag + s * 1000)
             inc += buf.to(inc.dtype)
@@ -327,14 +409,14 @@ class Group:
             own.copy_(self._round(own, payload, spans[c_own]).to(flat.dtype))
         for s in range(p - 1):  # all-gather
             out, inc = chunks[(r + 1 - s) % p], chunks[(r - s) % p]
-            buf = torch.empty(inc.numel(), dtype=payload)
+            buf = torch.empty(inc.numel(), dtype=payload, device=inc.device)
             self._exchange(out.to(payload), right, buf, left, tag + (p + s) * 1000)
             inc.copy_(buf.to(inc.dtype))
 
     def _allreduce_ps(self, flat, payload):
         tag = self._next_tag()
         if self.rank == 0:
-            buf = torch.empty(flat.numel(), dtype=payload)
+            buf = torch.empty(flat.numel(), dtype=payload, device=flat.device)
             for src in range(1, self.size):  # receive, then sum
                 self._exchange(None, None, buf, src, tag)
                 flat += buf.to(flat.dtype)
@@ -345,14 +427,14 @@ class Group:
                 self._exchange(out, dst, None, None, tag + 1000)
         else:
             self._exchange(flat.to(payload), 0, None, None, tag)
-            buf = torch.empty(flat.numel(), dtype=payload)
+            buf = torch.empty(flat.numel(), dtype=payload, device=flat.device)
             self._exchange(None, None, buf, 0, tag + 1000)
             flat.copy_(buf.to(flat.dtype))
 
     def _allreduce_tree(self, flat, payload):
         p, r = self.size, self.rank
         tag = self._next_tag()
-        buf = torch.empty(flat.numel(), dtype=payload)
+        buf = torch.empty(flat.numel(), dtype=payload, device=flat.device)
         mask = 1
         while mask < p:  # binomial reduce to rank 0
             if r & mask:
@@ -385,7 +467,7 @@ class Group:
         t0 = time.perf_counter()
         flat = tensor.reshape(-1).contiguous()
         if sizes is None:
-            sizes = torch.zeros(self.size, dtype=torch.float64)
+            sizes = torch.zeros(self.size, dtype=torch.float64, device="cpu")
             sizes[self.rank] = flat.numel()
             if self.size > 1:
                 self._wait(self._pg.allreduce([sizes]), "allgather sizes")
@@ -394,13 +476,17 @@ class Group:
             raise SpecError(f"allgather sizes {sizes} do not match {self.size} ranks with "
                             f"{flat.numel()} values on rank {self.rank}")
         n_max = max(sizes)
-        padded = torch.zeros(n_max, dtype=flat.dtype)
+        pg, host = self._transport(flat)
+        where = torch.device("cpu") if host else flat.device
+        padded = torch.zeros(n_max, dtype=flat.dtype, device=where)
         padded[:flat.numel()] = flat
-        outs = [torch.empty(n_max, dtype=flat.dtype) for _ in range(self.size)]
+        outs = [torch.empty(n_max, dtype=flat.dtype, device=where) for _ in range(self.size)]
         if self.size > 1:
-            self._wait(self._pg.allgather([outs], [padded]), "allgather")
+            self._wait(pg.allgather([outs], [padded]), "allgather")
         else:
             outs[0] = padded
+        if host:
+            outs = [o.to(flat.device) for o in outs]
         self._record("allgather", "gloo", n_max * flat.element_size() * self.size, t0)
         return [o[:int(n)] for o, n in zip(outs, sizes)]
 
@@ -408,7 +494,11 @@ class Group:
         """Copy ``tensor`` of rank ``root`` to every rank, in place; returns it."""
         t0 = time.perf_counter()
         if self.size > 1:
-            self._wait(self._pg.broadcast(tensor, root), "broadcast")
+            pg, host = self._transport(tensor)
+            buf = tensor.cpu() if host else tensor
+            self._wait(pg.broadcast(buf, root), "broadcast")
+            if host:
+                tensor.copy_(buf)
         self._record("broadcast", "gloo", tensor.numel() * tensor.element_size(), t0)
         return tensor
 
@@ -419,8 +509,9 @@ class Group:
         self._feedback.clear()
 
     def close(self):
-        """Release the process group and the store."""
+        """Release the process groups and the store."""
         self._pg = None
+        self._nccl = None
         self._store = None
 
 
@@ -434,7 +525,9 @@ def local_groups(size: int, *, timeout: float = 30.0, **kwargs):
 
     def join(r):
         try:
-            groups[r] = Group(r, size, "127.0.0.1", port, timeout=timeout, **kwargs)
+            # threads of one process share its GPU: NCCL refuses two ranks on one device
+            groups[r] = Group(r, size, "127.0.0.1", port, timeout=timeout,
+                              **{"nccl": False, **kwargs})
         except Exception as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
 

@@ -42,7 +42,8 @@ def tensor_maker(device=None, dtype=None):
         raise SpecError(f"a discretization's dtype must be a floating-point torch dtype, got {dtype}")
 
     def T(a):
-        return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64)).to(device=device, dtype=dtype)
+        host = torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64), device="cpu")
+        return host.to(device=device, dtype=dtype)
 
     T.device, T.dtype = device, dtype
     return T

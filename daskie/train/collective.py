@@ -191,12 +191,12 @@ class PartitionedObjective(_Delegate):
             for k, sl in piece:
                 if k not in delivered:
                     raise ValueError(f"pieces name an unknown evaluation {k!r}")
-                delivered[k].append(torch.arange(ev[k].size)[sl])
+                delivered[k].append(torch.arange(ev[k].size, device="cpu")[sl])  # bookkeeping
                 self._counts[-1].append(len(delivered[k][-1]))
         self._orders = {}
         for k, parts in delivered.items():
-            got = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-            if not torch.equal(torch.sort(got).values, torch.arange(ev[k].size)):
+            got = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device="cpu")
+            if not torch.equal(torch.sort(got).values, torch.arange(ev[k].size, device="cpu")):
                 raise ValueError(f"the pieces must cover each row of evaluation {k!r} exactly "
                                  "once")
             if len(parts) > 1:  # reorder the delivered rows back (differentiable gather)

@@ -86,7 +86,7 @@ def gradient_steps(obj, theta, eta: float, steps: int, batch: int | None, gen, r
     full = batch is None or batch >= rows
     theta = theta.detach()
     for _ in range(int(steps)):
-        index = None if full else torch.randperm(rows, generator=gen)[:batch]
+        index = None if full else torch.randperm(rows, generator=gen, device="cpu")[:batch]
         _, g = value_and_grad(obj, theta, index)
         theta = theta - eta * g
     return theta

@@ -75,15 +75,19 @@ def train_seed(objective, optimizer, seed: int, *, init: str = "auto", reference
 def seed_task(ctx, seed: int, init: str = "auto", reference=None) -> SeedResult:
     """:func:`train_seed` as a task of the runtime: ``ctx`` is the run's context (its
     ``build()`` gives the objective, cached per worker; ``optimizer``, ``target_loss`` and
-    ``threads`` are the run's)."""
+    ``threads`` are the run's). The result's tensors are on the CPU, whatever device trained."""
     import torch
+
+    from daskie.train.loop import to_device
 
     before = torch.get_num_threads()
     if ctx.threads is not None and ctx.threads != before:
         torch.set_num_threads(ctx.threads)
     try:
-        return train_seed(ctx.build(), ctx.optimizer, seed, init=init, reference=reference,
-                          target_loss=ctx.target_loss)
+        out = train_seed(ctx.build(), ctx.optimizer, seed, init=init, reference=reference,
+                         target_loss=ctx.target_loss)
+        out.state = to_device(out.state, "cpu")
+        return out
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
