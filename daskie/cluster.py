@@ -4,7 +4,9 @@
 
     with make_cluster("slurm", workers=2, gpus=1) as client:     # dask-jobqueue's SLURMCluster
         daskie.solve("E1", client=client)
-    with make_cluster("local") as client: ...                     # daskie's embedded LocalCluster
+    with make_cluster("local") as client: ...                     # daskie's embedded cluster
+    with make_cluster("local", workers=2, gpus=2) as client: ...  # one worker per GPU
+    with make_cluster("local-cuda") as client: ...                # dask-cuda's LocalCUDACluster
     with make_cluster("tcp://10.0.0.5:8786") as client: ...       # a scheduler that is running
 
 For ``"slurm"`` and ``"pbs"`` the cluster is dask-jobqueue's own :class:`~dask_jobqueue.SLURMCluster`
@@ -34,13 +36,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from daskie.errors import DaskieError, SpecError
+from daskie.errors import DaskieError, SpecError, check_int
 
-__all__ = ["ClusterError", "local_cluster", "QueueTimeout", "Size", "gpu_options", "is_address", "job_settings",
-           "make_cluster", "size_for"]
+__all__ = ["ClusterError", "local_cluster", "local_cuda_cluster", "QueueTimeout", "Size", "gpu_options",
+           "is_address", "job_settings", "make_cluster", "size_for", "worker_environment",
+           "worker_resources"]
 
 #: Kinds of cluster :func:`make_cluster` starts itself (anything else must be an address).
-KINDS = ("local", "slurm", "pbs")
+KINDS = ("local", "local-cuda", "slurm", "pbs")
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
 # How each queue lists jobs: the command and the job-id option (ids comma-joined for SLURM).
 _STATUS = {"slurm": ("squeue", "--noheader", "-o", "%i %P %j %T %r %M", "-j"),
@@ -50,45 +53,182 @@ _STATUS = {"slurm": ("squeue", "--noheader", "-o", "%i %P %j %T %r %M", "-j"),
 
 @contextlib.contextmanager
 def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, *,
-                  profile: bool = False, dashboard_address: str | None = "127.0.0.1:0"):
-    """An embedded LocalCluster on 127.0.0.1 with CPU (and GPU) resource tags, and its Client.
+                  profile: bool = False, dashboard_address: str | None = "127.0.0.1:0",
+                  timeout: float = 60.0):
+    """An embedded cluster on 127.0.0.1 with CPU (and GPU) resource tags, and its Client.
 
-    ``profile=False`` (default) turns off the workers' statistical profiler (the dashboard's
-    Profile page): its thread takes the GIL every 10 ms to sample the training thread,
-    which cost about 5 % of a CEPTF step here (E1, 2 workers: 18.5 -> 17.6 ms). On a
-    cluster of your own, ``distributed.worker.profile.enabled: false`` does the same.
+    The scheduler runs in this process; every worker is a ``dask spec`` subprocess of its own
+    (a fresh interpreter), never a child that re-imports this
+    process's ``__main__``: ``daskie.solve(problem)`` at the top level of a script runs as it
+    reads, without an ``if __name__ == "__main__":`` guard (a spawned nanny re-ran the script
+    in every worker, which failed with "Nanny failed to start"). The workers see this
+    process's ``sys.path`` and Dask configuration. A worker that dies is not restarted (there
+    is no nanny): the run goes on with the others, as on any cluster that loses a worker.
+
+    Parameters
+    ----------
+    workers : int
+        Worker processes.
+    threads_per_worker : int
+        Threads of each worker (its ``CPU`` resource).
+    gpus : int
+        Of the workers, this many are GPU workers: worker ``i < gpus`` declares ``GPU=1`` and
+        sees only GPU ``i`` of this machine (``CUDA_VISIBLE_DEVICES``, from the GPUs this
+        process may use), one worker per GPU, as ``dask-cuda`` does; the other workers see no
+        GPU. With ``gpus=0`` the workers see what this process sees.
+    profile : bool
+        Keep the workers' statistical profiler (the dashboard's Profile page). Off by default:
+        its thread takes the GIL every 10 ms to sample the training thread, which cost about
+        5 % of a CEPTF step here (E1, 2 workers: 18.5 -> 17.6 ms). On a cluster of your own,
+        ``distributed.worker.profile.enabled: false`` does the same.
+    dashboard_address : str or None
+        The scheduler's dashboard (None: none).
+    timeout : float
+        Seconds to wait for the workers to connect.
+
+    Raises
+    ------
+    ClusterError
+        Workers that did not connect within ``timeout``.
     """
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client, Scheduler, SpecCluster
 
-    resources = {"CPU": threads_per_worker}
-    if gpus:
-        resources["GPU"] = 1
-    # The nanny sets MALLOC_TRIM_THRESHOLD_ for its workers, which makes glibc return freed
-    # memory eagerly; torch's many mid-sized temporaries then run 3-4x slower on a worker
-    # than in-process (measured: 10 PINN steps 1.9-2.8 s against 0.6-0.8 s). Serving those
-    # from mmap-free heap memory restores in-process speed.
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-               "MALLOC_MMAP_THRESHOLD_": 64 * 2**20}
-    config = {"distributed.nanny.pre-spawn-environ": environ}
+    check_int("workers", workers)
+    check_int("threads_per_worker", threads_per_worker)
+    check_int("gpus", gpus, 0)
+    if gpus > workers:
+        raise SpecError(f"gpus={gpus} GPU workers do not fit in workers={workers}")
+    config = {}
     if not profile:
         config["distributed.worker.profile.enabled"] = False
     with contextlib.ExitStack() as stack:
         levels: dict = {}
         stack.callback(_restore_levels, levels)  # unwound last
         stack.enter_context(dask.config.set(config))
-        # The workers' own log records stay below CRITICAL: every task's error reaches the
-        # client with its traceback anyway, and what is left are the heartbeats of workers
-        # whose scheduler is already closing (a 30-line CommClosedError after a Ctrl-C)
-        cluster = stack.enter_context(LocalCluster(
-            n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-            host="127.0.0.1", dashboard_address=dashboard_address, resources=resources,
-            silence_logs=logging.CRITICAL))
+        worker_process = _worker_process()
+        specs = {i: {"cls": worker_process, "options": {
+            "name": i, "env": worker_environment(i, gpus),
+            "worker_kwargs": {"nthreads": threads_per_worker, "host": "127.0.0.1",
+                              "resources": worker_resources(i, threads_per_worker, gpus),
+                              "memory_limit": _memory_limit(workers),
+                              # The workers' own log records stay below CRITICAL: every task's
+                              # error reaches the client with its traceback anyway, and what is
+                              # left are the heartbeats of workers whose scheduler is already
+                              # closing (a 30-line CommClosedError after a Ctrl-C)
+                              "silence_logs": logging.CRITICAL}}}
+                 for i in range(workers)}
+        scheduler = {"cls": Scheduler, "options": {
+            "host": "127.0.0.1", "dashboard": dashboard_address is not None,
+            "dashboard_address": dashboard_address}}
+        cluster = stack.enter_context(SpecCluster(workers=specs, scheduler=scheduler,
+                                                  silence_logs=logging.CRITICAL,
+                                                  name="daskie-local"))
         client = stack.enter_context(Client(cluster))
         # unwound first: while the cluster is torn down, distributed's heartbeats and
         # asyncio's "Task exception was never retrieved" about connections closing under them
         # are noise after a finished (or failed, already reported) run
         stack.callback(_silence_teardown, levels)
+        try:
+            client.wait_for_workers(workers, timeout=timeout)
+        except TimeoutError as exc:
+            raise ClusterError(f"the embedded cluster's {workers} worker processes did not all "
+                               f"connect within {timeout:g} s (their output above says why)") from exc
+        yield client
+
+
+def _worker_process():
+    """The worker class of :func:`local_cluster` (made here: ``distributed`` is imported only
+    when a cluster starts)."""
+    import asyncio
+    import json
+    import os
+    import sys
+
+    import dask
+    from distributed.deploy.subprocess import Subprocess
+
+    class WorkerProcess(Subprocess):
+        """One Dask worker in a ``python -m dask spec`` subprocess: a fresh interpreter
+        with this process's ``sys.path`` and Dask configuration and its own ``env``."""
+
+        def __init__(self, scheduler: str, name=None, worker_kwargs=None, env=None):
+            self.scheduler, self.name = scheduler, name
+            self.worker_kwargs, self.env = dict(worker_kwargs or {}), dict(env or {})
+            super().__init__()
+
+        async def _start(self) -> None:
+            spec = {"cls": "distributed.Worker", "opts": {"name": self.name, **self.worker_kwargs}}
+            paths = [p for p in sys.path if isinstance(p, str) and p]
+            env = {**os.environ, **self.env,
+                   # what a spawned child inherits: the importable modules and the config
+                   "PYTHONPATH": os.pathsep.join(paths),
+                   "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(dask.config.global_config)}
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "dask", "spec", self.scheduler, "--spec", json.dumps(spec),
+                env=env)
+
+    return WorkerProcess
+
+
+def worker_resources(i: int, threads: int, gpus: int) -> dict:
+    """The resources local worker ``i`` declares: ``CPU=threads``, and ``GPU=1`` for the
+    first ``gpus`` workers."""
+    return {"CPU": threads, **({"GPU": 1} if i < gpus else {})}
+
+
+def worker_environment(i: int, gpus: int, environ=None) -> dict:
+    """What local worker ``i`` adds to its environment: with ``gpus > 0``, the one GPU it may
+    see (``CUDA_VISIBLE_DEVICES``: the ``i``-th of the GPUs ``environ`` -- default this
+    process's -- lets it use, for ``i < gpus``; none for the CPU workers)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if not gpus:
+        return {}
+    if i >= gpus:
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    return {"CUDA_VISIBLE_DEVICES": ids[i] if i < len(ids) else str(i)}
+
+
+def _memory_limit(workers: int):
+    from distributed.system import MEMORY_LIMIT
+
+    return int(MEMORY_LIMIT // workers)
+
+
+@contextlib.contextmanager
+def local_cuda_cluster(gpus: int | None = None, threads_per_worker: int = 1, **overrides):
+    """dask-cuda's :class:`~dask_cuda.LocalCUDACluster` (one worker per GPU, each seeing its
+    own through ``CUDA_VISIBLE_DEVICES``) with daskie's resource tags (``CPU=threads``,
+    ``GPU=1`` on every worker), and its Client.
+
+    ``gpus``: workers (None: one per GPU of the machine); ``overrides`` go to
+    ``LocalCUDACluster`` (``CUDA_VISIBLE_DEVICES="0,1"``, ``rmm_pool_size="20GB"``, ...). Its
+    workers are spawned nannies, which re-import ``__main__``: scripts that use it need the
+    ``if __name__ == "__main__":`` guard (daskie's own :func:`local_cluster` does not).
+
+    Raises
+    ------
+    SpecError
+        dask-cuda is not installed.
+    """
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        raise SpecError("cluster 'local-cuda' needs dask-cuda: pip install \"daskie[gpu]\" (or "
+                        "use cluster 'local' with gpus=N: daskie's own one-worker-per-GPU "
+                        "cluster)") from None
+    from distributed import Client
+
+    kwargs = {"n_workers": gpus, "threads_per_worker": threads_per_worker, "host": "127.0.0.1",
+              "dashboard_address": "127.0.0.1:0", "silence_logs": logging.CRITICAL,
+              "resources": {"CPU": threads_per_worker, "GPU": 1}, **overrides}
+    if kwargs["n_workers"] is None:
+        del kwargs["n_workers"]
+    with LocalCUDACluster(**kwargs) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -193,8 +333,10 @@ def make_cluster(kind: str, *, workers=None, gpus: int = 0, plan=None, adapt=Non
     Parameters
     ----------
     kind : str
-        ``"local"`` (daskie's embedded LocalCluster on 127.0.0.1; with ``gpus > 0`` every
-        local worker declares ``GPU=1``, as :func:`local_cluster` does), ``"slurm"``
+        ``"local"`` (daskie's embedded cluster on 127.0.0.1, :func:`local_cluster`: ``gpus``
+        of its workers declare ``GPU=1``, one GPU each), ``"local-cuda"`` (dask-cuda's
+        :class:`~dask_cuda.LocalCUDACluster`, one worker per GPU, each declaring ``GPU=1``:
+        ``pip install "daskie[gpu]"``; ``gpus`` workers, default every GPU), ``"slurm"``
         (:class:`dask_jobqueue.SLURMCluster`), ``"pbs"`` (:class:`dask_jobqueue.PBSCluster`),
         or the address of a running scheduler (``"tcp://host:8786"``).
     workers, gpus, plan
@@ -247,6 +389,10 @@ def make_cluster(kind: str, *, workers=None, gpus: int = 0, plan=None, adapt=Non
 
         # One embedded cluster for solve(client=None) and --cluster local.
         with local_cluster(size.workers, gpus=size.gpus) as client:
+            yield client
+        return
+    if kind == "local-cuda":
+        with local_cuda_cluster(size.gpus or None, **overrides) as client:
             yield client
         return
     if kind in ("slurm", "pbs"):

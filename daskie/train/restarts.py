@@ -16,7 +16,7 @@ from daskie.errors import check_int
 from daskie.train.loop import TrainState, advance
 from daskie.train.warm_start import initial_params
 
-__all__ = ["SeedResult", "with_floor", "with_time", "train_seed", "seed_task", "best_of",
+__all__ = ["SeedResult", "with_floor", "with_tolerance", "with_time", "train_seed", "seed_task", "best_of",
            "train_restarts", "needs_restart"]
 
 #: A run that stalled with its loss more than this factor above the discretization floor
@@ -36,28 +36,37 @@ class SeedResult:
     wall_s: float = 0.0
 
 
-def with_floor(optimizer, floor):
-    """``optimizer`` with every stage's :class:`~daskie.train.optimizers.Stopping` told the
-    discretization floor (stages without convergence-based stopping unchanged)."""
+def _with_stops(optimizer, change):
+    """``optimizer`` with ``change(stop)`` as every stage's
+    :class:`~daskie.train.optimizers.Stopping` (stages with a fixed step count, which have
+    none, unchanged: an explicit count is obeyed)."""
     from daskie.train.optimizers import Chain
 
-    if floor is None:
-        return optimizer
-    stages = [replace(s, stop=replace(s.stop, floor=float(floor))) if s.stop is not None else s
+    stages = [replace(s, stop=change(s.stop)) if s.stop is not None else s
               for s in optimizer.stages()]
     return stages[0] if len(stages) == 1 else Chain(tuple(stages))
 
 
-def with_time(optimizer, seconds: float):
-    """``optimizer`` with every stage's stopping rule given at most ``seconds`` of training."""
-    from daskie.train.optimizers import Chain
+def with_floor(optimizer, floor):
+    """``optimizer`` with every stopping rule told the discretization floor."""
+    if floor is None:
+        return optimizer
+    return _with_stops(optimizer, lambda stop: replace(stop, floor=float(floor)))
 
+
+def with_tolerance(optimizer, tol: float, estimator):
+    """``optimizer`` with every stopping rule told the tolerance and the error estimator
+    (training stops once the estimate is within ``tol``)."""
+    return _with_stops(optimizer, lambda stop: replace(stop, tol=float(tol), estimator=estimator))
+
+
+def with_time(optimizer, seconds: float):
+    """``optimizer`` with every stopping rule given at most ``seconds`` of training."""
     def cap(stop):
         limit = seconds if stop.max_wall_s is None else min(stop.max_wall_s, seconds)
         return replace(stop, max_wall_s=max(0.0, float(limit)))
 
-    stages = [replace(s, stop=cap(s.stop)) if s.stop is not None else s for s in optimizer.stages()]
-    return stages[0] if len(stages) == 1 else Chain(tuple(stages))
+    return _with_stops(optimizer, cap)
 
 
 def train_seed(objective, optimizer, seed: int, *, init: str = "auto", reference=None,
@@ -94,8 +103,9 @@ def seed_task(ctx, seed: int, init: str = "auto", reference=None) -> SeedResult:
 
 
 def best_of(results):
-    """The result with the lowest final loss (the first among equals: deterministic)."""
-    return min(results, key=lambda r: (r.state.loss, r.seed))
+    """The best result: one that met its tolerance (``done == "tol"``) before one that did
+    not, then the lowest final loss (the first seed among equals: deterministic)."""
+    return min(results, key=lambda r: (r.state.done != "tol", r.state.loss, r.seed))
 
 
 def needs_restart(result: SeedResult, floor) -> bool:
