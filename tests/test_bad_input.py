@@ -104,6 +104,34 @@ API_CASES = [
     ("f-raises", lambda p: _problem(f=lambda x: 1 / 0), SpecError, r"^f raised ZeroDivisionError"),
     ("f-wrong-shape", lambda p: _problem(f=lambda x: x), SpecError, r"^f must return one value per point"),
     ("f-not-callable", lambda p: _problem(f="x"), SpecError, r"^f must be callable"),
+    # data callables returning one number: refused here, not as numpy's "non-broadcastable
+    # output operand" in the middle of a solve (issue 25)
+    ("f-scalar", lambda p: _problem(f=lambda x: 1.0), SpecError,
+     r"^f returned a scalar \(float\) but must return one value per point: expected shape "
+     r"\(512,\).*np\.full\(x\.shape\[:-1\], c\)"),
+    ("f-numpy-scalar", lambda p: _problem(f=lambda x: np.float64(2.0)), SpecError,
+     r"^f returned a scalar \(float64\)"),
+    ("alpha-callable-scalar", lambda p: _problem(alpha=lambda x: 2.0), SpecError,
+     r"^alpha returned a scalar .*give alpha=c \(a number\)"),
+    ("exact-scalar", lambda p: _problem(exact=lambda x: 0.0), SpecError, r"^exact returned a scalar"),
+    ("exact-wrong-shape", lambda p: _problem(exact=lambda x: x), SpecError,
+     r"^exact must return one value per point: expected shape \(512,\), got \(512, 1\)"),
+    ("kernel-scalar", lambda p: _term(kernel=lambda x, t: 1.0), SpecError,
+     r"^terms\[0\]\.kernel returned a scalar \(float\) but must return one value per pair "
+     r"\(x, t\).*c \+ 0 \* \(x\[\.\.\., 0\] \+ t\[\.\.\., 0\]\)"),
+    ("kernel-wrong-shape", lambda p: _term(kernel=lambda x, t: x[..., 0]), SpecError,
+     r"^terms\[0\]\.kernel must return one value per point"),
+    # no equation for mu at all
+    ("alpha0-lam0", lambda p: _problem(alpha=0, terms=(IntegralTerm(_ones, lam=0.0),)), SpecError,
+     r"^alpha = 0 and every term's lam is 0: the equation reads 0 = f and does not determine mu;"),
+    ("alpha0-lam0-two-terms", lambda p: _problem(alpha=0.0, terms=(IntegralTerm(_ones, lam=0),
+                                                                   IntegralTerm(_ones, lam=0.0))),
+     SpecError, r"^alpha = 0 and every term's lam is 0"),
+    ("alpha-zero-somewhere-lam0", lambda p: _problem(alpha=lambda x: np.where(x[..., 0] < 0.5, 0.0, 1.0),
+                                                     terms=(IntegralTerm(_ones, lam=0.0),)),
+     SpecError, r"^alpha is 0 at \d+ of the 512 points checked and every term's lam is 0.*mu there"),
+    ("alpha0-kernel0", lambda p: _problem(alpha=0, terms=(IntegralTerm(lambda x, t: 0 * _ones(x, t)),)),
+     SpecError, r"^alpha = 0 and every term has lam = 0 or a kernel that is 0"),
     ("alpha-string", lambda p: _problem(alpha="1"), SpecError, r"^alpha must be a finite number"),
     ("alpha-bool", lambda p: _problem(alpha=True), SpecError, r"^alpha must be a finite number"),
     ("alpha-complex", lambda p: _problem(alpha=lambda x: 1j + 0 * x[..., 0]), SpecError,
@@ -261,3 +289,13 @@ def test_the_catalogue_holds_at_least_fifty_cases():
     assert len(API_CASES) + len(CLI_CASES) >= 50
     assert len({c[0] for c in API_CASES}) == len(API_CASES)
     assert len({c[0] for c in CLI_CASES}) == len(CLI_CASES)
+
+
+def test_equations_next_to_the_refused_ones_are_accepted():
+    # First kind (alpha = 0, a term acts on mu) and lam = 0 with alpha != 0 (mu = f / alpha)
+    # are equations; so is a single point's value (shape ()), which stays a scalar.
+    first_kind = _problem(alpha=0, terms=(IntegralTerm(_ones, lam=1.0),))
+    assert first_kind.alpha_at(np.zeros((3, 1))).tolist() == [0.0, 0.0, 0.0]
+    plain = _problem(alpha=2.0, terms=(IntegralTerm(_ones, lam=0.0),))
+    np.testing.assert_array_equal(plain.f_at(np.array([[0.25], [0.5]])), [0.25, 0.5])
+    assert plain.f_at(np.array([0.75])) == 0.75

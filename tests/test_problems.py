@@ -461,7 +461,9 @@ def test_check_values_refuses_complex_without_a_complex_warning():
     with pytest.raises(SpecError, match=r"^K returned non-numeric values \(objects"):
         check_values(np.array(["a", 1.0], dtype=object), (2,), "K")
     np.testing.assert_array_equal(check_values(np.array([True, False]), (2,), "K"), [1.0, 0.0])
-    np.testing.assert_array_equal(check_values(3, (2,), "K"), [3.0, 3.0])
+    with pytest.raises(SpecError, match=r"^K returned a scalar \(int\).*expected shape \(2,\)"):
+        check_values(3, (2,), "K")  # used as an array later: a scalar is refused here
+    np.testing.assert_array_equal(check_values(3, (), "K"), 3.0)
 
 
 def test_volterra_kernels_are_checked_only_below_the_diagonal():

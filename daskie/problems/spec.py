@@ -376,10 +376,13 @@ class Problem:
         u = self.domain.sample(_CHECK_POINTS + 1, seed=54321)[1:]
         lo, hi = np.asarray(self.domain.lower), np.asarray(self.domain.upper)
         u = (u - lo) / (hi - lo)
+        zero_kernels = []
         for i, term in enumerate(self.terms):
             a = np.asarray(term.lower, dtype=float)
             t = a + u * (term.upper_limits(x) - a)
-            self.kernel_at(i, x, t)
+            if not self.kernel_at(i, x, t).any():
+                zero_kernels.append(i)
+        self._check_mu_is_determined(x, zero_kernels)
         # And a dense block of all pairs of a few points (shared Fredholm nodes).
         xs, ts = x[:32], u[:32]
         for i, term in enumerate(self.terms):
@@ -387,6 +390,25 @@ class Problem:
                 a = np.asarray(term.lower, dtype=float)
                 t = a + ts * (np.asarray(term.upper, dtype=float) - a)
                 self.kernel_at(i, xs[:, None, :], t[None, :, :])
+
+    def _check_mu_is_determined(self, x, zero_kernels) -> None:
+        """Refuse an equation that says nothing about mu at some points: no term acts on mu
+        (every ``lam`` is 0, or every kernel is 0 on the pairs checked) and ``alpha`` is 0
+        there, so the equation reads ``0 = f``."""
+        idle = [i for i, term in enumerate(self.terms) if term.lam == 0 or i in zero_kernels]
+        if len(idle) < len(self.terms):
+            return
+        zero = self.alpha_at(x) == 0
+        if not zero.any():
+            return
+        why = ("every term's lam is 0" if all(t.lam == 0 for t in self.terms) else
+               "every term has lam = 0 or a kernel that is 0 on all the pairs (x, t) checked")
+        where = ("alpha = 0" if not callable(self.alpha) else
+                 f"alpha is 0 at {int(zero.sum())} of the {zero.size} points checked")
+        there = " there" if callable(self.alpha) else ""
+        raise SpecError(f"{where} and {why}: the equation reads 0 = f and does not determine "
+                        f"mu{there}; give alpha != 0 (an equation of the second kind) or a term "
+                        f"with lam != 0 and a non-zero kernel (first kind)")
 
     def check_values(self, points, nodes=None) -> None:
         """Check every data field where a discretization evaluates it.

@@ -29,7 +29,9 @@ def check_values(values, shape: tuple, field: str) -> np.ndarray:
     Parameters
     ----------
     values : array-like
-        What a data callable returned (a scalar is broadcast to ``shape``).
+        What a data callable returned. A scalar is refused unless ``shape`` is ``()``: the
+        data are used as arrays of one value per point, and numpy's failure on a scalar
+        deep inside a formulation names no field.
     shape : tuple of int
         The shape the values must have (one value per point, or per point and node).
     field : str
@@ -45,8 +47,8 @@ def check_values(values, shape: tuple, field: str) -> np.ndarray:
     SpecError
         Naming ``field``: non-numeric values (strings, objects), complex values (daskie solves
         real equations; a zero imaginary part is refused as well, since numpy would drop a
-        non-zero one silently), a wrong shape, or NaN / infinite values (with how many and the
-        first point's index).
+        non-zero one silently), a scalar or another wrong shape (with the shape expected),
+        or NaN / infinite values (with how many and the first point's index).
     """
     shape = tuple(int(s) for s in shape)
     try:
@@ -71,8 +73,15 @@ def check_values(values, shape: tuple, field: str) -> np.ndarray:
             raise SpecError(f"{field} returned non-numeric values (dtype {arr.dtype}); return "
                             f"an array of real numbers")
     arr = arr.astype(np.float64, copy=False)
-    if arr.shape == ():
-        arr = np.full(shape, float(arr))
+    if arr.shape == () and shape != ():
+        kernel = "kernel" in field
+        constant = ("return c + 0 * (x[..., 0] + t[..., 0])" if kernel
+                    else "give alpha=c (a number)" if field == "alpha"
+                    else "return np.full(x.shape[:-1], c)")
+        raise SpecError(
+            f"{field} returned a scalar ({type(values).__name__}) but must return one value per "
+            f"{'pair (x, t)' if kernel else 'point'}: expected shape {shape} (callables take "
+            f"arrays of shape (..., d) and return shape (...)); for a constant c {constant}")
     if arr.shape != shape:
         raise SpecError(
             f"{field} must return one value per point: expected shape {shape}, got {arr.shape} "
