@@ -113,4 +113,7 @@ class StoreLock:
         os.close(fd)  # closing the last descriptor of the file releases the flock
 
     def __del__(self):  # a RunStore dropped without close() must not keep its store locked
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter exit os may be half torn down;
+            pass           # the kernel releases the lock with the process anyway

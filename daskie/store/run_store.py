@@ -29,11 +29,20 @@ checkpoint as the latest one. (Rewriting a window that already exists moves the 
 first; a crash in that instant leaves the window before it as the latest.) The consolidated
 metadata is replaced by a rename too.
 
+**One writer per store.** Whoever writes a store holds its lock, ``fcntl.flock`` on
+``.NAME.lock`` beside it (:mod:`daskie.store.lock`): ``mode="w-"`` and ``"w"`` from opening,
+``mode="a"`` from :meth:`RunStore.lock` or its first write (so that readers never wait). A
+second writer gets :class:`~daskie.errors.StoreLockedError` naming the store and the holder's
+pid; the operating system drops the lock when the holder's process ends, however it ends.
+
 **Runs are transactional.** A new run (``mode="w-"`` or ``"w"``) is written into a staging
 directory beside the target (``.NAME.staging-PID-*`` in the same directory, hence the same file
-system) and takes the target's place only once it has *something worth keeping*: **at least
-one complete checkpoint, or a written result**. Until then an existing run at the target stays
-as it was, whatever happens to the new one. :meth:`RunStore.close` (or leaving the ``with``
+system). Where nothing is at the target, the run takes its place once it has *something worth
+keeping*: **at least one complete checkpoint, or a written result**. Where a run is at the
+target (an overwrite), that run stays **until the new one has its result**: at its first
+checkpoint the new run moves to ``.NAME.pending`` beside the target, where ``mode="a"``
+(``resume=True``) continues it, and its result replaces the old run in one rename. A new
+overwrite discards such an unfinished one. :meth:`RunStore.close` (or leaving the ``with``
 block) ends the transaction and sets :attr:`RunStore.outcome`:
 
 * ``"complete"`` — a result is in the store at ``path``;
@@ -41,8 +50,17 @@ block) ends the transaction and sets :attr:`RunStore.outcome`:
   result: ``resume=True`` / ``--resume`` continues it;
 * ``"previous-run-kept"`` — the new run kept nothing, and the run that was at ``path`` before
   is untouched;
+* ``"previous-run-kept-resumable"`` — an overwrite stopped before its result: the previous run
+  at ``path`` is untouched and the new one is kept in ``.NAME.pending``, resumable;
 * ``"nothing-written"`` — the new run kept nothing and nothing is left at ``path`` (no
   metadata-only shell store; directories created for it are removed again).
+
+**Damaged checkpoints.** Resuming reads the records of every checkpoint and the state of the
+newest: a chunk that cannot be read (bit rot, a truncated copy) makes the run resume from the
+newest checkpoint before it whose records and state, and the records of all before it, can be
+read, with one :class:`~daskie.errors.CheckpointWarning` naming the damaged checkpoint and the
+skipped windows (:meth:`RunStore.latest_checkpoint`). Arrays that only pickle could read and
+other schema versions are refused (:class:`~daskie.errors.CheckpointError`), never skipped.
 
 Zarr format 2 is used because format 3 has no specification for fixed-width unicode strings
 and no consolidated metadata (zarr warns about both).
@@ -342,9 +360,9 @@ class RunStore:
 
     ``xarray.open_zarr(path)`` reads the main dataset (solution, history, final parameters,
     metadata and summary as attributes, every variable described) with nothing else. See the
-    module docstring for the layout, the atomicity of checkpoints and the transaction: a new
-    run is staged beside ``path`` and replaces what is there only once it holds a complete
-    checkpoint or a result.
+    module docstring for the layout, the atomicity of checkpoints, the write lock and the
+    transaction: a new run is staged beside ``path``; it takes an empty ``path`` once it holds
+    a complete checkpoint, and replaces a run there only once it holds its result.
 
     Use it as a context manager; leaving the block by an exception counts as a failure::
 
@@ -362,9 +380,11 @@ class RunStore:
         if the run leaves nothing).
     mode : {"w-", "w", "a"}
         ``"w-"`` starts a new run and refuses if anything exists at ``path``; ``"w"`` starts
-        a new run that replaces the run store at ``path`` once it has something to keep (it
-        refuses anything that is not a run store or an empty directory); ``"a"`` opens an
-        existing store to resume it (writes go straight into it, each checkpoint atomic).
+        a new run that replaces the run store at ``path`` once it has its result (it refuses
+        anything that is not a run store or an empty directory); ``"a"`` opens an existing
+        store to read or resume it (writes go straight into it, each checkpoint atomic), or
+        the unfinished overwrite kept beside it (``.NAME.pending``) if there is one. ``"w-"``
+        and ``"w"`` hold the store's write lock from here; ``"a"`` from :meth:`lock`.
 
     Attributes
     ----------
@@ -379,6 +399,8 @@ class RunStore:
         ``mode="w-"`` and something exists at ``path``.
     StoreMissingError (a FileNotFoundError)
         ``mode="a"`` and nothing exists at ``path``.
+    StoreLockedError
+        ``mode="w-"`` or ``"w"`` and another process writes the store (its pid is named).
     StorePathError (a SpecError)
         The store cannot be created at ``path``: under a file, without write permission, on a
         read-only or virtual file system (``/proc``).
@@ -760,8 +782,9 @@ class RunStore:
 
         Notes
         -----
-        The first complete checkpoint of a new run moves the run to :attr:`path`, replacing
-        a previous run there (module docstring).
+        The first complete checkpoint of a new run moves the run to :attr:`path`, or beside
+        a previous run there, which stays until this run has its result (module docstring).
+        After a resume that skipped damaged checkpoints, the first write removes them.
         """
         self._writing()
         if not isinstance(checkpoint, Checkpoint):
