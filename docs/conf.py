@@ -38,6 +38,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "daskie_api",
     "daskie_benchmarks",
+    "daskie_cli",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}

@@ -14,6 +14,7 @@ reference and the docstring test walk the same names.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 from pathlib import Path
@@ -197,8 +198,8 @@ def resolve_alias(app, env, node, contnode):
         parts = owner.split(".")
         for i in range(len(parts), 0, -1):
             candidates.insert(len(parts) - i, ".".join(parts[:i] + [target]))
-    if not any(c.split(".")[0] == "daskie" for c in candidates):
-        return contnode
+    if "." in target and target.split(".")[0] != "daskie" or hasattr(builtins, target):
+        return contnode  # another project's object or a builtin: plain text, offline
     py = env.get_domain("py")
     for cand in candidates:
         try:
