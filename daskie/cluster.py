@@ -99,6 +99,11 @@ def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, 
     check_int("gpus", gpus, 0)
     if gpus > workers:
         raise SpecError(f"gpus={gpus} GPU workers do not fit in workers={workers}")
+    # No nanny, so no MALLOC_TRIM_THRESHOLD_ in the workers' environment: the nanny's setting
+    # made torch's mid-sized temporaries 3-4x slower on a worker than in-process, which the
+    # spawned workers answered with MALLOC_MMAP_THRESHOLD_; these run at in-process speed
+    # without either (10 LM steps of E3 on 1 thread: 2.3-2.7 s in-process, 2.7-2.9 s on a
+    # worker, 3.1-3.3 s on the former nanny's worker; load 7 on 2 cores).
     config = {}
     if not profile:
         config["distributed.worker.profile.enabled"] = False
