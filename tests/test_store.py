@@ -527,6 +527,7 @@ def test_an_interrupted_overwrite_keeps_the_finished_run_and_is_resumable_beside
             raise KeyboardInterrupt
     assert store.outcome == "previous-run-kept-resumable"
     pending = tmp_path / ".run.pending"
+    assert RunStore.pending_of(path) == str(pending)
     assert store.message == (
         f"the previous run at {path} is unchanged; this unfinished run is kept beside it (last "
         f"complete window 0), in {pending}: resume=True / --resume continues it (and it replaces "

@@ -488,7 +488,7 @@ class RunStore:
             raise SpecError(f"mode must be 'w-' (create), 'w' (overwrite) or 'a' (resume), "
                             f"got {mode!r}")
         taken = os.path.lexists(path)
-        pending = cls._pending_of(path)
+        pending = cls.pending_of(path)
         if mode == "a" and not taken and cls.exists(pending):
             path = pending  # an unfinished overwrite whose previous run is gone: resume it
             taken = True
@@ -534,14 +534,14 @@ class RunStore:
         return os.path.isfile(os.path.join(os.fspath(path), ".zgroup"))
 
     @staticmethod
-    def _pending_of(path) -> str:
+    def pending_of(path) -> str:
         """Where an overwrite of ``path`` keeps its run until it finishes: ``.NAME.pending``."""
         parent, name = os.path.split(os.path.abspath(os.fspath(path)))
         return os.path.join(parent, f".{name}.pending")
 
     @property
     def _pending_path(self) -> str:
-        return self._pending_of(self.path)
+        return self.pending_of(self.path)
 
     @property
     def pending(self) -> bool:
