@@ -24,9 +24,10 @@ counter, so messages of different operations never mix.
 
 Devices: tensors stay where they are. At the first operation on a tensor the ranks tell each
 other where theirs live, and :func:`backend_for` picks the transport once for the group: NCCL
-(a ``ProcessGroupNCCL`` on the same store, the tensors never leave the GPU) when every rank is
-on CUDA, gloo otherwise (a rank's CUDA tensor then goes through a host copy). Timeouts,
-retries and errors are the same on both.
+(a ``ProcessGroupNCCL`` on the same store, the tensors never leave the GPU; every all-reduce
+is NCCL's own, recorded as method ``"nccl"``) when every rank is on CUDA, gloo otherwise (a
+rank's CUDA tensor then goes through a host copy). Timeouts, retries and errors are the
+same on both.
 """
 
 from __future__ import annotations
@@ -331,8 +332,12 @@ class Group:
             self._err = flat - half.to(flat.dtype)
             flat.copy_(half.to(flat.dtype))
         if self.size > 1:
+            if self._agree(flat) == "nccl":
+                # NCCL's own all-reduce is the ring on the GPUs' links; the hand-written
+                # methods' simultaneous send/recv pairs can deadlock under NCCL
+                method = "nccl"
             payload = torch.float16 if compress == "fp16" else flat.dtype
-            getattr(self, f"_allreduce_{method}")(flat, payload)
+            getattr(self, f"_allreduce_{'gloo' if method == 'nccl' else method}")(flat, payload)
         if compress == "fp16":
             self._feedback[key] = self._err
         if op == "mean":
