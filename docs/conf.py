@@ -83,7 +83,7 @@ sphinx_gallery_conf = {
     "show_memory": False,
     "show_signature": False,
     "min_reported_time": 0,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "daskie_api.GalleryOrder",
     "image_scrapers": ("matplotlib",),
     "reset_modules": ("matplotlib",),
     "write_computation_times": True,
@@ -104,6 +104,7 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
     "secondary_sidebar_items": ["page-toc"],
 }
-html_sidebars = {"index": [], "changelog": []}
+html_sidebars = {page: [] for page in ("index", "benchmarks", "architecture", "changelog",
+                                       "contributing")}
 html_show_sourcelink = False
 html_copy_source = False

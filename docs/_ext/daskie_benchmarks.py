@@ -87,7 +87,7 @@ def machine_line(records, meta) -> str:
         parts.append(f"torch {torch}")
     threads = _span([r.get("torch_threads", r.get("threads")) for r in source])
     if threads:
-        parts.append(f"{threads} torch thread(s)")
+        parts.append(f"torch threads: {threads}")
     loads = []
     for r in source:
         for key in ("load_1m", "load_at_start", "load_start"):
@@ -168,9 +168,10 @@ class BenchmarkTable(SphinxDirective):
             lines += [f"Machine ({'more, ' if machine else ''}not in the records): "
                       f"{self.options['machine']}", ""]
         lines += [".. list-table::", "   :header-rows: 1", "   :class: benchmark-table", ""]
-        lines.append("   * - " + "\n     - ".join(f"``{c}``" for c in columns))
-        for r in records:
-            lines.append("   * - " + "\n     - ".join(_fmt(r.get(c)) or "--" for c in columns))
+        for row in [[f"``{c}``" for c in columns]] + [[_fmt(r.get(c)) or "--" for c in columns]
+                                                        for r in records]:
+            lines.append(f"   * - {row[0]}")
+            lines += [f"     - {cell}" for cell in row[1:]]
         lines.append("")
         container = nodes.container(classes=["benchmark"])
         self.state.nested_parse(StringList(lines, source=str(path)), self.content_offset,

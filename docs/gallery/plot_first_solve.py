@@ -13,6 +13,7 @@ tasks in this process (no cluster), and 20 optimizer steps keep the example to s
 
 import matplotlib.pyplot as plt
 import numpy as np
+import xarray as xr
 
 import daskie
 from daskie import LevenbergMarquardt
@@ -29,7 +30,7 @@ print(f"MSE {ds.attrs['mse']:.2e}  relative L2 {ds.attrs['rel_l2']:.2e}  "
 # %%
 # The solution, the exact solution and their difference are variables on a 65 x 65 grid;
 # the training history is on the ``record`` dimension.
-print(ds[["mu", "exact", "error"]])
+print(xr.Dataset({name: ds[name] for name in ("mu", "exact", "error")}))
 
 # %%
 # Solution and error map

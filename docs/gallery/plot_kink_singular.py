@@ -32,7 +32,7 @@ abel = daskie.catalog.get("abel")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for ax, problem in zip(axes, (kinked, abel)):
-    ds = daskie.solve(problem, optimizer=LevenbergMarquardt(steps=30), client="sync",
+    ds = daskie.solve(problem, optimizer=LevenbergMarquardt(steps=20), client="sync",
                       check=False)
     ref = daskie.Nystrom(n=16).solve(problem)
     x = ds.x0.values[:, None]
