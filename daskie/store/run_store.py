@@ -441,19 +441,18 @@ class RunStore:
         self._staged = True
         self._replaces = self.exists(self.path)
         try:
-            # Overwriting starts again: an unfinished overwrite left beside the path goes.
-            shutil.rmtree(self._pending_path, ignore_errors=True)
+            if mode == "w":  # overwriting starts again: an unfinished overwrite goes
+                shutil.rmtree(self._pending_path, ignore_errors=True)
             zarr.open_group(self._dir, mode="w-", zarr_format=_ZARR_FORMAT)
             self._root("r+").attrs.update(_provenance(self.path))
             self._consolidate()
-        except OSError as exc:
+        except BaseException as exc:
             self._discard()
             self._release()
-            raise StorePathError(f"cannot create a store at {self.path!r}: "
-                                 f"{exc.strerror or exc}") from exc
-        except BaseException:
-            self._discard()
-            self._release()
+            self._remove_made()
+            if isinstance(exc, OSError):
+                raise StorePathError(f"cannot create a store at {self.path!r}: "
+                                     f"{exc.strerror or exc}") from exc
             raise
 
     def __repr__(self):
