@@ -34,6 +34,7 @@ _LAZY = {
     "fit_operator": "daskie.operator", "generate_dataset": "daskie.operator",
     "learn_operator": "daskie.operator", "Operator": "daskie.operator",
     "Family": "daskie.problems.families", "family": "daskie.problems.families",
+    "ToleranceWarning": "daskie.errors", "estimate_error": "daskie.estimate",
 }
 
 # ``fit`` is imported eagerly: a lazy entry would be shadowed by the submodule daskie.fit

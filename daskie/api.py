@@ -10,6 +10,7 @@ The public ``client`` argument becomes an executor here and nowhere else.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ def _data_fingerprint(problem, disc) -> str:
 
 #: What must not change between a run and its resumption (the run's identity).
 _IDENTITY = ("problem_spec", "formulation_options", "optimizer_options", "strategy_options",
-             "seed", "target_loss", "groups")
+             "seed", "target_loss", "tol", "max_time", "groups")
 
 
 @dataclass
@@ -116,12 +117,21 @@ class _Run:
     reference: object = None  # the Nystrom reference (daskie.assess), where it fits
     floor: float | None = None  # the reference's loss in the discretization
     checks: dict = field(default_factory=dict)  # what the checks found and did
+    tol: float = 1e-6  # the relative L2 error asked for
+    max_time: float | None = None  # seconds of training at most (None: no time limit)
+    estimator: object = None  # daskie.estimate's error estimator (None: no estimate)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
-             overwrite, store, workers, gpus, init=None, restarts=1, check=None) -> _Run:
+             overwrite, store, workers, gpus, init=None, restarts=1, check=None, tol=None,
+             max_time=None) -> _Run:
     """Validate the arguments (named errors, before anything starts) and fill the defaults
-    (``init`` and ``check`` from the settings ``daskie.init``, ``daskie.check``)."""
+    (``init``, ``check``, ``tol`` and ``max_time`` from the settings ``daskie.init``,
+    ``daskie.check``, ``daskie.tol``, ``daskie.max-time``)."""
     from daskie import config
     from daskie.train.warm_start import INITS
     from daskie.formulations.base import Formulation
@@ -165,8 +175,14 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
     if restarts > 1 and not strategy.seeds_as_tasks:
         raise SpecError(f"restarts={restarts} trains seeds as independent tasks: it needs a "
                         f"strategy whose training is one task (Monolithic), not {strategy.label}")
+    tol = config.get("tol") if tol is None else tol
+    if not (_number(tol) and 0 < tol < 1):
+        raise SpecError(f"tol must be a relative L2 error in (0, 1), such as 1e-6, got {tol!r}")
+    max_time = config.get("max-time") if max_time is None else max_time
+    if max_time is not None and not (_number(max_time) and max_time > 0):
+        raise SpecError(f"max_time must be a positive number of seconds or None, got {max_time!r}")
     return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss),
-                init=init, restarts=int(restarts), check=check)
+                init=init, restarts=int(restarts), check=check, tol=tol, max_time=max_time)
 
 
 def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
@@ -176,6 +192,7 @@ def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
     from daskie.train.objective import Objective
 
     _reference_and_floor(run)  # may refine the formulation and tell the optimizer the floor
+    _tolerance(run)  # the error estimator, and the optimizer told the tolerance (and time)
     problem, formulation, strategy, optimizer = run.problem, run.formulation, run.strategy, run.optimizer
     run.plan = strategy.plan(run.disc, workers, gpus)
     run.groups = strategy.groups(run.disc, run.plan)
@@ -189,7 +206,7 @@ def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
                 "formulation_options": repr(formulation), "optimizer": optimizer.label,
                 "optimizer_options": repr(optimizer), "strategy": strategy.label,
                 "strategy_options": repr(strategy), "seed": run.seed,
-                "target_loss": run.target_loss,
+                "target_loss": run.target_loss, "tol": run.tol, "max_time": run.max_time,
                 "plan": run.plan.to_dict() if run.plan else None,
                 "groups": [list(g) for g in run.groups], "discretization": run.disc.info}
     return run
@@ -210,9 +227,31 @@ def _reference_and_floor(run: _Run):
         run.disc = run.formulation.discretize(run.problem, seed=run.seed)
         return
     run.formulation, run.disc, run.floor, note = assess.refine_for_floor(
-        run.formulation, run.problem, run.reference, target_loss=run.target_loss, seed=run.seed)
+        run.formulation, run.problem, run.reference, target_loss=max(run.target_loss, 1e-14),
+        seed=run.seed)  # rules refined while the floor is above 1e-16, as before tol existed
     run.optimizer = with_floor(run.optimizer, run.floor)
     run.checks.update({"floor": run.floor, "refinement": note})
+
+
+def _tolerance(run: _Run):
+    """The run's error estimator (:func:`daskie.estimate.error_estimator`: the refined
+    reference where it fits, the residual estimate otherwise), built once, and an optimizer
+    whose convergence-based stages stop when the estimate is within ``tol`` -- and, only when
+    the user set ``max_time``, after that many seconds of training."""
+    from daskie.estimate import error_estimator
+    from daskie.train.restarts import with_time, with_tolerance
+
+    if run.check:
+        t0 = time.perf_counter()
+        try:
+            run.estimator = error_estimator(run.problem, reference=run.reference, seed=run.seed)
+        except SpecError as exc:  # e.g. a nonlinear reference whose Newton fails
+            run.checks["estimate_note"] = f"no error estimate: {exc}"
+        run.checks["estimator_setup_s"] = time.perf_counter() - t0
+    if run.estimator is not None:
+        run.optimizer = with_tolerance(run.optimizer, run.tol, run.estimator)
+    if run.max_time is not None:
+        run.optimizer = with_time(run.optimizer, run.max_time)
 
 
 def _initial(run: _Run):
@@ -229,13 +268,26 @@ def _initial(run: _Run):
         run.start = theta  # every runner takes it (Strategy.execute(start=))
 
 
+def _restart(result, run: _Run) -> bool:
+    """Whether another seed may do better than ``result``: it stalled far above the
+    discretization floor, or it stalled (or reached the floor) with its error estimate above
+    the tolerance (a bad minimum or a ridge between the collocation points that the loss
+    cannot see). A function of the result alone: the same run restarts the same way anywhere."""
+    from daskie.train.restarts import needs_restart
+
+    if needs_restart(result, run.floor):
+        return True
+    return run.estimator is not None and result.state.done in ("stalled", "floor")
+
+
 def _restarts(run: _Run, executor, session, final):
     """``restarts=K``: K seeds as independent tasks, the best kept; and for the default
-    convergence-stopped optimizer, more seeds when the best stalled far above the
-    discretization floor, within its time budget. Returns the final outputs."""
+    convergence-stopped optimizer, up to three more seeds while the best one stalled without
+    meeting the tolerance (:func:`_restart`; within ``max_time`` where one is set). Returns
+    the final outputs."""
     from daskie.runtime.context import WindowOutput
     from daskie.runtime.seeds import train_seeds
-    from daskie.train.restarts import SeedResult, best_of, needs_restart, with_time
+    from daskie.train.restarts import SeedResult, best_of, with_time
 
     if not run.strategy.seeds_as_tasks:
         return final
@@ -246,9 +298,9 @@ def _restarts(run: _Run, executor, session, final):
     elif final is not None:
         results = [SeedResult(run.seed, final[0].state, [], dict(run.checks), session.elapsed())]
     stop = run.optimizer.stages()[-1].stop
-    budget = None if stop is None else stop.max_wall_s
+    budget = None if stop is None else stop.max_wall_s  # only where the user set max_time
     spent, extra = sum(r.wall_s for r in results), 0
-    while results and stop is not None and extra < 3 and needs_restart(best_of(results), run.floor) \
+    while results and stop is not None and extra < 3 and _restart(best_of(results), run) \
             and (budget is None or spent < 0.9 * budget):
         extra += 1
         opt = run.optimizer if budget is None else with_time(run.optimizer, budget - spent)
@@ -267,20 +319,69 @@ def _restarts(run: _Run, executor, session, final):
     return [WindowOutput(0, best.state, {n: v.clone() for n, v in params.items()}, best.records)]
 
 
-def _assess(run: _Run, theta) -> dict:
-    """The summary's checks (:func:`daskie.assess.assess`): interior and boundary MSE, the
-    reference's MSE, the discrepancy (with :class:`~daskie.errors.DiscrepancyWarning` above
-    its tolerance) and, for nonlinear equations, which solution was found."""
+def _assess(run: _Run, theta, stopped_by: str) -> dict:
+    """The summary's checks: the error estimate against the tolerance (one
+    :class:`~daskie.errors.ToleranceWarning` exactly when it is missed, or when no estimate
+    could be made), and the diagnostics of :func:`daskie.assess.assess` (interior and boundary
+    MSE, the reference's MSE and discrepancy; for a nonlinear answer off the reference, which
+    solution it lies on), which never warn by themselves."""
+    import warnings
+
     from daskie import assess
+    from daskie.errors import ToleranceWarning
 
     objective = run.objective
-    out = assess.assess(run.problem, lambda x: objective.solution(theta, x), run.disc.test_points,
-                        reference=run.reference if run.check else None)
+
+    def mu(x):
+        return objective.solution(theta, x)
+
+    out = assess.assess(run.problem, mu, run.disc.test_points,
+                        reference=run.reference if run.check else None, tolerance=run.tol,
+                        warn=False)
     keep = ("floor", "refinement", "init", "init_reason", "restarts", "run_losses", "best_seed",
-            "reference_wall_s")
+            "reference_wall_s", "estimator_setup_s")
     out.update({k: run.checks[k] for k in keep if k in run.checks})
     out["init"] = run.checks.get("init", "random")
+    nan = float("nan")
+    out.update(tol=run.tol, error_estimate=nan, max_error_estimate=nan, estimate_resolution=nan,
+               estimate_method="", converged=False, time_limited=run.max_time is not None)
+    if run.estimator is not None:
+        est = run.estimator(mu)
+        out.update(error_estimate=est["error_estimate"],
+                   max_error_estimate=est["max_error_estimate"],
+                   estimate_resolution=est["resolution"], estimate_method=est["method"],
+                   estimate_s=est["seconds"], converged=bool(est["error_estimate"] <= run.tol))
+    if not run.check:
+        out["warnings"] = []
+        return out
+    if out["converged"]:
+        out["warnings"] = []
+        return out
+    if run.estimator is None:
+        msg = (f"{run.problem.name}: {run.checks.get('estimate_note', 'no error estimate')}; "
+               f"the answer is not checked against tol {run.tol:.0e}")
+    else:
+        msg = (f"{run.problem.name}: error estimate {out['error_estimate']:.1e} > tol "
+               f"{run.tol:.0e} (relative L2; training stopped by {stopped_by}); "
+               f"{_what_to_try(stopped_by, out)}")
+    out["warnings"] = [msg]
+    warnings.warn(msg, ToleranceWarning, stacklevel=3)
     return out
+
+
+def _what_to_try(stopped_by: str, out: dict) -> str:
+    """One hint for an answer that missed its tolerance, from what stopped it."""
+    if out.get("solution") == "other":
+        return ("the network found another solution of the equation: start from the reference "
+                "(init='reference')")
+    if out.get("estimate_resolution", 0) > 0.5 * out["tol"]:
+        return ("the estimate cannot resolve this tolerance (resolution "
+                f"{out['estimate_resolution']:.1e}): ask for a looser tol")
+    return {"budget": "try more optimizer steps (LevenbergMarquardt(steps=...))",
+            "time": "try a larger max_time, or none",
+            "target": "try a smaller target_loss",
+            }.get(stopped_by, "try restarts=4, a larger network (MLP(hidden=...)) or finer "
+                              "rules (QuadratureCollocation(nodes=..., local_nodes=...))")
 
 
 def _window_summary(run: _Run):
@@ -315,7 +416,7 @@ def _summarize(run: _Run, final, wall, n_workers, session, grid):
         "seed": run.seed, "workers": n_workers,
     }
     summary["stopped_by"] = summary["done"]
-    summary.update(_assess(run, theta))
+    summary.update(_assess(run, theta, summary["stopped_by"]))
     if run.plan is not None:  # seed 000's per-run figures (SR needs a baseline: metrics.compare)
         from daskie.metrics import metric_attrs, plan_metrics
 
@@ -327,10 +428,11 @@ def _summarize(run: _Run, final, wall, n_workers, session, grid):
 
 
 def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=None, store=None,
-          seed: int = 0, target_loss: float = 1e-14, resume: bool = False, overwrite: bool = False,
+          seed: int = 0, target_loss: float = 0.0, resume: bool = False, overwrite: bool = False,
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
           progress=None, on_window=None, grid: int | None = None, init: str | None = None,
-          restarts: int = 1, check: bool | None = None):
+          restarts: int = 1, check: bool | None = None, tol: float | None = None,
+          max_time: float | None = None):
     """Solve an integral equation with a neural network, training as a Dask graph.
 
     Parameters
@@ -356,7 +458,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     seed : int
         Seed of the collocation points and the initial parameters.
     target_loss : float
-        Training stops when the loss falls below this.
+        Expert option: training also stops when the loss falls below this (default 0: the
+        tolerance decides).
     resume : bool
         Continue the run in ``store`` from its last checkpoint (a finished run is returned
         as stored, without starting a cluster).
@@ -384,18 +487,35 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         default optimizer also restarts by itself when the loss stalls far above the
         discretization floor.
     check : bool
-        Compute the Nystrom reference where it fits (d <= 3), refine the rule while its
-        discretization floor is high, and add ``mse_boundary``, ``reference_mse``,
-        ``discrepancy`` and ``warnings`` to the summary, raising
-        :class:`~daskie.errors.DiscrepancyWarning` when the answer differs from the
-        reference by more than 1e-6 (relative RMS).
+        Estimate the error of the answer (:func:`daskie.estimate.error_estimator`: against a
+        refined Nystrom reference where it fits, d <= 3; from the residual of the continuous
+        equation and the linearized operator otherwise), stop training when the estimate is
+        within ``tol``, and raise one :class:`~daskie.errors.ToleranceWarning` when the final
+        estimate is not (or no estimate could be made). Also computes the reference where it
+        fits, refines the rules while their discretization floor is high, and adds the
+        diagnostics ``mse_boundary``, ``reference_mse`` and ``discrepancy`` to the summary.
         Default: the setting ``daskie.check`` (true).
+    tol : float
+        The relative L2 error of ``mu`` over the domain that the solve asks for. Default: the
+        setting ``daskie.tol``, 1e-6: the accuracy class of daskie's solves on the catalog
+        (E1 and E2 reach relative L2 4.5e-7 and 6.6e-7 there, with estimates 4.6e-7 and
+        6.5e-7), reached in a few dozen Levenberg-Marquardt steps; a tighter tol costs more
+        steps, and below what the network and the rules can represent it is reported missed.
+        Only optimizers stopped by convergence (``steps="auto"``, the default) stop at the
+        tolerance; an explicit step count is obeyed.
+    max_time : float, optional
+        Seconds of training at most (default: the setting ``daskie.max-time``, none). Without
+        it the result never depends on the machine's speed or load: the same call with the
+        same seed gives the same numbers; with it the summary says ``time_limited``.
 
     Returns
     -------
     xarray.Dataset
         ``mu``, ``exact`` and ``error`` on a grid; ``attrs`` hold the summary
-        (problem, formulation, strategy, mse, rel_l2, epochs, wall_s, store, ...).
+        (problem, formulation, strategy, mse, rel_l2, epochs, wall_s, store, ``tol``,
+        ``error_estimate`` and ``max_error_estimate`` (relative L2 and relative max),
+        ``converged`` (the estimate within tol), ``stopped_by`` (``tol``, ``floor``,
+        ``stalled``, ``budget``, ``target`` or, with ``max_time``, ``time``), ...).
         MSE and relative L2 are measured on held-back Sobol test points. The ``history_*``
         variables hold the training records (:mod:`daskie.records`: every record has a
         ``kind``); the last step record of each window and group also holds the window's
@@ -412,7 +532,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     from daskie.session import open_session
 
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
-                   overwrite, store, workers, gpus, init, restarts, check)
+                   overwrite, store, workers, gpus, init, restarts, check, tol, max_time)
     run = _prepare(run, workers, gpus, threads, eval_every)
     user_window = None if on_window is None else (lambda k, outputs, summary: on_window(k, summary))
     with open_session(store, resume=resume, overwrite=overwrite, meta=run.meta,

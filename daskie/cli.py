@@ -79,6 +79,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _tolerance(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be a relative error in (0, 1), such as 1e-6, "
+                                         f"got {text}")
+    return value
+
+
 def _cluster(text: str) -> str:
     from daskie.cluster import KINDS, is_address
 
@@ -107,7 +115,8 @@ def _optimizer(name: str, steps: int | None, formulation):
 
     if name == "lm":
         lm = default_optimizer(formulation)
-        return lm if steps is None else type(lm)(**{**vars(lm), "steps": steps})
+        # an explicit count is obeyed: no convergence-based stopping cuts it short
+        return lm if steps is None else type(lm)(**{**vars(lm), "steps": steps, "stop": None})
     if name == "adam":
         return Adam(steps=2000 if steps is None else steps)
     if name == "adam+lbfgs":
@@ -350,7 +359,8 @@ def _cmd_solve(args) -> int:
             ds = solve(args.name, formulation=formulation, strategy=strategy,
                        optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
                        overwrite=args.overwrite, workers=args.workers,
-                       target_loss=args.target_loss, progress=progress, client=client)
+                       target_loss=args.target_loss, tol=args.tol, max_time=args.max_time,
+                       progress=progress, client=client)
     finally:
         if ignoring and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             signal.signal(signal.SIGINT, _on_sigint)
@@ -505,7 +515,8 @@ def _operator_strategy(args):
 
 def _print_summary(attrs, args, note: str = "") -> int:
     keys = ("problem", "formulation", "strategy", "optimizer", "mse", "rel_l2", "max_abs_error",
-            "mse_boundary", "reference_mse", "discrepancy", "stopped_by", "warnings", "init",
+            "tol", "error_estimate", "max_error_estimate", "converged", "stopped_by",
+            "time_limited", "mse_boundary", "reference_mse", "discrepancy", "warnings", "init",
             "loss", "epochs", "wall_s", "n_params", "done", "store", "seed", "workers")
     summary = {k: attrs.get(k) for k in keys}
     summary["store"] = summary["store"] or None
@@ -516,9 +527,13 @@ def _print_summary(attrs, args, note: str = "") -> int:
         def fmt(value, spec):
             return "n/a" if value is None else format(value, spec)
 
+        estimate = (f"  error estimate {fmt(summary['error_estimate'], '.1e')} (tol "
+                    f"{fmt(summary['tol'], '.0e')})" if summary.get("tol") is not None else "")
         print(f"{summary['problem']}: MSE {fmt(summary['mse'], '.3e')}  "
-              f"relative L2 {fmt(summary['rel_l2'], '.3e')}  epochs {summary['epochs']}  "
+              f"relative L2 {fmt(summary['rel_l2'], '.3e')}{estimate}  epochs {summary['epochs']}  "
               f"wall {fmt(summary['wall_s'], '.1f')} s  ({summary['done']})"
+              + ("  (time-limited: the answer depends on the machine's speed)"
+                 if summary.get("time_limited") else "")
               + (f"  store {summary['store']}" if summary["store"] else "")
               + (f"  ({note})" if note else ""))
 
@@ -592,8 +607,16 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--window", type=_int_at_least(0),
                     help="steps per window, one checkpoint each (default: monolithic 25, "
                          "0 = one task; ceptf and data-parallel 50)")
+    so.add_argument("--tol", type=_tolerance, default=config.get("tol"),
+                    help="relative L2 error of mu to reach: training stops when the error "
+                         "estimate is within it, and a warning says when it is not (setting "
+                         "daskie.tol)")
+    so.add_argument("--max-time", type=_positive_float, default=config.get("max-time"),
+                    help="seconds of training at most (default: no time limit; a "
+                         "time-limited answer depends on the machine's load)")
     so.add_argument("--target-loss", type=_nonnegative_float, default=config.get("target-loss"),
-                    help="stop once the loss is below this (setting daskie.target-loss)")
+                    help="expert option: also stop once the loss is below this (setting "
+                         "daskie.target-loss)")
     so.add_argument("--store", help="zarr store directory for this run (default: none)")
     so.add_argument("--resume", action="store_true",
                     help="continue the run in --store from its newest complete checkpoint")

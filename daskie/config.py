@@ -94,6 +94,18 @@ def _number(key, value):
     return float(value)
 
 
+def _tolerance(key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value < 1:
+        raise SpecError(f"dask config daskie.{key} must be a relative error in (0, 1), such as "
+                        f"1e-6, got {value!r}")
+    return float(value)
+
+
+def _optional_seconds(key, value):
+    return None if value is None else _seconds(key, value)
+
+
 def _grid(key, value):
     return None if value is None else _positive_int(key, value)
 
@@ -109,6 +121,8 @@ _CHECKS = {
     "optimizer": _choice("lm", "adam", "adam+lbfgs"),
     "seed": _count,
     "target-loss": _number,
+    "tol": _tolerance,
+    "max-time": _optional_seconds,
     "check": _flag,
     "init": _choice("auto", "reference", "f", "random"),
     "collective-timeout": _seconds,

@@ -4,7 +4,7 @@ from numbers import Integral
 
 __all__ = ["PlanWarning", "DaskieError", "SpecError", "TrainingDiverged", "StoreExistsError", "StoreMissingError",
            "PlanError", "CheckpointError", "StorePathError", "UnsafeStoreError", "StoreLockedError",
-           "CheckpointWarning", "check_int"]
+           "CheckpointWarning", "ToleranceWarning", "DiscrepancyWarning", "check_int"]
 
 
 class DaskieError(Exception):
@@ -23,9 +23,16 @@ class TrainingDiverged(DaskieError, FloatingPointError):
     """The loss became NaN or infinite; the last good state is kept."""
 
 
-class DiscrepancyWarning(UserWarning):
-    """The neural answer differs from the classical reference by more than the tolerance
-    (or lies on another solution of a nonlinear equation); the message gives both errors."""
+class ToleranceWarning(UserWarning):
+    """The answer's error estimate exceeds the tolerance the solve asked for, or no estimate
+    could be made; the one-line message gives the estimate, the tolerance, what stopped the
+    training and what to try."""
+
+
+class DiscrepancyWarning(ToleranceWarning):
+    """The neural answer differs from the classical reference by more than a tolerance (or
+    lies on another solution of a nonlinear equation): :func:`daskie.assess.assess` with
+    ``warn=True``; ``solve`` reports through :class:`ToleranceWarning`."""
 
 
 class PlanWarning(UserWarning):

@@ -15,7 +15,7 @@ import daskie
 from daskie import MLP, LevenbergMarquardt, Monolithic, QuadratureCollocation
 from daskie.dashboard.plugin import page_url
 from daskie.dashboard.progress import ProgressBar
-from daskie.errors import DiscrepancyWarning
+from daskie.errors import ToleranceWarning
 
 SMALL_Q = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, nodes=8, test_points=200)
 
@@ -62,7 +62,7 @@ def test_live_page_shows_the_run_while_it_trains(client, caplog):
     def train():
         try:
             with warnings.catch_warnings():  # a tiny net: far from the reference, as expected
-                warnings.simplefilter("ignore", DiscrepancyWarning)
+                warnings.simplefilter("ignore", ToleranceWarning)
                 result["ds"] = daskie.solve("E1", formulation=SMALL_Q,
                                             strategy=Monolithic(window=2),
                                             optimizer=LevenbergMarquardt(steps=160),

@@ -13,7 +13,7 @@ from bokeh.models import GlyphRenderer, Image
 import daskie
 from daskie import MLP, LevenbergMarquardt, Monolithic, QuadratureCollocation, catalog
 from daskie.cli import main
-from daskie.errors import DiscrepancyWarning, SpecError
+from daskie.errors import ToleranceWarning, SpecError
 from daskie.report import write_report
 from daskie.report.run import run_layout
 from daskie.store import RunStore
@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
     for name in ("lshape", "fredholm1d"):
         out[name] = base / f"{name}.zarr"
         with warnings.catch_warnings():  # six steps of a tiny net: far from the reference
-            warnings.simplefilter("ignore", DiscrepancyWarning)
+            warnings.simplefilter("ignore", ToleranceWarning)
             daskie.solve(name, formulation=SMALL_Q, strategy=Monolithic(window=3),
                          optimizer=LevenbergMarquardt(steps=6), client="sync", store=out[name])
     return out
@@ -81,7 +81,7 @@ def _accuracy_records():
     spec.loader.exec_module(bench)
     bench.formulation = lambda name, problem: SMALL_Q  # tiny networks: this is a test, not a benchmark
     with warnings.catch_warnings():  # tiny networks: far from the reference, as expected
-        warnings.simplefilter("ignore", DiscrepancyWarning)
+        warnings.simplefilter("ignore", ToleranceWarning)
         return [bench.run_one(p, "quadrature", "monolithic", 3, None)
                 for p in ("fredholm1d", "volterra1d")]
 

@@ -68,12 +68,12 @@ def _jobs_left(wait=30.0):
 def _solve(client):
     import daskie
     from daskie import MLP, LevenbergMarquardt, QuadratureCollocation
-    from daskie.errors import DiscrepancyWarning
+    from daskie.errors import ToleranceWarning
 
     with warnings.catch_warnings():
         # 5 LM steps on a 9-parameter net are far from the Nystrom answer, on purpose: this
         # test compares two clusters, not accuracy (solve warns about the distance).
-        warnings.simplefilter("ignore", DiscrepancyWarning)
+        warnings.simplefilter("ignore", ToleranceWarning)
         return daskie.solve("fredholm1d",
                             formulation=QuadratureCollocation(net=MLP(hidden=(8,)), points=64),
                             optimizer=LevenbergMarquardt(steps=5), client=client, seed=3)

@@ -8,7 +8,7 @@ import pytest
 
 import daskie
 from daskie import MLP, LevenbergMarquardt, QuadratureCollocation
-from daskie.errors import DiscrepancyWarning
+from daskie.errors import ToleranceWarning
 from daskie.problems import Domain, IntegralTerm, Nonlinearity, Problem
 
 SMALL = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, test_points=200)
@@ -33,14 +33,15 @@ def test_default_solve_starts_from_the_reference_and_reports_the_checks():
     for key in KEYS:
         assert key in ds.attrs, key
     assert ds.attrs["init"] == "reference" and ds.attrs["warnings"] == []
-    assert ds.attrs["stopped_by"] in ("target", "floor", "stalled", "time", "budget")
+    assert ds.attrs["stopped_by"] in ("tol", "target", "floor", "stalled", "budget")
+    assert ds.attrs["converged"] and ds.attrs["error_estimate"] <= ds.attrs["tol"]
     assert ds.attrs["reference_mse"] < 1e-25 and ds.attrs["discrepancy"] <= 1e-6
     assert ds.attrs["mse"] < 1e-11 and ds.attrs["mse_boundary"] < 1e-9
     assert ds.attrs["solution"] == "reference"
 
 
-def test_discrepancy_warning_fires_on_a_wrong_answer_and_is_in_the_summary():
-    with pytest.warns(DiscrepancyWarning, match="differs from the Nystrom reference"):
+def test_tolerance_warning_fires_on_a_wrong_answer_and_is_in_the_summary():
+    with pytest.warns(ToleranceWarning, match=r"error estimate \S+ > tol 1e-06 .*stopped by budget"):
         ds = daskie.solve(two_solutions(), formulation=SMALL, init="random",
                           optimizer=LevenbergMarquardt(steps=2), client="sync")
     assert ds.attrs["discrepancy"] > 1e-6 and len(ds.attrs["warnings"]) == 1
@@ -58,9 +59,9 @@ def test_the_other_branch_is_reported_as_another_solution():
 
 def test_restarts_serial_equal_cluster_through_solve(client):
     kw = dict(formulation=SMALL, init="random", restarts=2, optimizer=LevenbergMarquardt(steps=4))
-    with pytest.warns(DiscrepancyWarning):
+    with pytest.warns(ToleranceWarning):
         serial = daskie.solve(two_solutions(), client="sync", **kw)
-    with pytest.warns(DiscrepancyWarning):
+    with pytest.warns(ToleranceWarning):
         dist = daskie.solve(two_solutions(), client=client, **kw)
     np.testing.assert_array_equal(serial.mu.values, dist.mu.values)
     assert serial.attrs["restarts"] == dist.attrs["restarts"] == 2
@@ -77,8 +78,8 @@ def test_kinked_kernel_floor_is_low_with_the_kink_option():
                        exact=lambda p: np.exp(_x(p)))
 
     opt = LevenbergMarquardt(steps=3)
-    with pytest.warns(DiscrepancyWarning):
+    with pytest.warns(ToleranceWarning):
         plain = daskie.solve(green(()), formulation=SMALL, optimizer=opt, client="sync")
-    with pytest.warns(DiscrepancyWarning):
+    with pytest.warns(ToleranceWarning):
         kinked = daskie.solve(green(True), formulation=SMALL, optimizer=opt, client="sync")
     assert plain.attrs["floor"] > 1e-10 and kinked.attrs["floor"] < 1e-26

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from daskie.errors import TrainingDiverged
+from daskie.train.protocols import SolutionObjective
 
 __all__ = ["TrainState", "advance", "train", "to_device"]
 
@@ -178,6 +179,9 @@ def _advance(objective, stages, state, n_steps, target_loss, eval_every, callbac
                     state.done = why
         if loss < target_loss:
             state.done = "target"
+        stop = getattr(opt, "stop", None)
+        if stop is not None and isinstance(objective, SolutionObjective):
+            _check_estimate(stop, objective, state, rec, loss)
         if eval_every and state.epoch % eval_every == 0:
             rec["mse"] = objective.mse(state.theta)
         records.append(rec)
@@ -186,6 +190,22 @@ def _advance(objective, stages, state, n_steps, target_loss, eval_every, callbac
     if final_mse and records and "mse" not in records[-1]:
         records[-1]["mse"] = objective.mse(state.theta)
     return state, records
+
+
+def _check_estimate(stop, objective, state, rec, loss):
+    """Stop with ``"tol"`` when the error estimate of the answer is within the tolerance
+    (:meth:`~daskie.train.optimizers.Stopping.estimate_due` says when to compute it: a
+    function of the losses, so the same run checks at the same steps on any machine)."""
+    stopping = state.done is not None or rec.get("stopped_by") is not None
+    if not stop.estimate_due(loss, state.meta.get("estimate_loss"), stopping):
+        return
+    theta = state.theta
+    t0 = time.perf_counter()
+    estimate = float(stop.estimator(lambda x: objective.solution(theta, x))["error_estimate"])
+    state.meta["estimate_loss"] = loss
+    rec.update(error_estimate=estimate, estimate_s=time.perf_counter() - t0)
+    if estimate <= stop.tol:
+        state.done = rec["stopped_by"] = "tol"
 
 
 def _converged(stop, state, loss):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -56,18 +56,21 @@ def value_and_grad(objective, theta):
 class Stopping:
     """Convergence-based stopping of one optimizer stage (``steps="auto"``).
 
-    Training ends at the first of: the loss below the run's target (``"target"``); the loss
-    at the discretization floor (``"floor"``: below ``floor``, or stalled within
-    ``floor_band`` times it); a stall (``"stalled"``: the loss fell by less than the fraction
-    ``min_decrease`` over the last ``window`` steps); ``max_wall_s`` seconds of training
-    (``"time"``); ``max_steps`` steps (``"budget"``).
+    Training ends at the first of: the error estimate within the tolerance (``"tol"``); the
+    loss below the run's target (``"target"``); the loss at the discretization floor
+    (``"floor"``: below ``floor``, or stalled within ``floor_band`` times it); a stall
+    (``"stalled"``: the loss fell by less than the fraction ``min_decrease`` over the last
+    ``window`` steps); ``max_wall_s`` seconds of training (``"time"``, only when set);
+    ``max_steps`` steps (``"budget"``). Without ``max_wall_s`` every rule is a function of the
+    losses and the parameters alone: the same call gives the same numbers at any machine load.
 
     Parameters
     ----------
     max_steps : int
         Step budget of the stage.
     max_wall_s : float or None
-        Training time budget in seconds (None: none).
+        Training time budget in seconds (None, the default: none; a result then never
+        depends on how fast the machine was).
     window : int
         Steps over which a stall is judged.
     min_decrease : float
@@ -80,30 +83,51 @@ class Stopping:
         from :func:`daskie.assess.discretization_floor`.
     floor_band : float
         A stall within this factor of ``floor`` counts as reaching the floor.
+    tol : float or None
+        Relative L2 error of the solution the run asks for; with an ``estimator``, training
+        stops as soon as the estimate is within it. Set by ``solve(tol=...)``.
+    estimator : callable, optional
+        ``estimator(mu) -> {"error_estimate": ...}`` for a numpy callable ``mu`` (an
+        :func:`daskie.estimate.error_estimator`); not part of the option's identity.
+    estimate_factor : float
+        The estimate is computed whenever the loss has fallen by this factor since it was
+        last computed, and before a stop for any other reason: a handful of estimates per
+        run, at points that depend on the losses only.
     """
 
     max_steps: int = 2000
-    max_wall_s: float | None = 80.0
+    max_wall_s: float | None = None
     window: int = 50
     min_decrease: float = 0.1
     floor: float | None = None
     floor_band: float = 10.0
+    tol: float | None = None
+    estimator: object = field(default=None, repr=False, compare=False)
+    estimate_factor: float = 10.0
 
     def __post_init__(self):
         check_int("Stopping.max_steps", self.max_steps)
         check_int("Stopping.window", self.window)
-        _numbers("Stopping", self, "min_decrease", "floor_band")
+        _numbers("Stopping", self, "min_decrease", "floor_band", "estimate_factor")
         _check(0 < self.min_decrease < 1, f"Stopping.min_decrease must lie in (0, 1), got {self.min_decrease}")
         _check(self.floor_band >= 1, f"Stopping.floor_band must be >= 1, got {self.floor_band}")
+        _check(self.estimate_factor > 1,
+               f"Stopping.estimate_factor must be > 1, got {self.estimate_factor}")
         for name in ("max_wall_s", "floor"):
             v = getattr(self, name)
             _check(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
                                  and math.isfinite(v) and v >= 0),
                    f"Stopping.{name} must be a number >= 0 or None, got {v!r}")
+        _check(self.tol is None or (isinstance(self.tol, (int, float)) and not isinstance(self.tol, bool)
+                                    and math.isfinite(self.tol) and self.tol > 0),
+               f"Stopping.tol must be a positive number or None, got {self.tol!r}")
+        _check(self.estimator is None or callable(self.estimator),
+               f"Stopping.estimator must be callable or None, got {self.estimator!r}")
 
     def check(self, losses, wall_s: float) -> str | None:
         """Why to stop after the losses ``losses`` (oldest first, the last one current) and
-        ``wall_s`` seconds of training, or None."""
+        ``wall_s`` seconds of training, or None (the loss- and time-based rules; the
+        estimate is :meth:`estimate_due` and the loop's)."""
         loss = losses[-1]
         if self.floor is not None and loss <= self.floor:
             return "floor"
@@ -114,6 +138,14 @@ class Stopping:
         if self.max_wall_s is not None and wall_s >= self.max_wall_s:
             return "time"
         return None
+
+    def estimate_due(self, loss: float, last: float | None, stopping: bool) -> bool:
+        """Whether to compute the error estimate now: there is a tolerance and an estimator,
+        and training is about to stop for another reason or the loss fell by
+        ``estimate_factor`` since the estimate at loss ``last`` (None: none yet)."""
+        if self.tol is None or self.estimator is None:
+            return False
+        return stopping or last is None or loss * self.estimate_factor <= last
 
 
 class Optimizer:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["LossObjective", "LeastSquaresObjective", "MiniBatchObjective", "ObjectiveSource"]
+__all__ = ["LossObjective", "LeastSquaresObjective", "MiniBatchObjective", "ObjectiveSource",
+           "SolutionObjective"]
 
 
 @runtime_checkable
@@ -42,6 +43,15 @@ class MiniBatchObjective(LossObjective, Protocol):
     n_data: int
 
     def batch_loss(self, theta, index): ...
+
+
+@runtime_checkable
+class SolutionObjective(LossObjective, Protocol):
+    """A loss whose parameters give the whole solution ``mu`` at any points (the integral
+    equation's :class:`~daskie.train.objective.Objective`; not a rank's share of a split one):
+    its answer can be checked against a tolerance while it trains."""
+
+    def solution(self, theta, points): ...
 
 
 @runtime_checkable

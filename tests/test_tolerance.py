@@ -1,0 +1,111 @@
+"""``solve(tol=...)``: training stops when the error estimate is within the tolerance, the
+summary says how good the answer is, one warning exactly when the tolerance is missed, and the
+result never depends on the machine's speed unless a time limit was asked for."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import daskie
+from daskie import MLP, LevenbergMarquardt, QuadratureCollocation
+from daskie.errors import SpecError, ToleranceWarning
+from daskie.train.optimizers import Stopping
+
+SMALL = QuadratureCollocation(net=MLP(hidden=(10, 10)), points=64, test_points=200)
+
+
+def _rel_l2_on_grid(ds):
+    err, ex = ds["error"].values, ds["exact"].values
+    return float(np.sqrt(np.nanmean(err**2) / np.nanmean(ex**2)))
+
+
+@pytest.mark.parametrize("name", ["fredholm1d", "volterra1d"])
+def test_the_default_solve_stops_at_the_tolerance_and_its_estimate_is_true(name):
+    ds = daskie.solve(name, formulation=SMALL, client="sync")  # a warning would fail the test
+    a = ds.attrs
+    assert a["tol"] == 1e-6 and a["converged"] and a["warnings"] == []
+    assert a["stopped_by"] == "tol" and a["error_estimate"] <= 1e-6
+    true = _rel_l2_on_grid(ds)  # the grid includes the ends of the interval
+    assert true / 10 <= a["error_estimate"] <= 10 * true
+    assert not a["time_limited"]
+
+
+def test_a_tighter_tolerance_trains_longer_and_is_met():
+    loose = daskie.solve("fredholm1d", formulation=SMALL, client="sync", tol=1e-4)
+    tight = daskie.solve("fredholm1d", formulation=SMALL, client="sync", tol=1e-7)
+    assert loose.attrs["stopped_by"] == tight.attrs["stopped_by"] == "tol"
+    assert loose.attrs["epochs"] < tight.attrs["epochs"]
+    assert tight.attrs["error_estimate"] <= 1e-7 < 1e-4 < loose.attrs["error_estimate"] * 1e3
+    assert _rel_l2_on_grid(tight) < _rel_l2_on_grid(loose)
+
+
+def test_the_same_call_gives_the_same_numbers():
+    # no wall-clock rule: the result is a function of the arguments alone
+    first = daskie.solve("volterra1d", formulation=SMALL, client="sync")
+    second = daskie.solve("volterra1d", formulation=SMALL, client="sync")
+    np.testing.assert_array_equal(first.mu.values, second.mu.values)
+    assert first.attrs["epochs"] == second.attrs["epochs"]
+
+
+def test_the_tolerance_stop_is_the_same_on_a_cluster(client):
+    serial = daskie.solve("volterra1d", formulation=SMALL, client="sync")
+    dist = daskie.solve("volterra1d", formulation=SMALL, client=client)
+    np.testing.assert_array_equal(serial.mu.values, dist.mu.values)
+    assert serial.attrs["stopped_by"] == dist.attrs["stopped_by"] == "tol"
+
+
+def test_an_explicit_step_count_is_obeyed():
+    with pytest.warns(ToleranceWarning, match=r"stopped by budget\); try more optimizer steps"):
+        ds = daskie.solve("fredholm1d", formulation=SMALL, client="sync",
+                          optimizer=LevenbergMarquardt(steps=3), init="random")
+    assert ds.attrs["epochs"] == 3 and not ds.attrs["converged"]
+    assert len(ds.attrs["warnings"]) == 1 and "> tol 1e-06" in ds.attrs["warnings"][0]
+
+
+def test_a_time_limit_is_said_in_the_summary():
+    with pytest.warns(ToleranceWarning, match=r"stopped by time\); try a larger max_time"):
+        ds = daskie.solve("fredholm1d", formulation=SMALL, client="sync", init="random",
+                          max_time=1e-9)
+    assert ds.attrs["time_limited"] and ds.attrs["stopped_by"] == "time"
+
+
+def test_without_checks_there_is_no_estimate_and_no_warning():
+    ds = daskie.solve("fredholm1d", formulation=SMALL, client="sync", check=False,
+                      optimizer=LevenbergMarquardt(steps=3))
+    assert np.isnan(ds.attrs["error_estimate"]) and ds.attrs["warnings"] == []
+
+
+@pytest.mark.parametrize("tol", [0, 1.5, -1e-6, float("nan"), "1e-6", True])
+def test_a_bad_tolerance_is_named(tol):
+    with pytest.raises(SpecError, match=r"^tol must be a relative L2 error in \(0, 1\)"):
+        daskie.solve("fredholm1d", client="sync", tol=tol)
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("inf"), "10"])
+def test_a_bad_time_limit_is_named(seconds):
+    with pytest.raises(SpecError, match="^max_time must be a positive number of seconds"):
+        daskie.solve("fredholm1d", client="sync", max_time=seconds)
+
+
+def test_cli_bad_tolerance_is_one_line_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "daskie.cli", "solve", "fredholm1d", "--tol", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--tol" in proc.stderr and "(0, 1)" in proc.stderr
+
+
+def test_stopping_checks_its_tolerance_and_when_to_estimate():
+    with pytest.raises(SpecError, match="Stopping.tol must be a positive number"):
+        Stopping(tol=0.0)
+    with pytest.raises(SpecError, match="Stopping.estimator must be callable"):
+        Stopping(tol=1e-6, estimator=3)
+    assert Stopping().max_wall_s is None  # no stopwatch by default
+    stop = Stopping(tol=1e-6, estimator=lambda mu: {"error_estimate": 0.0}, estimate_factor=10.0)
+    assert stop.estimate_due(1.0, None, stopping=False)  # the first time
+    assert not stop.estimate_due(0.2, 1.0, stopping=False)  # fell by less than 10x
+    assert stop.estimate_due(0.1, 1.0, stopping=False)
+    assert stop.estimate_due(0.9, 1.0, stopping=True)  # before any other stop
+    assert not Stopping().estimate_due(1.0, None, stopping=True)  # no tolerance: never
+    # the estimator is not part of the option's identity (tokens, stored options)
+    assert "estimator" not in repr(stop) and stop == Stopping(tol=1e-6, estimate_factor=10.0)
