@@ -133,6 +133,7 @@ class OnBatches(Wrapper):
     inner: Optimizer
 
     def stages(self):
+        """The inner optimizer's stages, each on mini-batches."""
         parts = self.inner.stages()
         return (self,) if parts == (self.inner,) else tuple(OnBatches(p) for p in parts)
 

@@ -169,6 +169,8 @@ class OperatorLoss(Formulation):
 
     @property
     def label(self) -> str:
+        """``"operator-data"``, ``"operator-data+physics"``, ... (``-skip`` with the skip
+        connection)."""
         parts = [p for p, w in (("data", self.data), ("physics", self.physics)) if w > 0]
         return "operator-" + "+".join(parts) + ("-skip" if self.skip else "")
 

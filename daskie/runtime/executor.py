@@ -171,22 +171,28 @@ class InProcess(Executor):
         self._state = WorkerState()
 
     def workers(self):
+        """One worker, ``"local"``, declaring ``GPU`` where torch sees CUDA."""
         import torch
 
         gpu = {"GPU": 1} if torch.cuda.is_available() else {}
         return {"local": {"resources": gpu, "name": "local"}}
 
     def state(self):
+        """The :class:`~daskie.runtime.WorkerState` this process's tasks share."""
         return self._state
 
     def submit(self, fn, *args, key: str = "", workers=None, allow_other_workers=False):
+        """Run ``fn(*args)`` now, in this process, with this executor's worker state
+        current; a finished future of its result."""
         with self._state.current():
             return Done(key, fn(*[_resolve(a) for a in args]))
 
     def gather(self, futures, timeout=None):
+        """The results of ``futures`` (all computed already)."""
         return [_resolve(f) for f in futures]
 
     def cancel(self, futures):
+        """Nothing to cancel: in process every task ran when it was submitted."""
         pass
 
     def __repr__(self):
@@ -223,11 +229,13 @@ class DaskExecutor(Executor):
             self.client.register_plugin(DaskiePlugin(), name=PLUGIN_NAME)
 
     def live_page(self, token, info):
+        """The run's :class:`~daskie.dashboard.plugin.LiveRun` on the scheduler's page."""
         from daskie.dashboard.plugin import LiveRun
 
         return LiveRun(self.client, token, info)
 
     def check_alive(self):
+        """Raise :class:`SchedulerLost`, naming its address, when the scheduler is gone."""
         if self.client.status not in ("running", "connecting"):
             raise SchedulerLost(f"lost the scheduler at {self.address} (client {self.client.status}); "
                                 "the run cannot go on: restart the cluster and resume from the store")
@@ -243,6 +251,8 @@ class DaskExecutor(Executor):
             raise SchedulerLost(f"lost the scheduler at {self.address}: {exc}") from exc
 
     def submit(self, fn, *args, key: str, workers=None, allow_other_workers=False):
+        """Submit ``fn(*args)`` under the deterministic ``key`` (impure: it always runs),
+        pinned to ``workers`` unless ``allow_other_workers``; its future."""
         return self.client.submit(fn, *args, key=key, pure=False, workers=workers,
                                   allow_other_workers=allow_other_workers if workers else False)
 
@@ -272,6 +282,7 @@ class DaskExecutor(Executor):
         return out
 
     def cancel(self, futures):
+        """Cancel ``futures`` on the scheduler (nothing to do once the scheduler is gone)."""
         futures = [f for f in futures if f is not None]
         if futures and self.client.status == "running":
             try:
@@ -280,10 +291,13 @@ class DaskExecutor(Executor):
                 pass
 
     def scatter(self, obj):
+        """``obj`` broadcast to every worker; its future."""
         [fut] = self.client.scatter([obj], broadcast=True, hash=False)
         return fut
 
     def wait_for_workers(self, n, timeout):
+        """Wait until ``n`` workers are there; after ``timeout`` seconds a
+        :class:`~daskie.errors.PlanError` says how many came."""
         try:
             self.client.wait_for_workers(n, timeout=timeout)
         except TimeoutError as exc:
@@ -293,9 +307,11 @@ class DaskExecutor(Executor):
                             f"within {timeout:.0f} s; {n} are needed") from exc
 
     def run_on(self, address, fn, *args):
+        """``fn(*args)`` run now on worker ``address`` (outside the task graph); its result."""
         return self.client.run(fn, *args, workers=[address])[address]
 
     def run_everywhere(self, fn, *args):
+        """``fn(*args)`` run now on every worker; workers that are gone are skipped."""
         try:
             self.client.run(fn, *args, on_error="ignore")
         except (OSError, TimeoutError):  # a worker (or the scheduler) gone has nothing open

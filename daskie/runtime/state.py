@@ -110,9 +110,11 @@ class DaskiePlugin(_plugin_base()):
         self.state = None
 
     def setup(self, worker):
+        """Give the worker its empty :class:`WorkerState` (distributed calls this)."""
         self.state = WorkerState(self.keep)
 
     def teardown(self, worker):
+        """Close what the state holds (open collective groups) when the worker closes."""
         if self.state is not None:
             self.state.close()
             self.state = None

@@ -186,6 +186,7 @@ class SAPTS(APTS):
             raise SpecError(f"SAPTS.subdomains={self.subdomains} exceeds minibatch={self.minibatch}")
 
     def check(self, objective, source):
+        """Refuse, by name, objectives without mini-batches and the Gauss-Newton model."""
         if not isinstance(objective, MiniBatchObjective):
             raise SpecError("SAPTS needs minibatches: this objective has no batch_loss "
                             "(integral-equation residuals are coupled through the quadrature); "
@@ -195,6 +196,7 @@ class SAPTS(APTS):
                             "'sr1' or 'first-order'")
 
     def resolve_model(self, objective):
+        """The trust-region model: ``"sr1"`` for ``"auto"`` (no Gauss-Newton on mini-batches)."""
         return "sr1" if self.model == "auto" else self.model
 
     def batches(self, n_data: int) -> int:
@@ -202,9 +204,11 @@ class SAPTS(APTS):
         return max(1, math.ceil(n_data / self.minibatch))
 
     def iterations(self, n_data):
+        """``epochs`` passes of mini-batches."""
         return self.epochs * self.batches(n_data)
 
     def data_epoch(self, iteration, n_data):
+        """Passes over the data after ``iteration`` iterations."""
         return iteration / self.batches(n_data)
 
     def minibatch_rows(self, n_data: int, iteration: int, seed: int):
@@ -228,10 +232,12 @@ class SAPTS(APTS):
         return torch.cat([rows[:shared], part])
 
     def global_function(self, objective, source, iteration, seed):
+        """The loss on this iteration's mini-batch (the global trust-region step)."""
         return LossFunction(Rows(objective, self.minibatch_rows(int(objective.n_data), iteration,
                                                                  seed)))
 
     def local_function(self, objective, source, i, iteration, seed):
+        """Subdomain ``i``'s loss: its micro-batch of this iteration's mini-batch."""
         rows = self.minibatch_rows(int(objective.n_data), iteration, seed)
         return LossFunction(Rows(objective, self.microbatch_rows(rows, i)))
 

@@ -50,14 +50,17 @@ class BlockCoordinate(Strategy):
 
     @property
     def label(self) -> str:
+        """``"block-jacobi"`` or ``"block-gauss-seidel"``."""
         return f"block-{self.order}"
 
     def plan(self, disc, workers, gpus=0):
+        """The CEPTF planner's Plan (:func:`daskie.plan.make_plan`) on ``workers`` workers."""
         from daskie.plan import make_plan
 
         return make_plan(disc, workers=max(1, workers), gpus=gpus)
 
     def groups(self, disc, plan):
+        """The Plan's groups of sub-models, trained in alternation."""
         return tuple(p.submodels for p in plan.groups)
 
     def inputs(self, group, groups, plan) -> tuple[int, ...]:
@@ -70,9 +73,12 @@ class BlockCoordinate(Strategy):
         return self.order == "gauss-seidel"
 
     def polish_steps(self) -> int:
+        """``polish``: joint steps of every sub-model after the windows."""
         return self.polish
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+        """Train on the window graph (:mod:`daskie.runtime.window_graph`), one task per group
+        and window."""
         from daskie.runtime import window_graph
 
         return window_graph.execute(self, executor, ctx, groups, plan, resume=resume,

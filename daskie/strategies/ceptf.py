@@ -77,6 +77,7 @@ class CEPTF(Strategy):
         return plan
 
     def groups(self, disc, plan):
+        """The Plan's groups of sub-models, one rank's share each."""
         return tuple(p.submodels for p in plan.groups)
 
     def resources(self, plan) -> list:
@@ -84,6 +85,8 @@ class CEPTF(Strategy):
         return [g.resource for g in plan.groups for _ in range(self.shards)]
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+        """Train the groups jointly on the SPMD runner (:mod:`daskie.runtime.spmd`): one
+        pinned task per rank and window, the exact joint gradient by one all-reduce."""
         from daskie.runtime.spmd import RankWork, run_spmd_windows
         from daskie.train.optimizers import LevenbergMarquardt
 

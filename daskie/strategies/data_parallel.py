@@ -47,9 +47,11 @@ class DataParallel(Strategy):
 
     @property
     def label(self) -> str:
+        """``"data-parallel"``."""
         return "data-parallel"
 
     def groups(self, disc, plan):
+        """Every sub-model in one group: each rank holds the whole model."""
         return (tuple(disc.submodels),)
 
     def ranks(self, executor) -> int:
@@ -59,6 +61,8 @@ class DataParallel(Strategy):
         return 2 if executor.eager else len(executor.workers())
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+        """Train on the SPMD runner, each rank on its shard of the rows; losses, gradients
+        and normal equations summed by all-reduce."""
         from daskie.runtime.spmd import RankWork, run_spmd_windows
 
         return run_spmd_windows(executor, ctx, RankWork("data"), self.ranks(executor), self.comm,

@@ -97,6 +97,7 @@ class ModelParallel(_Staged):
 
     @property
     def label(self) -> str:
+        """``"model-parallel"``."""
         return "model-parallel"
 
     def _layout(self, executor):
@@ -131,6 +132,7 @@ class Pipeline(ModelParallel):
 
     @property
     def label(self) -> str:
+        """``"pipeline"``."""
         return "pipeline"
 
     def _layout(self, executor):
@@ -174,6 +176,7 @@ class Hybrid(_Staged):
 
     @property
     def label(self) -> str:
+        """``"hybrid"``."""
         return "hybrid"
 
     def _layout(self, executor):

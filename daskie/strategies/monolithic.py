@@ -32,6 +32,7 @@ class Monolithic(Strategy):
         check_int("Monolithic.window", self.window, allow_none=True)
 
     def groups(self, disc, plan):
+        """Every sub-model in one group: one task trains them all."""
         return (tuple(disc.submodels),)
 
     def inputs(self, group, groups, plan) -> tuple[int, ...]:
@@ -43,6 +44,7 @@ class Monolithic(Strategy):
         return False
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+        """Train on the window graph (:mod:`daskie.runtime.window_graph`)."""
         from daskie.runtime import window_graph
 
         return window_graph.execute(self, executor, ctx, groups, plan, resume=resume,

@@ -50,12 +50,15 @@ class IterationStrategy(Strategy):
     window = None
 
     def groups(self, disc, plan):
+        """Every sub-model in one group: the iterations train the whole objective."""
         return (tuple(disc.submodels),)
 
     def progress_total(self, optimizer) -> int:
+        """The optimizer's step budget."""
         return optimizer.steps
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+        """Train on the iteration runner (:func:`daskie.runtime.iterations.train`)."""
         from daskie.runtime.context import objective_for
         from daskie.runtime.iterations import train
 
@@ -146,6 +149,7 @@ class ParaFlow(_GradientFlowStrategy):
                 fine + (init + self.n_coarse - 1) * n_data)
 
     def max_iterations(self, n_data, used):
+        """Iterations the remaining gradient budget pays for."""
         return max(0, (self.budget - used) // self.window_cost(n_data)[0])
 
 
@@ -213,8 +217,10 @@ class GradientDescent(_GradientFlowStrategy):
         _int("GradientDescent", "steps_per_record", self.steps_per_record, 1)
 
     def deterministic_repeat(self) -> bool:
+        """False: plain gradient descent has no parallel tasks to repeat."""
         return False
 
     def max_iterations(self, n_data, used):
+        """Records (of ``steps_per_record`` steps) the remaining gradient budget pays for."""
         steps = max(0, self.budget - used) // min(self.batch or n_data, n_data)
         return math.ceil(steps / self.steps_per_record)
