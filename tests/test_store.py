@@ -542,6 +542,9 @@ def test_an_interrupted_overwrite_keeps_the_finished_run_and_is_resumable_beside
         assert resumed.pending and resumed.read_meta()["seed"] == 2 and not resumed.has_result
         _assert_tree_equal(resumed.latest_checkpoint().outputs, _state(2))
         assert resumed.history() == _records(0)
+        _damage(pending, 0, "history_loss")  # a damaged chunk is named where it is
+        with pytest.raises(CheckpointError, match=f"window_00000 in {pending} cannot be read"):
+            RunStore(path, mode="a").latest_checkpoint()
         resumed.write_checkpoint(Checkpoint(1, _state(3), _records(1)))
         xr.testing.assert_identical(xr.open_zarr(path).load(), before)
         # ... and its result replaces the old run, in one rename.

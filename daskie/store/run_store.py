@@ -877,14 +877,14 @@ class RunStore:
                 readable.pop()
         if damage is not None and checkpoint is None:
             group, exc = damage
-            raise CheckpointError(f"checkpoint {group} in {self.path} cannot be read "
+            raise CheckpointError(f"checkpoint {group} in {self._dir} cannot be read "
                                   f"({_one_line(exc)}) and no checkpoint before it can be "
                                   f"resumed: start a new run (overwrite=True / --overwrite)")
         skipped = [w for w, _ in windows[len(readable):]]
         if damage is not None:
             group, exc = damage
             warnings.warn(
-                f"checkpoint {group} in {self.path} cannot be read ({_one_line(exc)}); resuming "
+                f"checkpoint {group} in {self._dir} cannot be read ({_one_line(exc)}); resuming "
                 f"from window {checkpoint.window}, the newest that can be: windows "
                 f"{', '.join(map(str, skipped))} are skipped and will be trained again",
                 CheckpointWarning, stacklevel=3)
@@ -904,13 +904,13 @@ class RunStore:
     def _read_records(self, group) -> list[dict]:
         """The records of one checkpoint (its state arrays are not read)."""
         _check_plain_arrays(os.path.join(self._dir, group), CheckpointError,
-                            f"checkpoint {group} in {self.path}")
+                            f"checkpoint {group} in {self._dir}")
         try:
             with xr.open_zarr(self._dir, group=group, consolidated=False, chunks=None) as ds:
                 version = ds.attrs.get("schema_version")
                 if version != SCHEMA_VERSION:
                     raise CheckpointError(
-                        f"checkpoint {group} in {self.path} has schema version {version!r} "
+                        f"checkpoint {group} in {self._dir} has schema version {version!r} "
                         f"({'written by an older daskie' if version is None else 'unknown here'}"
                         f"); this daskie reads version {SCHEMA_VERSION}: start a new run "
                         f"(overwrite)")
@@ -932,7 +932,7 @@ class RunStore:
             raise _Damaged() from exc
         outputs = decode_tree(arrays, structure)
         if not isinstance(outputs, list):
-            raise CheckpointError(f"checkpoint {group} in {self.path}: outputs are not a list")
+            raise CheckpointError(f"checkpoint {group} in {self._dir}: outputs are not a list")
         return outputs
 
     # -- result ---------------------------------------------------------------------------
