@@ -162,7 +162,7 @@ def _nonlinear_optimizer(adam):
     (:class:`~daskie.train.LeastSquaresHead`; ``adam``: steps, lr, decay, ridge). Plain Adam
     plateaued at 1.5e-2 (mini-batch, 24000 steps on 2000 instances, the last round) and a
     Levenberg-Marquardt step over the rows of thousands of instances costs tens of seconds."""
-    from daskie.strategies import OperatorDataParallel
+    from daskie.operator import OperatorDataParallel
     from daskie.train import Adam, LeastSquaresHead
 
     opt = LeastSquaresHead(Adam(lr=adam["lr"], decay=adam["decay"], steps=adam["steps"]),
@@ -183,7 +183,7 @@ def accuracy(name, n, n_test, steps, directory, client, skip=True, report=None, 
     from daskie.operator.evaluation import evaluate
     from daskie.problems.families import family
     from daskie.store.dataset import OperatorDataset
-    from daskie.strategies import OperatorDataParallel
+    from daskie.operator import OperatorDataParallel
     from daskie.train import LevenbergMarquardt
 
     fam = family(name)
@@ -283,7 +283,7 @@ def scaling(n, steps, directory, n_train=1024, repeats=1, lm_steps=8,
     from daskie.cluster import local_cluster
     from daskie.operator import OperatorLoss, fit_operator, generate_dataset
     from daskie.problems.families import family
-    from daskie.strategies import OperatorDataParallel
+    from daskie.operator import OperatorDataParallel
     from daskie.train import Adam, LevenbergMarquardt
 
     records = []

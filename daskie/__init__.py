@@ -21,7 +21,7 @@ _LAZY = {
     "DataParallel": "daskie.strategies", "BlockCoordinate": "daskie.strategies",
     "Comm": "daskie.strategies", "Balanced": "daskie.strategies", "Whole": "daskie.strategies",
     "ParaFlow": "daskie.strategies", "ParaFlowS": "daskie.strategies",
-    "OperatorDataParallel": "daskie.strategies",
+    "OperatorDataParallel": "daskie.operator",
     "ModelParallel": "daskie.strategies", "Pipeline": "daskie.strategies",
     "Hybrid": "daskie.strategies",
     "GradientDescent": "daskie.strategies", "APTS": "daskie.strategies", "SAPTS": "daskie.strategies",

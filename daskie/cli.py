@@ -501,7 +501,7 @@ def _operator_net(fam, args):
 
 
 def _operator_strategy(args):
-    from daskie.strategies import OperatorDataParallel
+    from daskie.operator import OperatorDataParallel
 
     options = {}
     if args.shards is not None:

@@ -21,8 +21,12 @@ records, and absent elsewhere.
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "STEP", "ITERATION", "WINDOW", "POLISH", "FIELDS", "of_kind", "is_window",
+__all__ = ["TOPIC", "KINDS", "STEP", "ITERATION", "WINDOW", "POLISH", "FIELDS", "of_kind", "is_window",
            "is_training", "kind_of"]
+
+#: The Dask event topic every live record is published on (tasks' profiles, the client's
+#: window summaries) and the live dashboard page listens to.
+TOPIC = "daskie"
 
 STEP = "step"
 ITERATION = "iteration"

@@ -15,7 +15,7 @@ from daskie.operator import (Operator, OperatorLoss, TrainingSet, fit_operator, 
 from daskie.operator.data import sensor_points, solve_block
 from daskie.problems.families import family
 from daskie.store.dataset import OperatorDataset
-from daskie.strategies import OperatorDataParallel
+from daskie.operator import OperatorDataParallel
 from daskie.train import Adam, Chain, LeastSquaresHead, LevenbergMarquardt, Objective, train
 
 SMALL = dict(sensors=16, query=9, block=8)

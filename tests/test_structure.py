@@ -107,3 +107,87 @@ def test_import_daskie_starts_nothing_and_imports_no_torch_or_dask():
             "'bokeh', 'xarray') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- the package graph, imports inside functions included (issue 25) -------------------------
+#: The layers of docs/architecture.md, lowest first: a package imports only packages of its
+#: own layer or below, at any depth of its files (lazy imports inside functions included).
+LAYERS = (
+    ("daskie.errors", "daskie.records", "daskie.config"),
+    ("daskie.quadrature", "daskie.nn", "daskie.reference", "daskie.problems",
+     "daskie.formulations", "daskie.train", "daskie.plan", "daskie.assess", "daskie.estimate",
+     "daskie.collectives"),
+    ("daskie.store",),
+    ("daskie.report", "daskie.dashboard"),
+    ("daskie.runtime",),
+    ("daskie.strategies", "daskie.cluster"),
+    ("daskie.session", "daskie.parallel_in_time", "daskie.metrics"),
+    ("daskie.operator",),
+    ("daskie.api", "daskie.fit"),
+    ("daskie.cli",),
+)
+LEVEL = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _package_edges() -> dict:
+    """``{package: {imported package: [importing modules]}}`` over every import in the tree."""
+    edges: dict = {}
+    for name, path in MODULES.items():
+        if name == "daskie":
+            continue  # the root's lazy names: it sits above everything
+        for node in ast.walk(TREES[path]):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module == "daskie":  # from daskie import config: the module daskie.config
+                    targets = [f"daskie.{a.name}" if f"daskie.{a.name}" in MODULES else "daskie"
+                               for a in node.names]
+                else:
+                    targets = [node.module]
+            for target in targets:
+                if target == "daskie" or target.startswith("daskie."):
+                    src, dst = _package(name), _package(target)
+                    if src != dst:
+                        edges.setdefault(src, {}).setdefault(dst, []).append(name)
+    return edges
+
+
+def test_every_package_has_a_layer():
+    packages = {_package(name) for name in MODULES if name != "daskie"}
+    assert packages == set(LEVEL), f"not in LAYERS: {sorted(packages - set(LEVEL))}"
+
+
+def test_packages_import_only_their_layer_and_below():
+    bad = [f"{src} -> {dst} (in {sorted(set(mods))})"
+           for src, deps in _package_edges().items() for dst, mods in deps.items()
+           if dst == "daskie" or LEVEL[dst] > LEVEL[src]]
+    assert not bad, "imports upwards: " + "; ".join(bad)
+
+
+def test_the_package_graph_has_no_cycle_even_through_lazy_imports():
+    edges = _package_edges()
+    state: dict = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for dep in edges.get(node, {}):
+            if state.get(dep) == "open":
+                raise AssertionError("package cycle: " + " -> ".join([*stack, node, dep]))
+            if dep not in state:
+                visit(dep, [*stack, node])
+        state[node] = "done"
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name, [])
+
+
+def test_nothing_imports_the_api_but_the_cli():
+    importers = _package_edges()
+    users = {src for src, deps in importers.items() if "daskie.api" in deps}
+    assert users <= {"daskie.cli"}, sorted(users)

@@ -22,7 +22,7 @@ import time
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from daskie.dashboard.feed import RunFeed
-from daskie.runtime.profiler import TOPIC
+from daskie.records import TOPIC
 
 __all__ = ["DashboardPlugin", "LiveRun", "attach", "page_url", "PAGE"]
 
@@ -47,6 +47,7 @@ class DashboardPlugin(SchedulerPlugin):
         self.served = False
 
     async def start(self, scheduler) -> None:
+        """Serve ``/daskie`` on the scheduler's bokeh dashboard (where it has one)."""
         app = getattr(scheduler, "http_application", None)
         if app is None or not any(hasattr(a, "initialize") for a in getattr(app, "applications", ())):
             logger.info("the scheduler has no bokeh dashboard; the daskie page is not served")
@@ -66,6 +67,7 @@ class DashboardPlugin(SchedulerPlugin):
         self.served = True
 
     def log_event(self, topic, msg) -> None:
+        """Feed the page with the window tasks' events on daskie's topic."""
         if topic == TOPIC:
             self.feed.add(msg)
 

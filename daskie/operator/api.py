@@ -294,7 +294,7 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     from daskie.runtime.context import RunContext, run_token
     from daskie.session import check_client, open_session
     from daskie.store.dataset import OperatorDataset
-    from daskie.strategies.operator import OperatorDataParallel
+    from daskie.operator.strategy import OperatorDataParallel
     from daskie.train.optimizers import Adam
 
     _check_family(family)

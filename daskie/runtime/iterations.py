@@ -23,7 +23,7 @@ import uuid
 
 from daskie import records as kinds
 from daskie.errors import SpecError
-from daskie.parallel_in_time.parareal import parareal_futures
+from daskie.runtime.parareal import parareal_futures
 from daskie.runtime.context import WindowOutput, torch_threads
 from daskie.runtime.pipeline import iterate, round_robin
 from daskie.runtime.state import where, worker_state

@@ -25,10 +25,10 @@ import time
 import psutil
 import torch
 
+from daskie.records import TOPIC
+
 __all__ = ["TOPIC", "PROFILE_FIELDS", "WindowProfiler", "publish"]
 
-#: Dask event topic of everything daskie publishes for the live page.
-TOPIC = "daskie"
 
 #: Fields the profiler adds to the last record of each window (besides ``loss_<block>``).
 PROFILE_FIELDS = ("window_s", "sync_s", "peak_rss_mb", "t_start", "t_end")

@@ -50,9 +50,12 @@ class OperatorDataParallel(DataParallel):
 
     @property
     def label(self) -> str:
+        """``"operator-data-parallel"``, with ``-batch<B>`` for mini-batches."""
         return "operator-data-parallel" + ("" if self.batch is None else f"-batch{self.batch}")
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
+        """Train on the SPMD runner: full batches as :class:`DataParallel` does, or each rank
+        on mini-batches drawn from its shard (``batch``)."""
         if self.batch is None:
             return super().execute(executor, ctx, groups, plan, resume=resume,
                                    on_window=on_window, start=start)
