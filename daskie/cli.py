@@ -622,8 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the run in --store from its newest complete checkpoint")
     so.add_argument("--overwrite", action="store_true",
                     default=config.get("store.overwrite"),
-                    help="replace an existing --store, once this run has a checkpoint "
-                         "(setting daskie.store.overwrite)")
+                    help="replace an existing --store once this run finishes (until then the old "
+                         "run stays and this one waits, resumable, beside it) (setting "
+                         "daskie.store.overwrite)")
     so.add_argument("--quiet", action="store_true", help="no progress output")
     so.add_argument("--cluster", type=_cluster, metavar="local|slurm|pbs|ADDRESS",
                     help="where to run: daskie's embedded cluster (default), a SLURM or PBS "
@@ -828,9 +829,14 @@ def _kept(args) -> str:
         return ""
     from daskie.store import RunStore
 
+    path, pending = os.path.abspath(store), RunStore.pending_of(store)
+    if RunStore.exists(pending):
+        before = (f"the previous run at {path} is unchanged" if RunStore.exists(path)
+                  else f"nothing is at {path}")
+        return f"; {before}; this run is kept beside it in {pending} (--resume continues it)"
     if RunStore.exists(store):
-        return f"; a resumable store is kept at {os.path.abspath(store)} (--resume continues it)"
-    return f"; nothing was written at {os.path.abspath(store)}"
+        return f"; a resumable store is kept at {path} (--resume continues it)"
+    return f"; nothing was written at {path}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -227,6 +227,7 @@ def open_session(store=None, *, resume: bool = False, overwrite: bool = False,
         session.store = RunStore(store, mode="a" if resume else ("w" if overwrite else "w-"))
     try:
         if session.store is not None and resume:
+            session.store.lock()  # a second writer fails now, not after a trained window
             check_same_run(session.store.read_meta().get("identity"), identity,
                            session.store.path)
             ckpt = session.store.latest_checkpoint()

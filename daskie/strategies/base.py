@@ -30,9 +30,6 @@ class Strategy(abc.ABC):
     may define :meth:`plan`.
     """
 
-    #: Which runner of :mod:`daskie.runtime` trains this strategy.
-    runner: str = "window-graph"
-
     @property
     def label(self) -> str:
         """Short name for records and stores."""

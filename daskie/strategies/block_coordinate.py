@@ -39,7 +39,6 @@ class BlockCoordinate(Strategy):
     order: str = "jacobi"
     polish: int = 0
 
-    runner = "window-graph"
 
     def __post_init__(self):
         check_int("BlockCoordinate.window", self.window)

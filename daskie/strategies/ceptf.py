@@ -48,7 +48,6 @@ class CEPTF(Strategy):
     placement: Balanced | Whole = Balanced()
     comm: Comm = field(default_factory=Comm)
 
-    runner = "spmd"
 
     def __post_init__(self):
         check_int("CEPTF.window", self.window, allow_none=True)

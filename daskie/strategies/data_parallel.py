@@ -37,7 +37,6 @@ class DataParallel(Strategy):
     window: int | None = 50
     comm: Comm = field(default_factory=Comm)
 
-    runner = "spmd"
 
     def __post_init__(self):
         owner = type(self).__name__

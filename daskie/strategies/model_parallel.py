@@ -24,7 +24,6 @@ def _first_order_only(owner: str, optimizer) -> None:
 class _Staged(Strategy):
     """What the layer-stage strategies share: the runner call (fields in the subclasses)."""
 
-    runner = "spmd"
 
     def groups(self, disc, plan):
         """One group of every sub-model (each rank runs its layers of all of them); a

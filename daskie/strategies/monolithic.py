@@ -25,7 +25,6 @@ class Monolithic(Strategy):
 
     window: int | None = None
 
-    runner = "window-graph"
     seeds_as_tasks = True
 
     def __post_init__(self):

@@ -46,7 +46,6 @@ class IterationStrategy(Strategy):
     (runner: :mod:`daskie.runtime.iterations`); usable by :func:`daskie.solve` and
     :func:`daskie.fit`."""
 
-    runner = "iterations"
     window = None
 
     def groups(self, disc, plan):

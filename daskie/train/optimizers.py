@@ -91,8 +91,8 @@ class Stopping:
         :func:`daskie.estimate.error_estimator`); not part of the option's identity.
     estimate_factor : float
         The estimate is computed whenever the loss has fallen by this factor since it was
-        last computed, and before a stop for any other reason: a handful of estimates per
-        run, at points that depend on the losses only.
+        last computed (4: the error by about 2), and before a stop for any other reason: a
+        dozen or two estimates per run, at steps that depend on the losses only.
     """
 
     max_steps: int = 2000
@@ -103,7 +103,7 @@ class Stopping:
     floor_band: float = 10.0
     tol: float | None = None
     estimator: object = field(default=None, repr=False, compare=False)
-    estimate_factor: float = 10.0
+    estimate_factor: float = 4.0
 
     def __post_init__(self):
         check_int("Stopping.max_steps", self.max_steps)
