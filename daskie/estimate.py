@@ -13,14 +13,17 @@ dimension (:func:`error_estimator`):
   bound on the fine one's), measured, not assumed.
 * :class:`ResidualEstimator` (any ``d``, the default for ``d >= 4``): a posteriori, with no
   reference. The residual ``r = f + sum lam K M(mu) - alpha mu`` of the continuous equation is
-  computed at fresh scrambled-Sobol points with an independent randomized-QMC rule (several
-  independent scrambles give the integrals and their standard errors); the error ``e = mu* -
-  mu`` then solves the linearized equation ``(alpha - sum lam K M'(mu)) e = r`` (one Newton
-  step), which is solved on a QMC Nystrom discretization of the fresh points. Volterra limits
-  map the rule onto each point's box ``[a, x]``; kernels that expose their 1-D factors
-  (:class:`~daskie.problems.highdim.ProductKernel`) have the rule mapped onto each factor's
-  mass (importance sampling), so narrow kernels stay resolved. The resolution is the standard
-  error of the residual, carried through the same solve.
+  computed at fresh points (scrambled Sobol, a quarter of them in log-graded layers along the
+  faces, weighted by the mixture's density) with two independent rules for each integral:
+  randomized QMC (several scrambles: mean and standard error) and Smolyak sparse grids at two
+  levels (value and level difference); the one with the smaller error is used. The error
+  ``e = mu* - mu`` then solves the linearized equation ``(alpha - sum lam K M'(mu)) e = r``
+  (one Newton step) on a QMC Nystrom discretization of the same points, with singularity
+  subtraction (``Int K h = Int K (h - h(x)) + h(x) Int K``) so that narrow kernels do not
+  swamp the diagonal. Volterra limits map the rules onto each point's box ``[a, x]``; kernels
+  that expose their 1-D factors (:class:`~daskie.problems.highdim.ProductKernel`) have them
+  mapped onto each factor's mass (importance sampling). The resolution is twice the rules'
+  error estimate, carried through the same solve.
 
 Both are objects built once per problem (the expensive parts: references, nodes, kernel
 matrices, for linear problems the inverse of the linearized operator) whose ``__call__(mu)``
@@ -57,16 +60,20 @@ class EstimateBudget:
     Parameters
     ----------
     nodes : int
-        Fresh scrambled-Sobol points of the residual estimator: where the residual is
-        computed and the unknowns of the correction solve (a dense ``nodes x nodes`` system).
+        Fresh points of the residual estimator (Sobol, a quarter in layers along the faces):
+        where the residual is computed and the unknowns of the correction solve (a dense
+        ``nodes x nodes`` system).
     shared : int
         Nodes of each rule (the randomized-QMC one, and the finest Smolyak level) for
         Fredholm terms without product structure (shared by every point; ``mu`` is
-        evaluated there once per call).
+        evaluated there once per call, the kernel at ``nodes x 1.6 shared`` pairs). On
+        lorentz-d8 (benchmarks/estimate.py) 16384 Sobol points integrate to 2e-6, 4096 to
+        7e-5.
     mapped : int
         Nodes per point of each rule mapped onto the point's Volterra box or onto a product
-        kernel's factors (``mu`` is evaluated at about ``2.2 * nodes * mapped`` points per
-        call). The default takes the Smolyak rule to level 4 at d = 8 (1105 nodes).
+        kernel's factors (``mu`` is evaluated at up to ``2.2 * nodes * mapped`` points per
+        call). The default takes the Smolyak rule to level 4 at d = 6 and 8 (533 and 1105
+        nodes) and to level 5 at d = 4 (681), with 8 x 128 Sobol points.
     scrambles : int
         Independent scrambles the QMC rule is split into (each of a power of 2 points, at
         most ``shared`` or ``mapped / scrambles``): their spread is its standard error.
@@ -78,7 +85,7 @@ class EstimateBudget:
     """
 
     nodes: int = 1024
-    shared: int = 4096
+    shared: int = 16384
     mapped: int = 1280
     scrambles: int = 8
     boundary: int = 128
@@ -293,8 +300,9 @@ class _TermRule:
     * randomized QMC: ``scrambles`` independent scrambled-Sobol rules, their mean and its
       standard error (robust: needs no smoothness);
     * Smolyak sparse grids at two levels: the finer's value and the difference between the
-      two (spectral for smooth integrands: measured on the hd-* families at d = 8, level 4,
-      1105 nodes, integrates to 1e-10 where 512 Sobol points reach 1e-5).
+      two (spectral for smooth integrands: on the hd-* families at d = 8, level 4, 1105
+      nodes, integrates to 1e-10 where 512 Sobol points reach 1e-5; the narrow hd-sharp
+      kernel's quantile map is steep at the ends, and there QMC wins, 1e-5 against 8e-5).
 
     Both live on the unit cube ``u`` and are mapped per point onto the integration box (the
     Volterra directions' ``[a, x]``) or, for kernels that expose 1-D factors, onto each
@@ -324,13 +332,17 @@ class _TermRule:
         v = np.concatenate([p[1] for p in parts])
         self.starts = np.cumsum([0] + [len(p[0]) for p in parts[:-1]])
         n, rows = len(x), self.ROWS
-        self.w = np.empty((n, len(v)))
+        self.problem, self.index = problem, i
         if self.shared:
+            # The shared rule's weights (points x nodes, 250 MB at the default budget) are
+            # rebuilt in row blocks at each call rather than stored.
             self.t = self.a + (self.b[0] - self.a) * self.u
-            scale = v * np.prod(self.b[0] - self.a) * dom.contains(self.t)
-            for s in range(0, n, rows):
-                self.w[s:s + rows] = scale * problem.kernel_at(i, x[s:s + rows, None, :], self.t[None])
-        for s in range(0, 0 if self.shared else n, rows):
+            self.scale = v * np.prod(self.b[0] - self.a) * dom.contains(self.t)
+            self.mass = np.concatenate([self._shared_weights(slice(s, s + rows))[:, self.starts[-1]:]
+                                        .sum(1) for s in range(0, n, rows)])
+            return
+        self.w = np.empty((n, len(v)))
+        for s in range(0, n, rows):
             t = self._nodes(slice(s, s + rows))
             inside = dom.contains(t)
             if self.factors is not None:
@@ -343,6 +355,9 @@ class _TermRule:
                 self.w[s:s + rows] = (vol[:, None] * v * inside
                                       * problem.kernel_at(i, x[s:s + rows, None, :], t))
         self.mass = self.w[:, self.starts[-1]:].sum(1)  # Int K by the finest Smolyak rule
+
+    def _shared_weights(self, rows: slice) -> np.ndarray:
+        return self.scale * self.problem.kernel_at(self.index, self.x[rows, None, :], self.t[None])
 
     def _nodes(self, rows: slice) -> np.ndarray:
         """The mapped nodes of the points ``rows``: shape ``(k, m, d)`` (rebuilt at each call
@@ -360,7 +375,9 @@ class _TermRule:
         m = self.term.nonlinearity
         if self.shared:
             g = m(np.asarray(mu(self.t), dtype=float))
-            parts = np.add.reduceat(self.w * g[None, :], self.starts, axis=1)
+            parts = np.concatenate([
+                np.add.reduceat(self._shared_weights(slice(s, s + self.ROWS)) * g, self.starts, axis=1)
+                for s in range(0, len(self.x), self.ROWS)])
         else:
             parts = np.empty((len(self.x), len(self.starts)))
             for s in range(0, len(self.x), self.ROWS):
