@@ -202,10 +202,14 @@ def _check_estimate(stop, objective, state, rec, loss):
     theta = state.theta
     t0 = time.perf_counter()
     estimate = float(stop.estimator(lambda x: objective.solution(theta, x))["error_estimate"])
+    seen = list(state.meta.get("estimates", ()))
     state.meta["estimate_loss"] = loss
+    state.meta["estimates"] = seen + [(loss, estimate)]
     rec.update(error_estimate=estimate, estimate_s=time.perf_counter() - t0)
     if estimate <= stop.tol:
         state.done = rec["stopped_by"] = "tol"
+    elif state.done is None and stop.on_ridge(seen, loss, estimate):
+        state.done = rec["stopped_by"] = "ridge"
 
 
 def _converged(stop, state, loss):
