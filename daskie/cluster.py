@@ -43,7 +43,9 @@ __all__ = ["ClusterError", "local_cluster", "local_cuda_cluster", "QueueTimeout"
            "worker_resources"]
 
 #: Kinds of cluster :func:`make_cluster` starts itself (anything else must be an address).
-KINDS = ("local", "local-cuda", "slurm", "pbs")
+KINDS = ("local", "slurm", "pbs")
+#: dask-cuda's local cluster (the ``gpu`` extra); not in :data:`KINDS`, which the CLI offers.
+LOCAL_CUDA = "local-cuda"
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://", "ws://", "wss://")
 # How each queue lists jobs: the command and the job-id option (ids comma-joined for SLURM).
 _STATUS = {"slurm": ("squeue", "--noheader", "-o", "%i %P %j %T %r %M", "-j"),
@@ -57,13 +59,12 @@ def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, 
                   timeout: float = 60.0):
     """An embedded cluster on 127.0.0.1 with CPU (and GPU) resource tags, and its Client.
 
-    The scheduler runs in this process; every worker is a ``dask spec`` subprocess of its own
-    (a fresh interpreter), never a child that re-imports this
-    process's ``__main__``: ``daskie.solve(problem)`` at the top level of a script runs as it
-    reads, without an ``if __name__ == "__main__":`` guard (a spawned nanny re-ran the script
-    in every worker, which failed with "Nanny failed to start"). The workers see this
-    process's ``sys.path`` and Dask configuration. A worker that dies is not restarted (there
-    is no nanny): the run goes on with the others, as on any cluster that loses a worker.
+    The scheduler runs in this process; every worker's nanny is a ``dask spec`` subprocess of
+    its own (a fresh interpreter), never a child that re-imports this process's ``__main__``:
+    ``daskie.solve(problem)`` at the top level of a script runs as it reads, without an
+    ``if __name__ == "__main__":`` guard (a nanny spawned from here re-ran the script in every
+    worker, which failed with "Nanny failed to start"). The workers see this process's
+    ``sys.path`` and Dask configuration; a worker that dies is restarted by its nanny.
 
     Parameters
     ----------
@@ -99,12 +100,19 @@ def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, 
     check_int("gpus", gpus, 0)
     if gpus > workers:
         raise SpecError(f"gpus={gpus} GPU workers do not fit in workers={workers}")
-    # No nanny, so no MALLOC_TRIM_THRESHOLD_ in the workers' environment: the nanny's setting
-    # made torch's mid-sized temporaries 3-4x slower on a worker than in-process, which the
-    # spawned workers answered with MALLOC_MMAP_THRESHOLD_; these run at in-process speed
-    # without either (10 LM steps of E3 on 1 thread: 2.3-2.7 s in-process, 2.7-2.9 s on a
-    # worker, 3.1-3.3 s on the former nanny's worker; load 7 on 2 cores).
-    config = {}
+    # The nanny sets MALLOC_TRIM_THRESHOLD_ for its workers, which makes glibc return freed
+    # memory eagerly; torch's many mid-sized temporaries then run 3-4x slower on a worker
+    # than in-process (measured: 10 PINN steps 1.9-2.8 s against 0.6-0.8 s). Serving those
+    # from mmap-free heap memory restores in-process speed.
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+               "MALLOC_MMAP_THRESHOLD_": 64 * 2**20}
+    # Each nanny forks its worker: the nanny is a fresh interpreter of its own that never
+    # touches CUDA (torch is imported by the worker's first task), so fork is safe there and
+    # saves a second interpreter start per worker. Two workers, medians of 4 starts (load
+    # 7-11 on 2 cores): start 4.2 s with spawn, 2.5 s with fork, 2.1 s for the former
+    # LocalCluster (whose workers re-ran a user's script); close 0.06 s against 0.86 s.
+    config = {"distributed.nanny.pre-spawn-environ": environ,
+              "distributed.worker.multiprocessing-method": "fork"}
     if not profile:
         config["distributed.worker.profile.enabled"] = False
     with contextlib.ExitStack() as stack:
@@ -154,8 +162,9 @@ def _worker_process():
     from distributed.deploy.subprocess import Subprocess
 
     class WorkerProcess(Subprocess):
-        """One Dask worker in a ``python -m dask spec`` subprocess: a fresh interpreter
-        with this process's ``sys.path`` and Dask configuration and its own ``env``."""
+        """One Dask worker (a nanny and its worker) in a ``python -m dask spec`` subprocess:
+        a fresh interpreter with this process's ``sys.path`` and Dask configuration and its
+        own ``env``, whose ``__main__`` is dask's command line, not the user's script."""
 
         def __init__(self, scheduler: str, name=None, worker_kwargs=None, env=None):
             self.scheduler, self.name = scheduler, name
@@ -163,7 +172,7 @@ def _worker_process():
             super().__init__()
 
         async def _start(self) -> None:
-            spec = {"cls": "distributed.Worker", "opts": {"name": self.name, **self.worker_kwargs}}
+            spec = {"cls": "distributed.Nanny", "opts": {"name": self.name, **self.worker_kwargs}}
             paths = [p for p in sys.path if isinstance(p, str) and p]
             env = {**os.environ, **self.env,
                    # what a spawned child inherits: the importable modules and the config
@@ -380,9 +389,9 @@ def make_cluster(kind: str, *, workers=None, gpus: int = 0, plan=None, adapt=Non
     >>> with make_cluster("slurm", workers=2, gpus=1, interface="lo") as client:  # doctest: +SKIP
     ...     ds = daskie.solve("E1", client=client)
     """
-    if not (kind in KINDS or is_address(kind)):
+    if not (kind in KINDS or kind == LOCAL_CUDA or is_address(kind)):
         raise SpecError(f"cluster must be one of {', '.join(KINDS)} or a scheduler address "
-                        f"such as 'tcp://host:8786', got {kind!r}")
+                        f"such as 'tcp://host:8786' (or {LOCAL_CUDA}, with dask-cuda), got {kind!r}")
     size = size_for(workers, gpus, plan)
     wait = _wait_timeout(timeout)
     if adapt is not None:
@@ -396,7 +405,7 @@ def make_cluster(kind: str, *, workers=None, gpus: int = 0, plan=None, adapt=Non
         with local_cluster(size.workers, gpus=size.gpus) as client:
             yield client
         return
-    if kind == "local-cuda":
+    if kind == LOCAL_CUDA:
         with local_cuda_cluster(size.gpus or None, **overrides) as client:
             yield client
         return

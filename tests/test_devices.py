@@ -239,6 +239,29 @@ def test_collective_objectives_make_no_implicit_tensor_and_agree_on_gloo(kind):
     assert torch.equal(out[0][4], out[1][4])
 
 
+def _staged_steps(group, theta):
+    from daskie.runtime.stages import StagedObjective
+
+    local = Objective(SMALL_Q.discretize(catalog.get("E1")))
+    with trap():
+        obj = StagedObjective(local, group, stages=2, micro_batches=2)
+        loss, g = obj.value_and_grad(theta)
+        state, _ = advance(obj, Adam(steps=1), TrainState(theta=theta), 1, final_mse=False)
+    return loss, g, state.theta
+
+
+def test_layer_stages_make_no_implicit_tensor():
+    full = Objective(SMALL_Q.discretize(catalog.get("E1")))
+    theta = full.init_params(1)
+    loss, g = full.value_and_grad(theta)
+    with local_groups(2) as groups:
+        out = run_threads(groups, _staged_steps, [(theta,)] * 2)
+    for l_, g_, th_ in out:
+        assert l_ == pytest.approx(loss, rel=1e-12)
+        torch.testing.assert_close(g_, g, rtol=1e-10, atol=1e-13)
+    assert torch.equal(out[0][2], out[1][2])
+
+
 def test_backend_for_picks_nccl_only_when_every_rank_is_on_cuda():
     assert backend_for(["cuda", "cuda:1"]) == "nccl"
     assert backend_for([torch.device("cuda", 0)] * 4) == "nccl"

@@ -34,12 +34,16 @@ class BatchedRankWork(RankWork):
         from daskie.operator.batches import BatchedObjective
         from daskie.train.collective import ShardedObjective
 
+        from daskie.runtime.devices import resolve_device
+
         r, n = group.rank, group.size
         state = worker_state()
+        device = resolve_device(ctx.device)  # the run's, or this rank's resource tag's
 
         def make():
-            rows = ctx.formulation.shard_rows(ctx.problem, shard=(r, n))
+            rows = ctx.formulation.shard_rows(ctx.problem, shard=(r, n), device=device)
             return BatchedObjective(rows, self.batch, r, n, ctx.seed)
 
-        local = state.cached(state.objectives, (ctx.token, (r, n), "batch", self.batch), make)
+        key = (ctx.token, (r, n), "batch", self.batch) + (() if device == "cpu" else (device,))
+        local = state.cached(state.objectives, key, make)
         return ShardedObjective(local, group), f"shard{r}/{n} batch{local.share}"

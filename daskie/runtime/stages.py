@@ -76,7 +76,7 @@ class _SumWithGradient(torch.autograd.Function):
     def forward(ctx, theta, objective):
         loss, g = objective.value_and_grad(theta)
         ctx.save_for_backward(g)
-        return torch.tensor(loss, dtype=theta.dtype)
+        return torch.tensor(loss, dtype=theta.dtype, device=theta.device)
 
     @staticmethod
     def backward(ctx, grad):
@@ -118,7 +118,8 @@ class StagedObjective:
         self.own = [(offsets[n][0] + a, offsets[n][0] + b)
                     for n, sp in self.splits.items() for a, b in [sp.param_range(self.stage)]]
         self.keys = tuple(local.eval_keys)
-        self.chunks = {k: torch.tensor_split(torch.arange(disc.evaluations[k].size), self.micro)
+        self.chunks = {k: torch.tensor_split(torch.arange(disc.evaluations[k].size,
+                                                          device=local.device), self.micro)
                        for k in self.keys}
         self.stats = {"pipeline_s": 0.0, "wait_s": 0.0, "allreduce_s": 0.0, "p2p_bytes": 0,
                       "calls": 0}
@@ -156,14 +157,14 @@ class StagedObjective:
 
     def _send(self, tensors, dst, tag):
         flat = torch.cat([t.detach().reshape(-1) for t in tensors]) if tensors \
-            else torch.zeros(0, dtype=torch.float64)
+            else torch.zeros(0, dtype=self.local.dtype, device=self.local.device)
         t0 = time.perf_counter()
         self.group.send(flat, dst, tag=tag)
         self.stats["wait_s"] += time.perf_counter() - t0
         self.stats["p2p_bytes"] += flat.numel() * flat.element_size()
 
     def _recv(self, n, src, tag, dtype):
-        buf = torch.empty(n, dtype=dtype)
+        buf = torch.empty(n, dtype=dtype, device=self.local.device)
         t0 = time.perf_counter()
         self.group.recv(buf, src, tag=tag)
         self.stats["wait_s"] += time.perf_counter() - t0
@@ -217,7 +218,7 @@ class StagedObjective:
                                _FORWARD)
                 saved.append((inputs, outs))
             g = torch.zeros_like(theta) if grad else None
-            loss = torch.zeros((), dtype=dtype)
+            loss = torch.zeros((), dtype=dtype, device=self.local.device)
             if last:
                 values, leaves = {}, []
                 for k in self.keys:
