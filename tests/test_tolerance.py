@@ -109,3 +109,15 @@ def test_stopping_checks_its_tolerance_and_when_to_estimate():
     assert not Stopping().estimate_due(1.0, None, stopping=True)  # no tolerance: never
     # the estimator is not part of the option's identity (tokens, stored options)
     assert "estimator" not in repr(stop) and stop == Stopping(tol=1e-6, estimate_factor=10.0)
+
+
+def test_a_loss_that_no_longer_follows_the_error_is_a_ridge():
+    stop = Stopping(tol=1e-6, estimator=lambda mu: {"error_estimate": 0.0}, ridge_factor=1e3)
+    # the loss fell 1000x while the estimate stayed: the loss improves only at the points
+    assert stop.on_ridge([(1e-8, 4e-4), (1e-10, 4.2e-4)], 1e-11, 4.4e-4)
+    # the estimate fell with the loss (by 10x for 1000x: the error ~ sqrt(loss) would be 30x)
+    assert not stop.on_ridge([(1e-8, 4e-4)], 1e-11, 4e-5)
+    # not yet 1000x of loss since any estimate
+    assert not stop.on_ridge([(1e-9, 4e-4)], 1e-11, 4.4e-4)
+    with pytest.raises(SpecError, match="Stopping.ridge_factor must be > 1"):
+        Stopping(ridge_factor=1.0)
