@@ -302,6 +302,9 @@ def test_device_strings_are_checked_with_the_field_named():
     for bad in ("gpu", "cpu:1", "cuda:x", 3):
         with pytest.raises(SpecError, match="device must be"):
             check_device(bad)
+    with pytest.raises(SpecError,
+                       match=r"solve\(device=\) must be None, 'cpu', 'cuda' or 'cuda:N', got 'meta'"):
+        check_device("meta", "solve(device=)", meta=False)
     if not torch.cuda.is_available():
         with pytest.raises(PlanError, match="no CUDA device"):
             resolve_device("cuda")

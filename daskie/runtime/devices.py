@@ -29,9 +29,10 @@ KINDS = ("cpu", "cuda", "meta")
 _claims = threading.local()
 
 
-def check_device(device, what: str = "device") -> str | None:
-    """``device`` validated: None, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"meta"`` (a dry
-    run that computes nothing); a :class:`torch.device` becomes its string.
+def check_device(device, what: str = "device", *, meta: bool = True) -> str | None:
+    """``device`` validated: None, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or (with ``meta``)
+    ``"meta"`` (shapes without numbers: a dry run of objectives, not of a solve, whose
+    optimizers read numbers); a :class:`torch.device` becomes its string.
 
     Raises
     ------
@@ -46,8 +47,11 @@ def check_device(device, what: str = "device") -> str | None:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         dev = None
-    if dev is None or dev.type not in KINDS or (dev.index is not None and dev.type != "cuda"):
-        raise SpecError(f"{what} must be None, 'cpu', 'cuda', 'cuda:N' or 'meta', got {device!r}")
+    if dev is None or dev.type not in KINDS or (dev.index is not None and dev.type != "cuda") \
+            or (dev.type == "meta" and not meta):
+        allowed = ("None, 'cpu', 'cuda', 'cuda:N' or 'meta'" if meta
+                   else "None, 'cpu', 'cuda' or 'cuda:N'")
+        raise SpecError(f"{what} must be {allowed}, got {device!r}")
     return str(dev)
 
 
