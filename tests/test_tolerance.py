@@ -121,3 +121,11 @@ def test_a_loss_that_no_longer_follows_the_error_is_a_ridge():
     assert not stop.on_ridge([(1e-9, 4e-4)], 1e-11, 4.4e-4)
     with pytest.raises(SpecError, match="Stopping.ridge_factor must be > 1"):
         Stopping(ridge_factor=1.0)
+
+
+def test_a_linear_equation_starts_random_and_a_nonlinear_one_from_the_reference():
+    from daskie.problems import catalog
+    from daskie.train.warm_start import choose_init
+
+    assert choose_init(catalog.get("E1"), reference=object())[0] == "random"
+    assert choose_init(catalog.get("nfredholm1d"), reference=object())[0] == "reference"
