@@ -199,8 +199,13 @@ def summary(rows) -> str:
     scored = [r for r in rows if r["perturbation"] != "none"]
     ok = sum(r["good"] for r in scored)
     below = sum(r["error_estimate"] < max(r["true_rel_l2"], r["resolution"]) / 10 for r in scored)
+    seen = [r for r in scored if r["true_rel_l2"] > r["resolution"]]
+    close = sum(r["true_rel_l2"] / 10 <= r["error_estimate"] <= 10 * r["true_rel_l2"] for r in seen)
+    worst = min((r["error_estimate"] / r["true_rel_l2"] for r in seen), default=float("nan"))
     return (f"{ok}/{len(scored)} rows within a factor 10 of max(true, resolution) "
-            f"({100 * ok / max(len(scored), 1):.1f} %); {below} below it by more than 10x")
+            f"({100 * ok / max(len(scored), 1):.1f} %); {below} below it by more than 10x; "
+            f"of the {len(seen)} rows whose true error is above the resolution, {close} within "
+            f"a factor 10 of it (lowest estimate / true: {worst:.2f})")
 
 
 def main(argv=None):
