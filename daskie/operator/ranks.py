@@ -1,6 +1,6 @@
 """The rank work of mini-batch operator training on the SPMD runner.
 
-:class:`BatchedRankWork` is the runner's ``"data"`` rank work with one change: each rank's
+:class:`BatchedRankWork` is the runner's data-shard rank work with one change: each rank's
 objective is a :class:`~daskie.operator.batches.BatchedObjective` over its data shard (kept
 in the worker's state between windows, like every objective), behind the same
 all-reducing :class:`~daskie.train.collective.ShardedObjective`.
@@ -26,7 +26,6 @@ class BatchedRankWork(RankWork):
         Instances per step over all ranks.
     """
 
-    kind: str = "data"
     batch: int = 1
 
     def objective(self, ctx, group):

@@ -4,13 +4,13 @@ A window is one call of a :class:`~daskie.runtime.groups.Groups`: one task per r
 to its own worker, the ranks exchanging data every step through a
 :class:`~daskie.collectives.Group`. Every rank runs the same optimizer on an objective that
 presents the whole problem (:mod:`daskie.train.collective`), so the result is the
-one-process training up to rounding. Two kinds of rank work:
+one-process training up to rounding. The kinds of rank work are types of :class:`RankWork`:
 
-* ``"data"`` -- collocation rows sharded over the ranks (sums by all-reduce;
+* :class:`DataShards` -- collocation rows sharded over the ranks (sums by all-reduce;
   :class:`~daskie.strategies.DataParallel`);
-* ``"model"`` -- sub-models (or row pieces of them) placed on the ranks by the Plan (values
-  by all-gather, the exact joint gradient; :class:`~daskie.strategies.CEPTF`);
-* ``"stages"`` -- layer ranges of every network on the ranks, activations and their gradients
+* :class:`ModelPieces` -- sub-models (or row pieces of them) placed on the ranks by the Plan
+  (values by all-gather, the exact joint gradient; :class:`~daskie.strategies.CEPTF`);
+* :class:`LayerStages` -- layer ranges of every network on the ranks, activations and their gradients
   sent from stage to stage, GPipe micro-batches, data-parallel replicas of the pipeline
   (:mod:`daskie.runtime.stages`; :class:`~daskie.strategies.ModelParallel`,
   :class:`~daskie.strategies.Pipeline`, :class:`~daskie.strategies.Hybrid`).
@@ -42,64 +42,75 @@ from daskie.runtime.profiler import WindowProfiler
 from daskie.runtime.state import where
 from daskie.train.loop import TrainState, advance
 
-__all__ = ["RankWork", "run_spmd_windows"]
+__all__ = ["RankWork", "DataShards", "ModelPieces", "LayerStages", "run_spmd_windows"]
 
 log = logging.getLogger("daskie.runtime")
 
 
 @dataclass(frozen=True)
 class RankWork:
-    """What every rank of a window does (the same for all ranks; each picks its share).
+    """What every rank of a window does (the same object for all ranks; each picks its
+    share). A type per kind of work: :class:`DataShards`, :class:`ModelPieces`,
+    :class:`LayerStages` (and operator learning's
+    :class:`~daskie.operator.ranks.BatchedRankWork`)."""
+
+    def objective(self, ctx, group):
+        """This rank's objective and a label of what it evaluates."""
+        raise NotImplementedError
+
+    def group_of(self, rank: int) -> int:
+        """The Plan group rank ``rank`` serves (0 unless the work is split by groups)."""
+        return 0
+
+    def joined(self, states, layout):
+        """The ranks' end-of-window states as the window's (every rank holds the whole state;
+        ``layout()`` gives the parameters' layout where states must be assembled)."""
+        return states
+
+
+@dataclass(frozen=True)
+class DataShards(RankWork):
+    """Data parallelism: rank r of n evaluates row shard ``(r, n)`` of every residual; the
+    gradients (or LM's normal equations) are all-reduced."""
+
+    def objective(self, ctx, group):
+        from daskie.train.collective import ShardedObjective
+
+        r, n = group.rank, group.size
+        return ShardedObjective(objective_for(ctx, shard=(r, n)), group), f"shard{r}/{n}"
+
+
+@dataclass(frozen=True)
+class ModelPieces(RankWork):
+    """CEPTF's model split: the sub-models of each Plan group on its ranks.
 
     Attributes
     ----------
-    kind : str
-        ``"data"`` (row shards), ``"model"`` (sub-models per rank) or ``"stages"`` (layer
-        ranges per rank).
-    owners : tuple of tuple of str, optional
-        ``"model"``: the sub-models of each Plan group (rank r serves group r // shards).
+    owners : tuple of tuple of str
+        The sub-models of each Plan group (rank r serves group r // shards).
     shards : int
-        ``"model"``: ranks per Plan group.
+        Ranks per Plan group.
     lm_split : str
-        ``"model"``: Levenberg-Marquardt normal equations by ``"rows"`` or ``"columns"``.
+        Levenberg-Marquardt normal equations by ``"rows"`` or ``"columns"``.
     pieces : list, optional
-        ``"model"``: each rank's row ranges of every evaluation (balanced placement; computed
-        once on the client from the Plan, read by the ranks).
+        Each rank's row ranges of every evaluation (balanced placement; computed once on the
+        client from the Plan, read by the ranks).
     local_grads : bool
-        ``"model"`` with whole sub-models and an element-wise optimizer (Adam): no gradient
-        all-reduce per step; each rank updates its own parameters and the window's state is
-        assembled from every parameter's owner (:func:`assemble`).
-    stages, replicas, micro_batches : int
-        ``"stages"``: layer stages per replica, data-parallel replicas of the pipeline (rank
-        r is stage ``r % stages`` of replica ``r // stages``), GPipe micro-batches.
+        With whole sub-models and an element-wise optimizer (Adam): no gradient all-reduce
+        per step; each rank updates its own parameters and the window's state is assembled
+        from every parameter's owner (:func:`assemble`).
     """
 
-    kind: str
-    owners: tuple | None = None
+    owners: tuple = ()
     shards: int = 1
     lm_split: str = "rows"
     pieces: list | None = None
     local_grads: bool = False
-    stages: int = 1
-    replicas: int = 1
-    micro_batches: int = 1
 
     def objective(self, ctx, group):
-        """This rank's objective and a label of what it evaluates."""
         from daskie.train.collective import PartitionedObjective, ShardedObjective
 
         r, n = group.rank, group.size
-        if self.kind == "stages":
-            from daskie.runtime.stages import StagedObjective
-
-            d = r // self.stages
-            shard = (d, self.replicas) if self.replicas > 1 else None
-            obj = StagedObjective(objective_for(ctx, shard=shard), group, self.stages,
-                                  self.replicas, self.micro_batches)
-            label = f"stage{obj.stage}/{self.stages}"
-            return obj, label + (f" replica{d}/{self.replicas}" if self.replicas > 1 else "")
-        if self.kind == "data":
-            return ShardedObjective(objective_for(ctx, shard=(r, n)), group), f"shard{r}/{n}"
         rows = ShardedObjective(objective_for(ctx, shard=(r, n)), group) \
             if self.lm_split == "rows" else None
         local = objective_for(ctx)
@@ -117,8 +128,38 @@ class RankWork:
         return obj, label
 
     def group_of(self, rank: int) -> int:
-        """The Plan group rank ``rank`` serves (0 for data-parallel ranks)."""
-        return rank // self.shards if self.kind == "model" else 0
+        return rank // self.shards
+
+    def joined(self, states, layout):
+        if not self.local_grads:
+            return states
+        return [assemble(states, self.owners, layout())] * len(states)
+
+
+@dataclass(frozen=True)
+class LayerStages(RankWork):
+    """Model, pipeline and hybrid parallelism: layer ranges of one network per rank.
+
+    Attributes
+    ----------
+    stages, replicas, micro_batches : int
+        Layer stages per replica, data-parallel replicas of the pipeline (rank r is stage
+        ``r % stages`` of replica ``r // stages``), GPipe micro-batches.
+    """
+
+    stages: int = 1
+    replicas: int = 1
+    micro_batches: int = 1
+
+    def objective(self, ctx, group):
+        from daskie.runtime.stages import StagedObjective
+
+        d = group.rank // self.stages
+        shard = (d, self.replicas) if self.replicas > 1 else None
+        obj = StagedObjective(objective_for(ctx, shard=shard), group, self.stages,
+                              self.replicas, self.micro_batches)
+        label = f"stage{obj.stage}/{self.stages}"
+        return obj, label + (f" replica{d}/{self.replicas}" if self.replicas > 1 else "")
 
 
 def _rank_window(group, ctx, work: RankWork, state, steps, window, resource=None):
@@ -308,8 +349,7 @@ class _Windows:
     def check(self, k, results, attempt):
         """The window's state (identical on every rank) and every rank's records."""
         states = [s for s, _ in results]
-        if self.work.local_grads:
-            states = [assemble(states, self.work.owners, objective_for(self.ctx).layout)] * len(states)
+        states = self.work.joined(states, lambda: objective_for(self.ctx).layout)
         for r, s in enumerate(states[1:], 1):
             if not torch.equal(s.theta, states[0].theta):
                 raise DaskieError(f"window {k}: rank {r} ended with other parameters than "

@@ -86,7 +86,7 @@ class CEPTF(Strategy):
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         """Train the groups jointly on the SPMD runner (:mod:`daskie.runtime.spmd`): one
         pinned task per rank and window, the exact joint gradient by one all-reduce."""
-        from daskie.runtime.spmd import RankWork, run_spmd_windows
+        from daskie.runtime.spmd import ModelPieces, run_spmd_windows
         from daskie.train.optimizers import LevenbergMarquardt
 
         if self.shards > 1 and self.lm_split == "columns" and \
@@ -96,8 +96,8 @@ class CEPTF(Strategy):
         # Whole sub-models and an element-wise optimizer: no gradient exchange per step
         local = (not plan.pieces and self.shards == 1
                  and all(getattr(s, "elementwise", False) for s in ctx.optimizer.stages()))
-        work = RankWork("model", tuple(groups), self.shards, self.lm_split,
-                        list(plan.pieces) if plan.pieces else None, local_grads=local)
+        work = ModelPieces(tuple(groups), self.shards, self.lm_split,
+                           list(plan.pieces) if plan.pieces else None, local_grads=local)
         replan = None
         if isinstance(self.placement, Whole) and self.placement.rebalance:
             replan = _Repacker(self, plan, work)

@@ -62,8 +62,8 @@ class DataParallel(Strategy):
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         """Train on the SPMD runner, each rank on its shard of the rows; losses, gradients
         and normal equations summed by all-reduce."""
-        from daskie.runtime.spmd import RankWork, run_spmd_windows
+        from daskie.runtime.spmd import DataShards, run_spmd_windows
 
-        return run_spmd_windows(executor, ctx, RankWork("data"), self.ranks(executor), self.comm,
+        return run_spmd_windows(executor, ctx, DataShards(), self.ranks(executor), self.comm,
                                 window=self.window, resume=resume, on_window=on_window,
                                 start=start)

@@ -44,11 +44,11 @@ class _Staged(Strategy):
         return stages * replicas
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
-        from daskie.runtime.spmd import RankWork, run_spmd_windows
+        from daskie.runtime.spmd import LayerStages, run_spmd_windows
 
         _first_order_only(type(self).__name__, ctx.optimizer)
         stages, replicas, micro = self._layout(executor)
-        work = RankWork("stages", stages=stages, replicas=replicas, micro_batches=micro)
+        work = LayerStages(stages=stages, replicas=replicas, micro_batches=micro)
         return run_spmd_windows(executor, ctx, work, stages * replicas, self.comm,
                                 window=self.window, resume=resume, on_window=on_window,
                                 start=start)
