@@ -4,8 +4,8 @@ For every equation (the catalog's E1-E4, 1-D Fredholm/Volterra, linear and nonli
 weakly singular Abel equations, the L-shape, 3-D; the ``hd-*`` families at d = 4, 6, 8; and
 :func:`lorentz`, a non-separable high-dimensional equation) the exact solution is perturbed by
 a known function of size 1e-3, 1e-6 and 1e-9: a smooth global one, one localized within 0.01
-of a face and (d <= 3) one within 1e-4 of the far end of the first coordinate, where interior
-test points see nothing. Each row compares ``daskie.estimate``'s ``error_estimate`` with the
+of a face, an oscillating one (4 periods along x_1 times 3 along x_d) and (d <= 3) one within
+1e-4 of the far end of the first coordinate, where interior test points see nothing. Each row compares ``daskie.estimate``'s ``error_estimate`` with the
 true relative L2 error (on an independent, finer rule). A row is good when the estimate lies
 within a factor 10 of ``max(true, resolution)``: at the resolution the estimate says it
 cannot see further.
@@ -115,7 +115,10 @@ def perturbations(p: Problem) -> dict:
         return (np.asarray(x, dtype=float) - lo) / (hi - lo)
 
     out = {"smooth": lambda x: np.cos(np.pi * unit(x).mean(-1) + 0.3),
-           "face": lambda x: np.exp(-unit(x)[..., 0] / 0.01)}
+           "face": lambda x: np.exp(-unit(x)[..., 0] / 0.01),
+           # what a network's error looks like more: oscillating, along two axes
+           "wiggle": lambda x: np.sin(8 * np.pi * unit(x)[..., 0] + 1.0)
+           * np.cos(6 * np.pi * unit(x)[..., -1])}
     if p.dim <= 3:
         out["thin-end"] = lambda x: np.exp(-(1.0 - unit(x)[..., 0]) / 1e-4)
     return out
