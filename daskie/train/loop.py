@@ -206,7 +206,7 @@ def _check_estimate(stop, objective, state, rec, loss):
     state.meta["estimate_loss"] = loss
     state.meta["estimates"] = seen + [(loss, estimate)]
     rec.update(error_estimate=estimate, estimate_s=time.perf_counter() - t0)
-    if estimate <= stop.tol:
+    if estimate <= stop.margin * stop.tol:
         state.done = rec["stopped_by"] = "tol"
     elif state.done is None and stop.on_ridge(seen, loss, estimate):
         state.done = rec["stopped_by"] = "ridge"
