@@ -4,8 +4,9 @@ For every equation (the catalog's E1-E4, 1-D Fredholm/Volterra, linear and nonli
 weakly singular Abel equations, the L-shape, 3-D; the ``hd-*`` families at d = 4, 6, 8; and
 :func:`lorentz`, a non-separable high-dimensional equation) the exact solution is perturbed by
 a known function of size 1e-3, 1e-6 and 1e-9: a smooth global one, one localized within 0.01
-of a face, an oscillating one (4 periods along x_1 times 3 along x_d) and (d <= 3) one within
-1e-4 of the far end of the first coordinate, where interior test points see nothing. Each row compares ``daskie.estimate``'s ``error_estimate`` with the
+of a face, an oscillating one (4 periods along x_1 times 3 along x_d), a random tanh network
+(an error shaped like a trained network's) and (d <= 3) one within 1e-4 of the far end of the
+first coordinate, where interior test points see nothing. Each row compares ``daskie.estimate``'s ``error_estimate`` with the
 true relative L2 error (on an independent, finer rule). A row is good when the estimate lies
 within a factor 10 of ``max(true, resolution)``: at the resolution the estimate says it
 cannot see further.
@@ -119,9 +120,32 @@ def perturbations(p: Problem) -> dict:
            # what a network's error looks like more: oscillating, along two axes
            "wiggle": lambda x: np.sin(8 * np.pi * unit(x)[..., 0] + 1.0)
            * np.cos(6 * np.pi * unit(x)[..., -1])}
+    out["network"] = _random_network(p.dim)
     if p.dim <= 3:
         out["thin-end"] = lambda x: np.exp(-(1.0 - unit(x)[..., 0]) / 1e-4)
     return out
+
+
+def _random_network(d: int, seed: int = 0):
+    """A random tanh network (two hidden layers of 32) on the unit box, scaled to max 1 on
+    Sobol points: an error shaped like a trained network's, everywhere at once."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + d)
+    sizes = [d, 32, 32, 1]
+    layers = [(torch.randn(a, b, generator=gen, dtype=torch.float64) * 2 / math.sqrt(a),
+               torch.randn(b, generator=gen, dtype=torch.float64)) for a, b in zip(sizes, sizes[1:])]
+
+    def net(x):
+        h = torch.as_tensor(np.asarray(x, dtype=float).reshape(-1, d))
+        for i, (w, b) in enumerate(layers):
+            h = h @ w + b
+            if i < len(layers) - 1:
+                h = torch.tanh(h)
+        return h[:, 0].numpy().reshape(np.shape(x)[:-1])
+
+    scale = float(np.max(np.abs(net(np.random.default_rng(0).random((4096, d))))))
+    return lambda x: net(x) / scale
 
 
 def _composite(depth: int, inner: int, q: int):
