@@ -6,10 +6,10 @@ weakly singular Abel equations, the L-shape, 3-D; the ``hd-*`` families at d = 4
 a known function of size 1e-3, 1e-6 and 1e-9: a smooth global one, one localized within 0.01
 of a face, an oscillating one (4 periods along x_1 times 3 along x_d), a random tanh network
 (an error shaped like a trained network's) and (d <= 3) one within 1e-4 of the far end of the
-first coordinate, where interior test points see nothing. Each row compares ``daskie.estimate``'s ``error_estimate`` with the
-true relative L2 error (on an independent, finer rule). A row is good when the estimate lies
-within a factor 10 of ``max(true, resolution)``: at the resolution the estimate says it
-cannot see further.
+first coordinate, where interior test points see nothing. Each row compares
+``daskie.estimate``'s ``error_estimate`` with the true relative L2 error (on an independent,
+finer rule). A row is good when the estimate lies within a factor 10 of
+``max(true, resolution)``: at the resolution the estimate says it cannot see further.
 
     python benchmarks/estimate.py --out benchmarks/results/estimate.json
     python benchmarks/estimate.py --quick          # fewer problems, one size per kind
@@ -134,7 +134,8 @@ def _random_network(d: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed + d)
     sizes = [d, 32, 32, 1]
     layers = [(torch.randn(a, b, generator=gen, dtype=torch.float64) * 2 / math.sqrt(a),
-               torch.randn(b, generator=gen, dtype=torch.float64)) for a, b in zip(sizes, sizes[1:])]
+               torch.randn(b, generator=gen, dtype=torch.float64))
+              for a, b in zip(sizes, sizes[1:])]
 
     def net(x):
         h = torch.as_tensor(np.asarray(x, dtype=float).reshape(-1, d))
@@ -217,7 +218,8 @@ def run(names, sizes, residual_low_d=False, budget=None):
                                                         / np.max(np.abs(ex)))))
                     print(f"  {pert:9s} {size:.0e}  true {true:.2e}  estimate {e:.2e}  "
                           f"resolution {out['resolution']:.1e}  ratio {e / true:8.2f}  "
-                          f"max {out['max_error_estimate']:.1e} (true {rows[-1]['true_max_rel']:.1e})"
+                          f"max {out['max_error_estimate']:.1e} "
+                          f"(true {rows[-1]['true_max_rel']:.1e})"
                           f"  {out['seconds']:.2f}s {'ok' if ok else 'MISS'}", flush=True)
     return rows
 

@@ -103,8 +103,9 @@ class EstimateBudget:
 
 def _result(method, rel, res, max_rel, max_res, seconds, **extra) -> dict:
     resolved = bool(rel > res)
-    return {"error_estimate": float(max(rel, res)), "max_error_estimate": float(max(max_rel, max_res)),
-            "resolution": float(res), "max_resolution": float(max_res), "resolved": resolved,
+    return {"error_estimate": float(max(rel, res)),
+            "max_error_estimate": float(max(max_rel, max_res)), "resolution": float(res),
+            "max_resolution": float(max_res), "resolved": resolved,
             "raw_estimate": float(rel), "method": method, "seconds": float(seconds),
             "note": "" if resolved else "the answer is more accurate than the estimate can "
                                         f"resolve: error_estimate is the resolution {res:.1e}",
@@ -174,7 +175,8 @@ class ReferenceEstimator:
             n = round((reference.n_unknowns / cells) ** (1.0 / problem.dim))
         n_fine = budget.fine or (n + 2 if problem.dim >= 3 else max(math.ceil(1.5 * n), n + 8))
         try:
-            fine = Nystrom(n=n_fine).solve(problem, initial=None if problem.is_linear else reference)
+            start_from = None if problem.is_linear else reference
+            fine = Nystrom(n=n_fine).solve(problem, initial=start_from)
         except NewtonDidNotConverge as exc:
             raise SpecError(f"{problem.name}: the fine reference (n = {n_fine}) did not "
                             f"converge ({exc})") from None
@@ -338,8 +340,9 @@ class _TermRule:
             # rebuilt in row blocks at each call rather than stored.
             self.t = self.a + (self.b[0] - self.a) * self.u
             self.scale = v * np.prod(self.b[0] - self.a) * dom.contains(self.t)
-            self.mass = np.concatenate([self._shared_weights(slice(s, s + rows))[:, self.starts[-1]:]
-                                        .sum(1) for s in range(0, n, rows)])
+            finest = slice(self.starts[-1], None)
+            self.mass = np.concatenate([self._shared_weights(slice(s, s + rows))[:, finest].sum(1)
+                                        for s in range(0, n, rows)])
             return
         self.w = np.empty((n, len(v)))
         for s in range(0, n, rows):
@@ -375,9 +378,9 @@ class _TermRule:
         m = self.term.nonlinearity
         if self.shared:
             g = m(np.asarray(mu(self.t), dtype=float))
-            parts = np.concatenate([
-                np.add.reduceat(self._shared_weights(slice(s, s + self.ROWS)) * g, self.starts, axis=1)
-                for s in range(0, len(self.x), self.ROWS)])
+            blocks = (slice(s, s + self.ROWS) for s in range(0, len(self.x), self.ROWS))
+            parts = np.concatenate([np.add.reduceat(self._shared_weights(b) * g, self.starts, 1)
+                                    for b in blocks])
         else:
             parts = np.empty((len(self.x), len(self.starts)))
             for s in range(0, len(self.x), self.ROWS):
@@ -435,7 +438,8 @@ class ResidualEstimator:
             raise SpecError(f"{problem.name}: the residual estimator needs alpha != 0 (a "
                             "second-kind equation)")
         self.f = problem.f_at(every)
-        self.rules = [_TermRule(problem, i, every, budget, 3000 + seed) for i in range(len(problem.terms))]
+        self.rules = [_TermRule(problem, i, every, budget, 3000 + seed)
+                      for i in range(len(problem.terms))]
         n = len(self.x)
         self.ops = [t.lam * operator_matrix(problem, i, every, self.x, 1.0) * self.wq
                     for i, t in enumerate(problem.terms)]
@@ -503,7 +507,8 @@ class ResidualEstimator:
 
 
 # --- entry points ---------------------------------------------------------------------------
-def error_estimator(problem, *, reference=None, seed: int = 0, budget: EstimateBudget | None = None):
+def error_estimator(problem, *, reference=None, seed: int = 0,
+                    budget: EstimateBudget | None = None):
     """The error estimator for ``problem``, built once: :class:`ReferenceEstimator` where the
     Nystrom reference fits (``d <= 3``), :class:`ResidualEstimator` otherwise (and where the
     reference does not converge). Call it with an answer ``mu`` for :func:`estimate_error`'s
