@@ -127,3 +127,14 @@ def test_graded_rule_integrates_the_domain_and_reaches_the_faces():
         assert problem.domain.contains(x).all()
     x, _ = graded_rule(catalog.get("abel").domain)
     assert x.min() < 1e-10 and x.max() > 1 - 1e-10
+
+
+def test_same_seed_same_numbers_and_the_seed_changes_only_the_rules():
+    problem = catalog.get("hd-volterra-d4")
+    mu = lambda x: problem.exact(x) * (1 + 1e-4 * np.cos(x.sum(-1)))  # noqa: E731
+    a = ResidualEstimator(problem, seed=3, budget=SMALL)(mu)
+    b = ResidualEstimator(problem, seed=3, budget=SMALL)(mu)
+    c = ResidualEstimator(problem, seed=4, budget=SMALL)(mu)
+    assert a["error_estimate"] == b["error_estimate"] and a["resolution"] == b["resolution"]
+    assert a["error_estimate"] != c["error_estimate"]
+    assert c["error_estimate"] == pytest.approx(a["error_estimate"], rel=0.2)
