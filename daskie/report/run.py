@@ -36,6 +36,8 @@ def metrics_table(attrs: dict, records: list[dict]) -> Div:
                  "loss": last.get("loss"), "epochs": last.get("epoch"),
                  "wall_s": last.get("elapsed_s")}
     rows = [("MSE (test points)", attrs.get("mse")), ("relative L2", attrs.get("rel_l2")),
+            ("error estimate (relative L2)", attrs.get("error_estimate")),
+            ("tolerance", attrs.get("tol")), ("within tolerance", attrs.get("converged")),
             ("max abs error", attrs.get("max_abs_error")), ("final loss", attrs.get("loss")),
             ("epochs", attrs.get("epochs")), ("wall time (s)", attrs.get("wall_s")),
             ("stopped by", attrs.get("done")), ("parameters", attrs.get("n_params"))]
