@@ -32,9 +32,10 @@ def default_formulation():
 
 
 def default_optimizer(formulation=None):
-    """Levenberg-Marquardt until converged (``steps="auto"``: the target, the discretization
-    floor, a stall, 80 s or 2000 steps; issue 15: with a fixed 300 steps the loss was still
-    falling by orders of magnitude at the end). Marquardt's scaling (damping by diag J^T J)
+    """Levenberg-Marquardt until converged (``steps="auto"``: the error estimate within the
+    tolerance, a ridge, the discretization floor, a stall or 2000 steps -- no wall-clock
+    limit; issue 15: with a fixed 300 steps the loss was still falling by orders of magnitude
+    at the end). Marquardt's scaling (damping by diag J^T J)
     for one network; plain Levenberg damping for order reduction, whose sub-models have very
     different scales (measured on E2: MSE 1.9e-8 after 80 steps against 9e-3)."""
     from daskie.formulations import OrderReduction
