@@ -157,6 +157,12 @@ def local_cluster(workers: int = 2, threads_per_worker: int = 1, gpus: int = 0, 
         yield client
 
 
+#: What a worker subprocess runs: take the parent's ``sys.path``, then dask's command line
+#: (``dask spec ...``); its ``__main__`` is this string, which no spawned child re-imports.
+_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv.pop(1)); sys.argv[0] = 'dask'; "
+         "from dask.cli import run_cli; run_cli()")
+
+
 def _worker_process():
     """The worker class of :func:`local_cluster` (made here: ``distributed`` is imported only
     when a cluster starts)."""
@@ -169,9 +175,9 @@ def _worker_process():
     from distributed.deploy.subprocess import Subprocess
 
     class WorkerProcess(Subprocess):
-        """One Dask worker (a nanny and its worker) in a ``python -m dask spec`` subprocess:
-        a fresh interpreter with this process's ``sys.path`` and Dask configuration and its
-        own ``env``, whose ``__main__`` is dask's command line, not the user's script."""
+        """One Dask worker (a nanny and its worker) in a ``dask spec`` subprocess: a fresh
+        interpreter with this process's ``sys.path`` and Dask configuration and its own
+        ``env``, whose ``__main__`` is not the user's script (:data:`_BOOT`)."""
 
         def __init__(self, scheduler: str, name=None, worker_kwargs=None, env=None):
             self.scheduler, self.name = scheduler, name
@@ -180,14 +186,16 @@ def _worker_process():
 
         async def _start(self) -> None:
             spec = {"cls": "distributed.Nanny", "opts": {"name": self.name, **self.worker_kwargs}}
-            paths = [p for p in sys.path if isinstance(p, str) and p]
+            # what a spawned child inherits: the config, and this process's sys.path set once
+            # the interpreter has started (as multiprocessing does; in PYTHONPATH a directory
+            # holding a module named like the standard library's, benchmarks/operator.py,
+            # would shadow it before the interpreter is up)
             env = {**os.environ, **self.env,
-                   # what a spawned child inherits: the importable modules and the config
-                   "PYTHONPATH": os.pathsep.join(paths),
                    "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(dask.config.global_config)}
+            paths = [p for p in sys.path if isinstance(p, str)]
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "dask", "spec", self.scheduler, "--spec", json.dumps(spec),
-                env=env)
+                sys.executable, "-c", _BOOT, json.dumps(paths), "spec", self.scheduler,
+                "--spec", json.dumps(spec), env=env)
 
     return WorkerProcess
 

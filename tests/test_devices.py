@@ -153,8 +153,9 @@ OPTIMIZERS = [
 ]
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: o.label + getattr(o, "model", "")
-                         + getattr(o, "solver", "") + getattr(o, "scaling", ""))
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=[
+    "adam", "lbfgs", "lm-direct-marquardt", "lm-direct-levenberg", "lm-cg", "trust-region-gn",
+    "trust-region-sr1", "trust-region-first-order", "chain-adam-lm"])
 def test_one_step_of_every_optimizer_makes_no_tensor_on_an_implicit_device(e1_objective, optimizer):
     state = TrainState(theta=e1_objective.init_params(0))
     reference, _ = advance(e1_objective, optimizer, state, 2, final_mse=False)

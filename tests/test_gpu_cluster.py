@@ -55,9 +55,24 @@ def _gpu_task():
     return require_device("GPU", "window 0 of group 0 (mu)")
 
 
+def _imported(name):
+    import importlib
+
+    return importlib.import_module(name).__file__
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a worker without CUDA says")
-def test_the_local_cluster_places_gpus_and_a_worker_without_cuda_says_so():
+def test_the_local_cluster_places_gpus_and_a_worker_without_cuda_says_so(tmp_path, monkeypatch):
+    # the workers import what this process can (its sys.path), and a directory on it that
+    # holds a module named like the standard library's does not shadow that at their start
+    (tmp_path / "daskie_probe_module.py").write_text("VALUE = 1\n")
+    (tmp_path / "operator.py").write_text("raise ImportError('shadowed the standard library')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     with local_cluster(3, gpus=2) as client:
+        found = client.run(_imported, "daskie_probe_module")
+        assert all(f == str(tmp_path / "daskie_probe_module.py") for f in found.values())
+        assert all("operator.py" in f and str(tmp_path) not in f
+                   for f in client.run(_imported, "operator").values())
         info = client.scheduler_info()["workers"]
         by_name = {w["name"]: (addr, w["resources"]) for addr, w in info.items()}
         assert {n: r for n, (_, r) in by_name.items()} == {
