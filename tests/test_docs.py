@@ -172,19 +172,49 @@ def test_code_blocks_are_found():
     assert _rst_blocks(sample)[0][1] == "a = 1\n\nb = 2\n"
 
 
-@pytest.mark.parametrize("block_id,source", BLOCKS, ids=[i for i, _ in BLOCKS])
-def test_code_block_runs_as_a_script(block_id, source, tmp_path):
+def _skip_reason(block_id, source):
     first = source.lstrip().splitlines()[0] if source.strip() else ""
     if first.startswith("#") and "docs-test" in first:
         reason = SKIP.match(first)
         assert reason, f"{block_id}: write the skip marker as '# docs-test: skip (why)'"
-        pytest.skip(f"{block_id}: {reason.group(1)}")
-    script = tmp_path / "snippet.py"
+        return reason.group(1)
+    return None
+
+
+def _run_block(source, where):
+    script = where / "snippet.py"
     script.write_text(source)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
            "PYTHONWARNINGS": "ignore::UserWarning"}
-    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=240)
+    return subprocess.run([sys.executable, str(script)], cwd=where, env=env,
+                          capture_output=True, text=True, timeout=280)
+
+
+@pytest.fixture(scope="module")
+def block_runs(request, tmp_path_factory):
+    """The selected runnable blocks, started at once two processes at a time (each block is
+    one single-threaded interpreter; CI has two cores): ``{block id: future}``. Each test then
+    waits for its own block only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    selected = {item.callspec.params["block_id"] for item in request.session.items
+                if "block_id" in getattr(getattr(item, "callspec", None), "params", {})}
+    pool = ThreadPoolExecutor(max_workers=2)
+    futures = {}
+    for block_id, source in BLOCKS:
+        if block_id in selected and _skip_reason(block_id, source) is None:
+            where = tmp_path_factory.mktemp("block")
+            futures[block_id] = pool.submit(_run_block, source, where)
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("block_id,source", BLOCKS, ids=[i for i, _ in BLOCKS])
+def test_code_block_runs_as_a_script(block_id, source, block_runs):
+    reason = _skip_reason(block_id, source)
+    if reason is not None:
+        pytest.skip(f"{block_id}: {reason}")
+    res = block_runs[block_id].result()
     assert res.returncode == 0, f"{block_id} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
 
 
