@@ -41,6 +41,16 @@ class Rows:
     def loss(self, theta):
         return self.objective.batch_loss(theta, self.index)
 
+    @property
+    def device(self):
+        """The objective's device (where the rows' losses compute)."""
+        return getattr(self.objective, "device", None) or torch.device("cpu")
+
+    @property
+    def dtype(self):
+        """The objective's dtype."""
+        return getattr(self.objective, "dtype", None) or torch.float64
+
 
 def make_shard(source, objective, k: int, n: int):
     """Data shard k of n of the objective and the factor that scales its loss to an estimate
