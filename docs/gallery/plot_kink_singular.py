@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import daskie
-from daskie import Domain, IntegralTerm, LevenbergMarquardt, Problem
+from daskie import MLP, Domain, IntegralTerm, LevenbergMarquardt, Problem, QuadratureCollocation
 
 
 def x0(p):
@@ -32,8 +32,8 @@ abel = daskie.catalog.get("abel")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for ax, problem in zip(axes, (kinked, abel)):
-    ds = daskie.solve(problem, optimizer=LevenbergMarquardt(steps=20), client="sync",
-                      check=False)
+    ds = daskie.solve(problem, formulation=QuadratureCollocation(net=MLP(hidden=(12, 12))),
+                      optimizer=LevenbergMarquardt(steps=25), client="sync", check=False)
     ref = daskie.Nystrom(n=16).solve(problem)
     x = ds.x0.values[:, None]
     print(f"{problem.name:10s} neural MSE {ds.attrs['mse']:.1e}   Nystrom max error "
