@@ -19,8 +19,6 @@ import importlib
 import inspect
 from pathlib import Path
 
-from docutils import nodes
-
 #: The API pages, in order: (module, title). Subpackages first, then the public modules.
 PAGES = [
     ("daskie.problems", "Problems and the catalog"),
