@@ -43,8 +43,9 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "gallery/GALLERY_HEADER.rst", "**/sg_execution_times.rst",
-                    "auto_gallery/*.ipynb", "auto_gallery/*.zip"]
+# highdim.md is a page only through guide/highdim.md, which includes it.
+exclude_patterns = ["_build", "highdim.md", "gallery/GALLERY_HEADER.rst",
+                    "**/sg_execution_times.rst", "auto_gallery/*.ipynb", "auto_gallery/*.zip"]
 templates_path = []
 nitpicky = True
 # Offline build: no intersphinx. References to other projects' objects become plain text
