@@ -83,10 +83,21 @@ def run_row(set_name, name, build, tol) -> dict:
 
 
 def _true_error(ds) -> float:
-    """The true relative L2 error of the answer in ``ds`` on its regular grid, ends and faces
-    included (201 points in 1-D, 65^2, 17^3, 5^d beyond; NaN outside a masked domain)."""
+    """The true relative L2 error of the answer in ``ds``: the trapezoidal rule on its regular
+    grid, ends and faces included (201 points in 1-D, 65^2, 17^3, 5^d beyond; the points of a
+    masked domain's hole, NaN, left out). A plain RMS over the grid would weigh the faces
+    twice as much as the L2 norm does."""
     err, ex = ds["error"].values, ds["exact"].values
-    return float(np.sqrt(np.nanmean(err ** 2) / np.nanmean(ex ** 2)))
+    w = np.ones(err.shape)
+    for axis, name in enumerate(ds["error"].dims):
+        x = ds[name].values
+        wx = np.gradient(x) if len(x) > 2 else np.full(len(x), (x[-1] - x[0]) / 2)
+        wx[0], wx[-1] = (x[1] - x[0]) / 2, (x[-1] - x[-2]) / 2
+        shape = [1] * err.ndim
+        shape[axis] = len(x)
+        w = w * wx.reshape(shape)
+    inside = np.isfinite(err) & np.isfinite(ex)
+    return float(np.sqrt(np.sum(w[inside] * err[inside] ** 2) / np.sum(w[inside] * ex[inside] ** 2)))
 
 
 def main(argv=None) -> int:
