@@ -119,6 +119,7 @@ class _Run:
     floor: float | None = None  # the reference's loss in the discretization
     checks: dict = field(default_factory=dict)  # what the checks found and did
     tol: float = 1e-5  # the relative L2 error asked for
+    device: str | None = None  # where objectives compute (None: each task's resource tag)
     max_time: float | None = None  # seconds of training at most (None: no time limit)
     estimator: object = None  # daskie.estimate's error estimator (None: no estimate)
 
@@ -129,7 +130,7 @@ def _number(value) -> bool:
 
 def _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
              overwrite, store, workers, gpus, init=None, restarts=1, check=None, tol=None,
-             max_time=None) -> _Run:
+             max_time=None, device=None) -> _Run:
     """Validate the arguments (named errors, before anything starts) and fill the defaults
     (``init``, ``check``, ``tol`` and ``max_time`` from the settings ``daskie.init``,
     ``daskie.check``, ``daskie.tol``, ``daskie.max-time``)."""
@@ -182,8 +183,19 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
     max_time = config.get("max-time") if max_time is None else max_time
     if max_time is not None and not (_number(max_time) and max_time > 0):
         raise SpecError(f"max_time must be a positive number of seconds or None, got {max_time!r}")
+    if device is not None:
+        from daskie.runtime.devices import check_device
+
+        device = check_device(device, "device", meta=False)
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise SpecError(f"device={device!r}, but this process's torch sees no CUDA device "
+                            f"(torch {torch.__version__}: a CPU build?); install the CUDA build "
+                            f"of torch, or leave device=None")
     return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss),
-                init=init, restarts=int(restarts), check=check, tol=tol, max_time=max_time)
+                init=init, restarts=int(restarts), check=check, tol=tol, max_time=max_time,
+                device=device)
 
 
 def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
@@ -201,7 +213,7 @@ def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
                       optimizer, strategy, run.seed, run.target_loss,
                       run.plan.to_json() if run.plan else None, threads, eval_every)
     run.ctx = RunContext(problem, formulation, optimizer, run.seed, run.target_loss, threads, token,
-                         eval_every)
+                         eval_every, device=run.device)
     run.objective = Objective(run.disc)  # the client's copy: the summary, the in-process tasks
     run.meta = {"problem_spec": problem.describe(), "formulation": formulation.label,
                 "formulation_options": repr(formulation), "optimizer": optimizer.label,
@@ -437,7 +449,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
           progress=None, on_window=None, grid: int | None = None, init: str | None = None,
           restarts: int = 1, check: bool | None = None, tol: float | None = None,
-          max_time: float | None = None):
+          max_time: float | None = None, device: str | None = None):
     """Solve an integral equation with a neural network, training as a Dask graph.
 
     Parameters
@@ -514,6 +526,11 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         Seconds of training at most (default: the setting ``daskie.max-time``, none). Without
         it the result never depends on the machine's speed or load: the same call with the
         same seed gives the same numbers; with it the summary says ``time_limited``.
+    device : str, optional
+        Where the objectives compute: None (default) lets each task's resource tag decide
+        (GPU-tagged groups on CUDA, the rest on the CPU); ``"cuda"`` or ``"cuda:N"`` puts every
+        objective there (a one-GPU workstation: ``client="sync"``, or an embedded cluster
+        with ``gpus=workers``, since CPU workers see no GPU); ``"cpu"``. float64 throughout.
 
     Returns
     -------
@@ -539,7 +556,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     from daskie.session import open_session
 
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
-                   overwrite, store, workers, gpus, init, restarts, check, tol, max_time)
+                   overwrite, store, workers, gpus, init, restarts, check, tol, max_time, device)
     run = _prepare(run, workers, gpus, threads, eval_every)
     user_window = None if on_window is None else (lambda k, outputs, summary: on_window(k, summary))
     with open_session(store, resume=resume, overwrite=overwrite, meta=run.meta,

@@ -360,7 +360,7 @@ def _cmd_solve(args) -> int:
                        optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
                        overwrite=args.overwrite, workers=args.workers,
                        target_loss=args.target_loss, tol=args.tol, max_time=args.max_time,
-                       progress=progress, client=client)
+                       device=args.device, progress=progress, client=client)
     finally:
         if ignoring and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             signal.signal(signal.SIGINT, _on_sigint)
@@ -614,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--max-time", type=_positive_float, default=config.get("max-time"),
                     help="seconds of training at most (default: no time limit; a "
                          "time-limited answer depends on the machine's load)")
+    so.add_argument("--device", default=None, metavar="cpu|cuda|cuda:N",
+                    help="where the training computes (default: the Plan's GPU tags decide)")
     so.add_argument("--target-loss", type=_nonnegative_float, default=config.get("target-loss"),
                     help="expert option: also stop once the loss is below this (setting "
                          "daskie.target-loss)")

@@ -372,3 +372,23 @@ def test_a_formulation_without_device_argument_is_refused_off_the_cpu():
         assert objective_for(ctx).device.type == "cpu"  # the CPU as before
         with pytest.raises(SpecError, match="takes no device argument"):
             objective_for(dataclasses.replace(ctx, device="meta"))
+
+
+def test_solve_on_an_explicit_cpu_device_equals_the_default_and_bad_devices_are_named():
+    import numpy as np
+    import pytest
+
+    import daskie
+    from daskie import MLP, LevenbergMarquardt, QuadratureCollocation
+    from daskie.errors import SpecError
+
+    small = QuadratureCollocation(net=MLP(hidden=(6, 6)), points=32, test_points=50)
+    kw = dict(formulation=small, optimizer=LevenbergMarquardt(steps=3), client="sync",
+              check=False, init="random")
+    np.testing.assert_array_equal(daskie.solve("fredholm1d", device="cpu", **kw).mu.values,
+                                  daskie.solve("fredholm1d", **kw).mu.values)
+    with pytest.raises(SpecError, match="device must be None, 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        daskie.solve("fredholm1d", device="tpu", **kw)
+    if not torch.cuda.is_available():
+        with pytest.raises(SpecError, match="torch sees no CUDA device"):
+            daskie.solve("fredholm1d", device="cuda", **kw)
