@@ -29,6 +29,14 @@ Both are objects built once per problem (the expensive parts: references, nodes,
 matrices, for linear problems the inverse of the linearized operator) whose ``__call__(mu)``
 is cheap, for checks at every training window. Pure numpy (and torch through the problem's
 nonlinearities and Sobol points): no Dask, zarr or bokeh.
+
+Cost, measured on the shared 2-core machine with ``mu`` a 64 x 64 tanh network (torch, one
+thread), default :class:`EstimateBudget`: d = 1 setup 0.05-0.2 s, call < 0.01 s (280
+points); d = 2 setup 0.8-1.1 s (lshape 10 s), call 0.02 s (5216 points); d = 3 setup 4.7 s,
+call 0.05 s (13916 points); d = 6 setup 0.2-0.4 s, call 3.7 s; d = 8 setup 0.5-1.7 s, call
+5 s (mapped rules: ``mu`` at 2.6e6 points) or 1 s (a shared Fredholm rule). With
+``EstimateBudget(nodes=512, mapped=640, shared=8192)`` a d = 8 call takes 1 s (resolution
+1.8e-5 instead of 8e-8 on hd-mixed-d8).
 """
 
 from __future__ import annotations
