@@ -110,6 +110,9 @@ class EstimateBudget:
 
 
 def _result(method, rel, res, max_rel, max_res, seconds, **extra) -> dict:
+    # an answer with NaN or inf somewhere is infinitely wrong, not unknown
+    rel = rel if math.isfinite(rel) else math.inf
+    max_rel = max_rel if math.isfinite(max_rel) else math.inf
     resolved = bool(rel > res)
     return {"error_estimate": float(max(rel, res)),
             "max_error_estimate": float(max(max_rel, max_res)), "resolution": float(res),

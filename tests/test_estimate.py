@@ -138,3 +138,9 @@ def test_same_seed_same_numbers_and_the_seed_changes_only_the_rules():
     assert a["error_estimate"] == b["error_estimate"] and a["resolution"] == b["resolution"]
     assert a["error_estimate"] != c["error_estimate"]
     assert c["error_estimate"] == pytest.approx(a["error_estimate"], rel=0.2)
+
+
+def test_a_non_finite_answer_is_infinitely_wrong():
+    problem = catalog.get("fredholm1d")
+    out = estimate_error(problem, lambda x: np.where(x[..., 0] > 0.5, np.nan, 1.0))
+    assert out["error_estimate"] == math.inf and out["max_error_estimate"] == math.inf
