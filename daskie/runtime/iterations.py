@@ -32,7 +32,7 @@ from daskie.train import gradient_flow as gf
 from daskie.train.loop import TrainState
 from daskie.train.protocols import MiniBatchObjective, ObjectiveSource
 
-__all__ = ["train", "objective_of", "shard_of"]
+__all__ = ["train", "objective_of", "shard_of", "GradientFlowIterations", "TrustRegionIterations"]
 
 
 def objective_of(source):
@@ -82,8 +82,8 @@ def _iteration_task(spec, source, seed, carry, rows, target_loss, threads):
     if carry.done is not None:
         return carry
     with torch_threads(threads):
-        step = gf.paraflows_iteration if spec.iteration_kind == "paraflows" else gf.descent_iteration
-        return step(objective_of(source), spec, seed, carry, rows, target_loss, where())
+        return spec.iteration_step()(objective_of(source), spec, seed, carry, rows, target_loss,
+                                     where())
 
 
 def _local_task(spec, source, carry, i, seed, model, threads):
@@ -102,8 +102,9 @@ def _global_task(spec, source, carry, seed, target_loss, model, threads, *local_
 
 
 # --- the two families --------------------------------------------------------------------------
-class _GradientFlow:
-    """ParaFlow, ParaFlowS, GradientDescent."""
+class GradientFlowIterations:
+    """The iterations of ParaFlow, ParaFlowS and GradientDescent (the spec's
+    ``iteration_step``: one task per iteration, or ParaFlow's Parareal round)."""
 
     stop_at_start = True  # a start below the target is the answer
 
@@ -142,7 +143,7 @@ class _GradientFlow:
     def step(self, executor, src, token, workers):
         spec, seed, rows, target, threads = (self.spec, self.seed, self.rows, self.target_loss,
                                              self.threads)
-        if spec.iteration_kind != "paraflow":
+        if spec.iteration_step() is not None:
             def one_task(carry_f, k):
                 return executor.submit(_iteration_task, spec, src, seed, carry_f, rows, target,
                                        threads, key=f"{spec.label}-{token}-{k}")
@@ -164,8 +165,8 @@ class _GradientFlow:
         return parareal_round
 
 
-class _TrustRegion:
-    """APTS, SAPTS."""
+class TrustRegionIterations:
+    """The iterations of APTS and SAPTS: local solves in parallel, then a global step."""
 
     stop_at_start = False
 
@@ -253,8 +254,7 @@ def train(spec, objective, executor, *, seed: int = 0, target_loss: float = 0.0,
         records.
     """
     source = objective if source is None else source
-    family = (_TrustRegion if spec.family == "trust-region" else _GradientFlow)(
-        spec, objective, source, seed, target_loss, threads)
+    family = spec.iteration_family()(spec, objective, source, seed, target_loss, threads)
     if resume is not None:
         w0, outs = resume
         carry = family.resume(outs[0].state)

@@ -86,9 +86,15 @@ class APTS(TrustRegionOptions, IterationStrategy):
     epochs: int = 100
     checkpoint_every: int = 10
 
-    family = "trust-region"
     #: True when each iteration has its own data D (SAPTS's minibatches).
     fresh_data = False
+
+    def iteration_family(self):
+        """The iteration runner's family (:mod:`daskie.runtime.iterations`) that trains this
+        spec."""
+        from daskie.runtime.iterations import TrustRegionIterations
+
+        return TrustRegionIterations
 
     def __post_init__(self):
         self._validate_trust_region()

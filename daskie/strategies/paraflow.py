@@ -56,6 +56,11 @@ class IterationStrategy(Strategy):
         """The optimizer's step budget."""
         return optimizer.steps
 
+    def iteration_family(self):
+        """The iteration runner's family (:mod:`daskie.runtime.iterations`) that trains this
+        spec: each iteration strategy says which."""
+        raise NotImplementedError
+
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         """Train on the iteration runner (:func:`daskie.runtime.iterations.train`)."""
         from daskie.runtime.context import objective_for
@@ -69,7 +74,18 @@ class IterationStrategy(Strategy):
 class _GradientFlowStrategy(IterationStrategy):
     """Options shared by the gradient-flow strategies."""
 
-    family = "gradient-flow"
+    def iteration_family(self):
+        """The iteration runner's family (:mod:`daskie.runtime.iterations`) that trains this
+        spec."""
+        from daskie.runtime.iterations import GradientFlowIterations
+
+        return GradientFlowIterations
+
+    def iteration_step(self):
+        """The numerical core's function of one whole iteration in one task
+        (:mod:`daskie.train.gradient_flow`), or None where an iteration is a round of
+        parallel tasks (ParaFlow's Parareal round)."""
+        return None
 
     def _validate(self):
         owner = type(self).__name__
@@ -127,8 +143,6 @@ class ParaFlow(_GradientFlowStrategy):
     windows: int | None = None
     checkpoint_every: int = 10
 
-    iteration_kind = "paraflow"
-
     def __post_init__(self):
         self._validate()
         _int("ParaFlow", "n_fine", self.n_fine, 1)
@@ -176,7 +190,10 @@ class ParaFlowS(_GradientFlowStrategy):
     windows: int | None = None
     checkpoint_every: int = 10
 
-    iteration_kind = "paraflows"
+    def iteration_step(self):
+        from daskie.train.gradient_flow import paraflows_iteration
+
+        return paraflows_iteration
 
     def __post_init__(self):
         self._validate()
@@ -209,7 +226,10 @@ class GradientDescent(_GradientFlowStrategy):
     windows: int | None = None
     checkpoint_every: int = 10
 
-    iteration_kind = "descent"
+    def iteration_step(self):
+        from daskie.train.gradient_flow import descent_iteration
+
+        return descent_iteration
 
     def __post_init__(self):
         self._validate()
