@@ -54,10 +54,15 @@ def with_floor(optimizer, floor):
     return _with_stops(optimizer, lambda stop: replace(stop, floor=float(floor)))
 
 
-def with_tolerance(optimizer, tol: float, estimator):
+def with_tolerance(optimizer, tol: float, estimator, estimate_factor: float | None = None):
     """``optimizer`` with every stopping rule told the tolerance and the error estimator
-    (training stops once the estimate is within ``tol``)."""
-    return _with_stops(optimizer, lambda stop: replace(stop, tol=float(tol), estimator=estimator))
+    (training stops once the estimate is within ``tol``), and how far the loss must fall
+    between two estimates (None: the rule's own)."""
+    def told(stop):
+        stop = replace(stop, tol=float(tol), estimator=estimator)
+        return stop if estimate_factor is None else replace(stop, estimate_factor=estimate_factor)
+
+    return _with_stops(optimizer, told)
 
 
 def with_time(optimizer, seconds: float):
