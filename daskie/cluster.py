@@ -190,8 +190,12 @@ def _worker_process():
             # the interpreter has started (as multiprocessing does; in PYTHONPATH a directory
             # holding a module named like the standard library's, benchmarks/operator.py,
             # would shadow it before the interpreter is up)
+            # and the nanny's own log records below CRITICAL too (its "Nanny at ... closed"
+            # after a Ctrl-C would break the command line's one-line report)
+            inherited = copy.deepcopy(dask.config.global_config)
+            inherited.setdefault("logging", {})["distributed"] = "critical"
             env = {**os.environ, **self.env,
-                   "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(dask.config.global_config)}
+                   "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(inherited)}
             paths = [p for p in sys.path if isinstance(p, str)]
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", _BOOT, json.dumps(paths), "spec", self.scheduler,
