@@ -91,7 +91,7 @@ def _data_fingerprint(problem, disc) -> str:
 
 #: What must not change between a run and its resumption (the run's identity).
 _IDENTITY = ("problem_spec", "formulation_options", "optimizer_options", "strategy_options",
-             "seed", "target_loss", "tol", "max_time", "groups")
+             "seed", "target_loss", "tol", "max_time", "dtype", "groups")
 
 
 @dataclass
@@ -120,6 +120,7 @@ class _Run:
     checks: dict = field(default_factory=dict)  # what the checks found and did
     tol: float = 1e-5  # the relative L2 error asked for
     device: str | None = None  # where objectives compute (None: each task's resource tag)
+    dtype: str = "float64"  # the precision objectives compute in
     max_time: float | None = None  # seconds of training at most (None: no time limit)
     estimator: object = None  # daskie.estimate's error estimator (None: no estimate)
 
@@ -130,7 +131,7 @@ def _number(value) -> bool:
 
 def _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
              overwrite, store, workers, gpus, init=None, restarts=1, check=None, tol=None,
-             max_time=None, device=None) -> _Run:
+             max_time=None, device=None, dtype="float64") -> _Run:
     """Validate the arguments (named errors, before anything starts) and fill the defaults
     (``init``, ``check``, ``tol`` and ``max_time`` from the settings ``daskie.init``,
     ``daskie.check``, ``daskie.tol``, ``daskie.max-time``)."""
@@ -193,9 +194,18 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
             raise SpecError(f"device={device!r}, but this process's torch sees no CUDA device "
                             f"(torch {torch.__version__}: a CPU build?); install the CUDA build "
                             f"of torch, or leave device=None")
+    if dtype not in ("float64", "float32"):
+        raise SpecError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if dtype == "float32":
+        from daskie.train.optimizers import LevenbergMarquardt
+
+        if any(isinstance(s, LevenbergMarquardt) for s in optimizer.stages()):
+            raise SpecError("dtype='float32' is for first-order optimizers (Adam, LBFGS) and "
+                            "operator training: Levenberg-Marquardt's normal equations need "
+                            "float64 to reach its accuracy; use dtype='float64' or another optimizer")
     return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss),
                 init=init, restarts=int(restarts), check=check, tol=tol, max_time=max_time,
-                device=device)
+                device=device, dtype=dtype)
 
 
 def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
@@ -211,15 +221,16 @@ def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
     run.groups = strategy.groups(run.disc, run.plan)
     token = run_token(problem.describe(), _data_fingerprint(problem, run.disc), formulation,
                       optimizer, strategy, run.seed, run.target_loss,
-                      run.plan.to_json() if run.plan else None, threads, eval_every)
+                      run.plan.to_json() if run.plan else None, threads, eval_every, run.dtype)
     run.ctx = RunContext(problem, formulation, optimizer, run.seed, run.target_loss, threads, token,
-                         eval_every, device=run.device)
+                         eval_every, device=run.device, dtype=run.dtype)
     run.objective = Objective(run.disc)  # the client's copy: the summary, the in-process tasks
     run.meta = {"problem_spec": problem.describe(), "formulation": formulation.label,
                 "formulation_options": repr(formulation), "optimizer": optimizer.label,
                 "optimizer_options": repr(optimizer), "strategy": strategy.label,
                 "strategy_options": repr(strategy), "seed": run.seed,
                 "target_loss": run.target_loss, "tol": run.tol, "max_time": run.max_time,
+                "dtype": run.dtype,
                 "plan": run.plan.to_dict() if run.plan else None,
                 "groups": [list(g) for g in run.groups], "discretization": run.disc.info}
     return run
@@ -453,7 +464,7 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
           workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
           progress=None, on_window=None, grid: int | None = None, init: str | None = None,
           restarts: int = 1, check: bool | None = None, tol: float | None = None,
-          max_time: float | None = None, device: str | None = None):
+          max_time: float | None = None, device: str | None = None, dtype: str = "float64"):
     """Solve an integral equation with a neural network, training as a Dask graph.
 
     Parameters
@@ -534,7 +545,12 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         Where the objectives compute: None (default) lets each task's resource tag decide
         (GPU-tagged groups on CUDA, the rest on the CPU); ``"cuda"`` or ``"cuda:N"`` puts every
         objective there (a one-GPU workstation: ``client="sync"``, or an embedded cluster
-        with ``gpus=workers``, since CPU workers see no GPU); ``"cpu"``. float64 throughout.
+        with ``gpus=workers``, since CPU workers see no GPU); ``"cpu"``.
+    dtype : {"float64", "float32"}
+        The precision the objectives compute in (float64 by default: Levenberg-Marquardt to
+        1e-12 needs it, and refuses float32). float32 serves first-order optimizers on GPUs:
+        on E1-E4 with Adam it matched float64 to 5-6 significant digits
+        (``benchmarks/results/gpu_precision.json``). Parameters and results stay float64.
 
     Returns
     -------
@@ -560,7 +576,8 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     from daskie.session import open_session
 
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
-                   overwrite, store, workers, gpus, init, restarts, check, tol, max_time, device)
+                   overwrite, store, workers, gpus, init, restarts, check, tol, max_time, device,
+                   dtype)
     run = _prepare(run, workers, gpus, threads, eval_every)
     user_window = None if on_window is None else (lambda k, outputs, summary: on_window(k, summary))
     with open_session(store, resume=resume, overwrite=overwrite, meta=run.meta,

@@ -360,7 +360,7 @@ def _cmd_solve(args) -> int:
                        optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
                        overwrite=args.overwrite, workers=args.workers,
                        target_loss=args.target_loss, tol=args.tol, max_time=args.max_time,
-                       device=args.device, progress=progress, client=client)
+                       device=args.device, dtype=args.dtype, progress=progress, client=client)
     finally:
         if ignoring and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             signal.signal(signal.SIGINT, _on_sigint)
@@ -616,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "time-limited answer depends on the machine's load)")
     so.add_argument("--device", default=None, metavar="cpu|cuda|cuda:N",
                     help="where the training computes (default: the Plan's GPU tags decide)")
+    so.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                    help="precision of the training's objectives (float32: first-order "
+                         "optimizers only)")
     so.add_argument("--target-loss", type=_nonnegative_float, default=config.get("target-loss"),
                     help="expert option: also stop once the loss is below this (setting "
                          "daskie.target-loss)")

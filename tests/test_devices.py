@@ -392,3 +392,27 @@ def test_solve_on_an_explicit_cpu_device_equals_the_default_and_bad_devices_are_
     if not torch.cuda.is_available():
         with pytest.raises(SpecError, match="torch sees no CUDA device"):
             daskie.solve("fredholm1d", device="cuda", **kw)
+
+
+def test_solve_in_float32_with_adam_is_close_to_float64_and_lm_refuses_it(client):
+    import numpy as np
+    import pytest
+
+    import daskie
+    from daskie import MLP, Adam, LevenbergMarquardt, QuadratureCollocation
+    from daskie.errors import SpecError
+
+    small = QuadratureCollocation(net=MLP(hidden=(8, 8)), points=64, test_points=100)
+    kw = dict(formulation=small, optimizer=Adam(steps=40), check=False, init="random")
+    f64 = daskie.solve("fredholm1d", client="sync", **kw)
+    f32 = daskie.solve("fredholm1d", client="sync", dtype="float32", **kw)
+    dist = daskie.solve("fredholm1d", client=client, dtype="float32", **kw)
+    assert f32.mu.dtype == np.float64  # results stay float64
+    assert not np.array_equal(f32.mu.values, f64.mu.values)  # computed in another precision
+    np.testing.assert_allclose(f32.mu.values, f64.mu.values, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(f32.mu.values, dist.mu.values)  # serial == cluster
+    with pytest.raises(SpecError, match="dtype='float32' is for first-order optimizers"):
+        daskie.solve("fredholm1d", client="sync", dtype="float32",
+                     optimizer=LevenbergMarquardt(steps=2))
+    with pytest.raises(SpecError, match="dtype must be 'float64' or 'float32', got 'half'"):
+        daskie.solve("fredholm1d", client="sync", dtype="half")

@@ -54,6 +54,10 @@ class RunContext:
         ``"cuda:N"`` or ``"meta"`` puts every objective there, the client's included
         (``"cuda"`` on a machine without CUDA is a named error). Results leave the tasks on
         the CPU (:class:`WindowOutput`), whatever device computed them.
+    dtype : str
+        ``"float64"`` (default) or ``"float32"``: the precision the objectives compute in;
+        results leave the tasks in float64 (:func:`daskie.train.loop.advance` hands a state
+        back in the dtype it came in).
     """
 
     problem: object
@@ -65,6 +69,7 @@ class RunContext:
     token: str
     eval_every: int = 0
     device: str | None = None
+    dtype: str = "float64"
 
     def build(self, shard=None) -> Objective:
         """The objective of this run (of data shard ``shard=(k, n)``), built once per worker
@@ -114,17 +119,25 @@ def objective_for(ctx: RunContext, shard=None) -> Objective:
     key = (ctx.token, None if shard is None else tuple(shard))
     if device != "cpu":
         key = key + (device,)
+    if ctx.dtype != "float64":
+        key = key + (ctx.dtype,)
 
     def make():
         # user formulations may not know shards or devices: ask only when needed
         extra = {} if shard is None else {"shard": shard}
-        if device != "cpu":
+        if device != "cpu" or ctx.dtype != "float64":
             if not _takes(ctx.formulation.discretize, "device"):
                 raise SpecError(f"{type(ctx.formulation).__name__}.discretize takes no device "
-                                f"argument, so it cannot be trained on {device!r}: add "
+                                f"argument, so it cannot be trained on {device!r} in "
+                                f"{ctx.dtype}: add "
                                 "device=None, dtype=None to it (Formulation.discretize) or run "
                                 "on the CPU")
-            extra["device"] = device
+            if device != "cpu":
+                extra["device"] = device
+        if ctx.dtype != "float64":
+            import torch
+
+            extra["dtype"] = getattr(torch, ctx.dtype)
         return Objective(ctx.formulation.discretize(ctx.problem, seed=ctx.seed, **extra))
 
     return worker_state().cached(worker_state().objectives, key, make)
