@@ -129,6 +129,39 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _accuracy_and_place(optimizer, tol, max_time, device, dtype):
+    """``tol``, ``max_time`` and ``device`` checked (defaults from the settings ``daskie.tol``
+    and ``daskie.max-time``), and ``dtype`` against the optimizer."""
+    from daskie import config
+
+    tol = config.get("tol") if tol is None else tol
+    if not (_number(tol) and 0 < tol < 1):
+        raise SpecError(f"tol must be a relative L2 error in (0, 1), such as 1e-6, got {tol!r}")
+    max_time = config.get("max-time") if max_time is None else max_time
+    if max_time is not None and not (_number(max_time) and max_time > 0):
+        raise SpecError(f"max_time must be a positive number of seconds or None, got {max_time!r}")
+    if device is not None:
+        from daskie.runtime.devices import check_device
+
+        device = check_device(device, "device", meta=False)
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise SpecError(f"device={device!r}, but this process's torch sees no CUDA device "
+                            f"(torch {torch.__version__}: a CPU build?); install the CUDA build "
+                            f"of torch, or leave device=None")
+    if dtype not in ("float64", "float32"):
+        raise SpecError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if dtype == "float32":
+        from daskie.train.optimizers import LevenbergMarquardt
+
+        if any(isinstance(s, LevenbergMarquardt) for s in optimizer.stages()):
+            raise SpecError("dtype='float32' is for first-order optimizers (Adam, LBFGS) and "
+                            "operator training: Levenberg-Marquardt's normal equations need "
+                            "float64 to reach its accuracy; use dtype='float64' or another optimizer")
+    return tol, max_time, device
+
+
 def _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
              overwrite, store, workers, gpus, init=None, restarts=1, check=None, tol=None,
              max_time=None, device=None, dtype="float64") -> _Run:
@@ -178,31 +211,7 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
     if restarts > 1 and not strategy.seeds_as_tasks:
         raise SpecError(f"restarts={restarts} trains seeds as independent tasks: it needs a "
                         f"strategy whose training is one task (Monolithic), not {strategy.label}")
-    tol = config.get("tol") if tol is None else tol
-    if not (_number(tol) and 0 < tol < 1):
-        raise SpecError(f"tol must be a relative L2 error in (0, 1), such as 1e-6, got {tol!r}")
-    max_time = config.get("max-time") if max_time is None else max_time
-    if max_time is not None and not (_number(max_time) and max_time > 0):
-        raise SpecError(f"max_time must be a positive number of seconds or None, got {max_time!r}")
-    if device is not None:
-        from daskie.runtime.devices import check_device
-
-        device = check_device(device, "device", meta=False)
-        import torch
-
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise SpecError(f"device={device!r}, but this process's torch sees no CUDA device "
-                            f"(torch {torch.__version__}: a CPU build?); install the CUDA build "
-                            f"of torch, or leave device=None")
-    if dtype not in ("float64", "float32"):
-        raise SpecError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    if dtype == "float32":
-        from daskie.train.optimizers import LevenbergMarquardt
-
-        if any(isinstance(s, LevenbergMarquardt) for s in optimizer.stages()):
-            raise SpecError("dtype='float32' is for first-order optimizers (Adam, LBFGS) and "
-                            "operator training: Levenberg-Marquardt's normal equations need "
-                            "float64 to reach its accuracy; use dtype='float64' or another optimizer")
+    tol, max_time, device = _accuracy_and_place(optimizer, tol, max_time, device, dtype)
     return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss),
                 init=init, restarts=int(restarts), check=check, tol=tol, max_time=max_time,
                 device=device, dtype=dtype)
