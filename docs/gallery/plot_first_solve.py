@@ -36,7 +36,8 @@ print(xr.Dataset({name: ds[name] for name in ("mu", "exact", "error")}))
 # Solution and error map
 # ----------------------
 # ``error`` is ``mu - exact``; with ``check=False`` training started from seeded random
-# parameters (the default starts from the network fitted to the Nystrom reference).
+# parameters (the default too, for a linear equation like E1; a nonlinear one starts from
+# the network fitted to the Nystrom reference, which picks its branch).
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 ds.mu.T.plot(ax=axes[0], cmap="viridis")
 axes[0].set_title("neural solution mu")
