@@ -382,6 +382,7 @@ def _assess(run: _Run, theta, stopped_by: str) -> dict:
     out.update({k: run.checks[k] for k in keep if k in run.checks})
     out["init"] = run.checks.get("init", "random")
     nan = float("nan")
+    out["rel_l2_domain"] = _rel_l2_domain(run.problem, mu)
     out.update(tol=run.tol, error_estimate=nan, max_error_estimate=nan, estimate_resolution=nan,
                estimate_method="", converged=False, time_limited=run.max_time is not None)
     if run.estimator is not None:
@@ -406,6 +407,23 @@ def _assess(run: _Run, theta, stopped_by: str) -> dict:
     out["warnings"] = [msg]
     warnings.warn(msg, ToleranceWarning, stacklevel=3)
     return out
+
+
+def _rel_l2_domain(problem, mu) -> float:
+    """The true relative L2 error over the whole domain where the exact solution is known and
+    d <= 3: a composite Gauss rule graded towards every face (:func:`daskie.estimate.graded_rule`),
+    so that an error hiding at an end -- sqrt-type behaviour that interior test points never
+    see -- counts as much as the L2 norm says. NaN otherwise."""
+    if problem.exact is None or problem.dim > 3:
+        return float("nan")
+    from daskie.estimate import graded_rule
+
+    x, w = graded_rule(problem.domain)
+    inside = problem.domain.contains(x)
+    x, w = x[inside], w[inside]
+    ex = np.asarray(problem.exact(x), dtype=float)
+    err = np.asarray(mu(x), dtype=float) - ex
+    return float(np.sqrt((w @ err**2) / (w @ ex**2)))
 
 
 def _what_to_try(stopped_by: str, out: dict) -> str:
@@ -565,7 +583,9 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     -------
     xarray.Dataset
         ``mu``, ``exact`` and ``error`` on a grid; ``attrs`` hold the summary
-        (problem, formulation, strategy, mse, rel_l2, epochs, wall_s, store, ``tol``,
+        (problem, formulation, strategy, mse, rel_l2, ``rel_l2_domain`` (the true relative L2
+        over the whole domain, ends and faces included, where the exact solution is known
+        and d <= 3), epochs, wall_s, store, ``tol``,
         ``error_estimate`` and ``max_error_estimate`` (relative L2 and relative max),
         ``converged`` (the estimate within tol), ``stopped_by`` (``tol``, ``ridge``,
         ``floor``, ``stalled``, ``budget``, ``target`` or, with ``max_time``, ``time``), ...).
