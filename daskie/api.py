@@ -125,6 +125,18 @@ class _Run:
     estimator: object = None  # daskie.estimate's error estimator (None: no estimate)
 
 
+def _cores() -> int:
+    """This machine's cores available to this process (the threads of a task that has the
+    machine to itself: an explicit count, the same in process and on a worker, whose
+    environment sets OMP_NUM_THREADS=1)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -488,7 +500,8 @@ def _summarize(run: _Run, final, wall, n_workers, session, grid):
 
 def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=None, store=None,
           seed: int = 0, target_loss: float = 0.0, resume: bool = False, overwrite: bool = False,
-          workers: int = 2, gpus: int = 0, threads: int | None = 1, eval_every: int = 0,
+          workers: int = 2, gpus: int = 0, threads: int | None | str = "auto",
+          eval_every: int = 0,
           progress=None, on_window=None, grid: int | None = None, init: str | None = None,
           restarts: int = 1, check: bool | None = None, tol: float | None = None,
           max_time: float | None = None, device: str | None = None, dtype: str = "float64"):
@@ -526,8 +539,13 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
         Replace an existing store (otherwise an existing store is an error).
     workers, gpus : int
         Cluster size for the plan (and for the embedded cluster).
-    threads : int or None
-        torch threads inside each task (None: torch's default, all cores).
+    threads : int, None or "auto"
+        torch threads inside each task (None: torch's default). ``"auto"`` (default): this
+        machine's cores for a :class:`~daskie.strategies.Monolithic` run of one seed,
+        whose one task at a time has the machine to itself (E1: 12.3 s of training against
+        19.4 s on one thread of this 2-core machine, the same steps), one thread per task for
+        every strategy that runs tasks side by side. The thread count is fixed by the machine,
+        never by its load.
     eval_every : int
         Record the test MSE every this many steps.
     progress : callable, optional
@@ -607,6 +625,12 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
                    overwrite, store, workers, gpus, init, restarts, check, tol, max_time, device,
                    dtype)
+    if threads == "auto":
+        from daskie.strategies import Monolithic
+
+        threads = _cores() if isinstance(run.strategy, Monolithic) and run.restarts == 1 else 1
+    else:
+        check_int("threads", threads, allow_none=True, alternative='"auto"')
     run = _prepare(run, workers, gpus, threads, eval_every)
     user_window = None if on_window is None else (lambda k, outputs, summary: on_window(k, summary))
     with open_session(store, resume=resume, overwrite=overwrite, meta=run.meta,
