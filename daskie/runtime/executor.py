@@ -126,6 +126,10 @@ class Executor(abc.ABC):
     def check_alive(self) -> None:
         """Raise :class:`SchedulerLost` when the cluster is gone (nothing to do in process)."""
 
+    def default_ranks(self) -> int:
+        """Ranks a group runs with when its spec does not say: one per worker."""
+        return len(self.workers())
+
     def live_page(self, token: str, info: dict):
         """Announce run ``token`` on the live dashboard page; the handle that gets its window
         results (:class:`~daskie.dashboard.plugin.LiveRun`), or None where there is no page
@@ -169,6 +173,11 @@ class InProcess(Executor):
 
     def __init__(self):
         self._state = WorkerState()
+
+    def default_ranks(self) -> int:
+        """Two: a group in process runs its ranks as threads, two by default (what a
+        two-worker cluster runs, so that both give the same numbers)."""
+        return 2
 
     def workers(self):
         """One worker, ``"local"``, declaring ``GPU`` where torch sees CUDA."""

@@ -54,10 +54,11 @@ class DataParallel(Strategy):
         return (tuple(disc.submodels),)
 
     def ranks(self, executor) -> int:
-        """Number of shards on ``executor`` (its workers, or 2 in process)."""
+        """Number of shards on ``executor`` (:meth:`~daskie.runtime.executor.Executor.default_ranks`:
+        its workers, or 2 in process)."""
         if self.shards is not None:
             return self.shards
-        return 2 if executor.eager else len(executor.workers())
+        return executor.default_ranks()
 
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         """Train on the SPMD runner, each rank on its shard of the rows; losses, gradients

@@ -57,7 +57,7 @@ class _Staged(Strategy):
 def _default_stages(stages, executor) -> int:
     if stages is not None:
         return stages
-    return 2 if executor.eager else len(executor.workers())
+    return executor.default_ranks()
 
 
 @dataclass(frozen=True)
