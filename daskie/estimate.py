@@ -50,7 +50,7 @@ import numpy as np
 from daskie.errors import SpecError
 
 __all__ = ["EstimateBudget", "ReferenceEstimator", "ResidualEstimator", "error_estimator",
-           "estimate_error", "graded_rule"]
+           "estimate_error", "graded_rule", "tensor_rule"]
 
 #: Relative level below which no estimate is trusted (double rounding in f, K mu, alpha mu).
 ROUNDING = 1e-14
@@ -138,7 +138,12 @@ def _graded_unit(dim: int) -> tuple[np.ndarray, np.ndarray]:
 def graded_rule(domain) -> tuple[np.ndarray, np.ndarray]:
     """Tensor composite Gauss rule on every cell of ``domain``, panels graded geometrically
     towards every face (1-D: down to 1e-10 of an end; 2-D 1e-6; 3-D 1e-3 of the cell)."""
-    s, w = _graded_unit(domain.dim)
+    return tensor_rule(domain, *_graded_unit(domain.dim))
+
+
+def tensor_rule(domain, s, w) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D rule ``(s, w)`` on [0, 1] as a tensor rule on every cell of ``domain``:
+    ``(nodes, weights)``."""
     nodes, weights = [], []
     for lo, hi in domain.cells():
         lo, hi = np.asarray(lo), np.asarray(hi)
