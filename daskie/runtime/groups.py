@@ -302,8 +302,8 @@ def run_group(client, fn, rank_args, *, workers=None, timeout: float = 60.0, nam
 
     Parameters
     ----------
-    client : distributed.Client, "sync", None or Executor
-        Where the ranks run (``"sync"``/None: threads of this process).
+    client : distributed.Client, "sync" or Executor
+        Where the ranks run (``"sync"``: threads of this process).
     fn : callable
         Module-level function (it is pickled to the workers).
     rank_args : list of tuple
