@@ -97,6 +97,12 @@ class Session:
         ``on_window(k, outputs, summary)`` after each window's checkpoint is written.
     progress : callable, optional
         ``progress(record)`` for every training record as windows complete.
+    executor : Executor or None
+        Inside :meth:`connect`: where the run's tasks run.
+    live : LiveRun or None
+        The run's live dashboard page, once :meth:`start_live_page` announced it.
+    prior_wall_s : float
+        Training time of the earlier sessions of a resumed run.
     """
 
     store: object = None
@@ -109,6 +115,7 @@ class Session:
     live: object = None
     prior_wall_s: float = 0.0
     _t0: float = field(default_factory=time.perf_counter)
+    _closed: bool = False
 
     @property
     def finished(self) -> bool:
@@ -186,7 +193,8 @@ class Session:
     def close(self, failed: bool = False) -> None:
         """Close the store: kept when the run finished, staged or discarded when it failed
         (:class:`~daskie.store.RunStore`)."""
-        if self.store is not None:
+        if self.store is not None and not self._closed:
+            self._closed = True
             self.store.close(failed=failed)
 
 
