@@ -197,13 +197,12 @@ def _check_estimate(stop, objective, state, rec, loss):
     (:meth:`~daskie.train.optimizers.Stopping.estimate_due` says when to compute it: a
     function of the losses, so the same run checks at the same steps on any machine)."""
     stopping = state.done is not None or rec.get("stopped_by") is not None
-    if not stop.estimate_due(loss, state.meta.get("estimate_loss"), stopping):
+    seen = list(state.meta.get("estimates", ()))  # (loss, estimate) pairs, oldest first
+    if not stop.estimate_due(loss, seen[-1][0] if seen else None, stopping):
         return
     theta = state.theta
     t0 = time.perf_counter()
     estimate = float(stop.estimator(lambda x: objective.solution(theta, x))["error_estimate"])
-    seen = list(state.meta.get("estimates", ()))
-    state.meta["estimate_loss"] = loss
     state.meta["estimates"] = seen + [(loss, estimate)]
     rec.update(error_estimate=estimate, estimate_s=time.perf_counter() - t0)
     if estimate <= stop.margin * stop.tol:
