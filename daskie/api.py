@@ -32,17 +32,10 @@ def default_formulation():
 
 
 def default_optimizer(formulation=None):
-    """Levenberg-Marquardt until converged (``steps="auto"``: the error estimate within the
-    tolerance, a ridge, the discretization floor, a stall or 2000 steps -- no wall-clock
-    limit; issue 15: with a fixed 300 steps the loss was still falling by orders of magnitude
-    at the end). Marquardt's scaling (damping by diag J^T J)
-    for one network; plain Levenberg damping for order reduction, whose sub-models have very
-    different scales (measured on E2: MSE 1.9e-8 after 80 steps against 9e-3)."""
-    from daskie.formulations import OrderReduction
-    from daskie.train.optimizers import LevenbergMarquardt
-
-    scaling = "levenberg" if isinstance(formulation, OrderReduction) else "marquardt"
-    return LevenbergMarquardt(steps="auto", scaling=scaling)
+    """The optimizer ``solve`` uses for ``formulation`` when none is given: the
+    formulation's own :meth:`~daskie.formulations.Formulation.default_optimizer`
+    (Levenberg-Marquardt until converged; None: the default formulation's)."""
+    return (formulation if formulation is not None else default_formulation()).default_optimizer()
 
 
 def _grid_points(domain, n=None):

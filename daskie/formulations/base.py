@@ -256,3 +256,16 @@ class Formulation:
     def label(self) -> str:
         """Short name used in records and stores."""
         return type(self).__name__
+
+    def default_optimizer(self):
+        """The optimizer a solve of this formulation uses when none is given.
+
+        Levenberg-Marquardt until converged (``steps="auto"``: the error estimate within the
+        tolerance, a ridge, the discretization floor, a stall or 2000 steps -- no wall-clock
+        limit; issue 15: with a fixed 300 steps the loss was still falling by orders of
+        magnitude at the end), with Marquardt's scaling (damping by diag J^T J) for one
+        network. A formulation whose loss wants another optimizer overrides this.
+        """
+        from daskie.train.optimizers import LevenbergMarquardt
+
+        return LevenbergMarquardt(steps="auto", scaling="marquardt")
