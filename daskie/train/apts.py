@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from daskie.train.protocols import MiniBatchObjective, placement
 from daskie.train.trust_region import (LossFunction, Point, SR1Memory, complete, evaluate,
                                        evaluate_trial, reduction_ratio, trust_region_iteration,
                                        is_least_squares)
@@ -44,12 +45,12 @@ class Rows:
     @property
     def device(self):
         """The objective's device (where the rows' losses compute)."""
-        return getattr(self.objective, "device", None) or torch.device("cpu")
+        return placement(self.objective)[0]
 
     @property
     def dtype(self):
         """The objective's dtype."""
-        return getattr(self.objective, "dtype", None) or torch.float64
+        return placement(self.objective)[1]
 
 
 def make_shard(source, objective, k: int, n: int):
@@ -61,13 +62,13 @@ def make_shard(source, objective, k: int, n: int):
     else the objective's own ``shard(k, n)``; else rows ``k, k + n, ...`` of its data.
     """
     from daskie.train.module import ModuleObjective
-    from daskie.train.protocols import ObjectiveSource
+    from daskie.train.protocols import ObjectiveSource, Shardable
 
     if n == 1:
         return objective, 1.0
     if isinstance(source, ObjectiveSource):
         return source.build((k, n)), float(n)
-    if callable(getattr(objective, "shard", None)):
+    if isinstance(objective, Shardable):
         return objective.shard(k, n), float(n)
     rows = torch.arange(k, int(objective.n_data), n, device="cpu")  # batch_loss moves them
     if isinstance(objective, ModuleObjective):  # a module of its own: Jacobians too
@@ -80,8 +81,7 @@ def make_shard(source, objective, k: int, n: int):
 
 
 def _rows(objective) -> int:
-    n = getattr(objective, "n_data", None)
-    return 0 if n is None else int(n)
+    return int(objective.n_data) if isinstance(objective, MiniBatchObjective) else 0
 
 
 def _monitor(objective, theta) -> float:

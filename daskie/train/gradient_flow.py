@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from daskie.train.objective import loss_and_grad
+from daskie.train.protocols import MiniBatchObjective
 
 __all__ = ["Carry", "generator", "n_data", "loss_value", "value_and_grad", "gradient_steps",
            "coarse", "fine", "select", "finish", "paraflows_iteration", "descent_iteration"]
@@ -56,11 +57,10 @@ def generator(seed: int, *stream: int) -> torch.Generator:
 def n_data(obj) -> int:
     """Rows of ``obj``'s data: its ``n_data``, or one per residual of an integral-equation
     objective."""
-    n = getattr(obj, "n_data", None)
-    if n is None:
-        with torch.no_grad():
-            n = int(obj.residuals(obj.init_params(0)).numel())
-    return int(n)
+    if isinstance(obj, MiniBatchObjective):
+        return int(obj.n_data)
+    with torch.no_grad():
+        return int(obj.residuals(obj.init_params(0)).numel())
 
 
 def value_and_grad(obj, theta, index=None):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from daskie.errors import TrainingDiverged
-from daskie.train.protocols import SolutionObjective
+from daskie.train.protocols import SolutionObjective, placement
 
 __all__ = ["TrainState", "advance", "train", "to_device"]
 
@@ -35,12 +35,6 @@ def to_device(tree, device, dtype=None):
     if isinstance(tree, (list, tuple)):
         return type(tree)(to_device(v, device, dtype) for v in tree)
     return tree
-
-
-def _placement(objective):
-    """``(device, dtype)`` the objective computes on (objectives without one: the CPU, float64)."""
-    return (getattr(objective, "device", torch.device("cpu")),
-            getattr(objective, "dtype", torch.float64))
 
 
 @dataclass
@@ -125,7 +119,7 @@ def advance(objective, optimizer, state: TrainState, n_steps: int, *, target_los
     stages = optimizer.stages()
     home = (state.theta.device, state.theta.dtype)
     try:
-        state, records = _advance(objective, stages, to_device(state, *_placement(objective)),
+        state, records = _advance(objective, stages, to_device(state, *placement(objective)),
                                   n_steps, target_loss, eval_every, callback, record_extra, final_mse)
     except TrainingDiverged as exc:
         if getattr(exc, "state", None) is not None:
@@ -169,7 +163,7 @@ def _advance(objective, stages, state, n_steps, target_loss, eval_every, callbac
             state.stage, state.stage_epoch, state.opt_state = state.stage + 1, 0, None
             if state.stage >= len(stages):
                 state.done = "stalled"
-        elif getattr(opt, "stop", None) is not None:
+        elif opt.stop is not None:
             why = _converged(opt.stop, state, loss)
             if why is not None:
                 rec["stopped_by"] = why
@@ -179,9 +173,8 @@ def _advance(objective, stages, state, n_steps, target_loss, eval_every, callbac
                     state.done = why
         if loss < target_loss:
             state.done = "target"
-        stop = getattr(opt, "stop", None)
-        if stop is not None and isinstance(objective, SolutionObjective):
-            _check_estimate(stop, objective, state, rec, loss)
+        if opt.stop is not None and isinstance(objective, SolutionObjective):
+            _check_estimate(opt.stop, objective, state, rec, loss)
         if eval_every and state.epoch % eval_every == 0:
             rec["mse"] = objective.mse(state.theta)
         records.append(rec)

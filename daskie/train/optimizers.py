@@ -23,6 +23,7 @@ import torch
 
 from daskie.errors import SpecError, check_int
 from daskie.train.objective import loss_and_grad
+from daskie.train.protocols import HasGradient, HasNormalEquations, placement
 
 __all__ = ["Optimizer", "Wrapper", "Adam", "LBFGS", "LevenbergMarquardt", "Chain", "Stopping"]
 
@@ -45,9 +46,8 @@ def _numbers(owner: str, obj, *names):
 def value_and_grad(objective, theta):
     """``(loss, gradient)`` at ``theta``: the objective's own method when it has one (a
     data-parallel objective sums over its shards there), else autograd through ``loss``."""
-    own = getattr(objective, "value_and_grad", None)
-    if own is not None:
-        return own(theta)
+    if isinstance(objective, HasGradient):
+        return objective.value_and_grad(theta)
     loss, g = loss_and_grad(objective.loss, theta)
     return float(loss), g
 
@@ -430,14 +430,13 @@ class LevenbergMarquardt(Optimizer):
         if budget is None:
             return False
         p = objective.layout.total
-        itemsize = getattr(objective, "dtype", torch.float64).itemsize
+        itemsize = placement(objective)[1].itemsize
         return objective.jacobian_bytes() + itemsize * p * p > budget  # J and J^T J
 
     def normal_equations(self, objective, theta):
         """``(loss, J^T J, J^T r)`` at ``theta`` (data-parallel objectives sum these over shards)."""
-        own = getattr(objective, "normal_equations", None)
-        if own is not None:
-            return own(theta)
+        if isinstance(objective, HasNormalEquations):
+            return objective.normal_equations(theta)
         r, J = objective.jacobian(theta)
         return float(r @ r), J.T @ J, J.T @ r
 

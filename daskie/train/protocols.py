@@ -1,5 +1,11 @@
 """What optimizers and strategies need of an objective, as declared protocols.
 
+Optional capabilities are protocols of their own, checked with ``isinstance`` where they are
+used: :class:`HasGradient` (an objective that computes its own loss and gradient, e.g. summed
+over data-parallel shards), :class:`HasNormalEquations` (the same for Gauss-Newton's normal
+equations), :class:`Shardable` (it can cut itself into data shards) and :class:`Placed` (it
+computes on a device and dtype of its own; see :func:`placement`).
+
 Every daskie objective (:class:`~daskie.train.objective.Objective`, the split objectives of
 :mod:`daskie.train.collective`, :class:`~daskie.train.module.ModuleObjective`) is a
 :class:`LossObjective`; least-squares ones are also :class:`LeastSquaresObjective` (Gauss-Newton
@@ -13,7 +19,8 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 __all__ = ["LossObjective", "LeastSquaresObjective", "MiniBatchObjective", "ObjectiveSource",
-           "SolutionObjective"]
+           "SolutionObjective", "HasGradient", "HasNormalEquations", "Shardable", "Placed",
+           "placement"]
 
 
 @runtime_checkable
@@ -59,3 +66,44 @@ class ObjectiveSource(Protocol):
     """What a task rebuilds the objective (or data shard ``(k, n)`` of it) from."""
 
     def build(self, shard=None): ...
+
+
+@runtime_checkable
+class HasGradient(Protocol):
+    """An objective that computes ``(loss, gradient)`` itself (a data-parallel objective sums
+    them over its shards); others are differentiated through ``loss`` by autograd."""
+
+    def value_and_grad(self, theta): ...
+
+
+@runtime_checkable
+class HasNormalEquations(Protocol):
+    """A least-squares objective that computes Gauss-Newton's ``(loss, J^T J, J^T r)`` itself
+    (summed over shards, or without forming the whole Jacobian)."""
+
+    def normal_equations(self, theta): ...
+
+
+@runtime_checkable
+class Shardable(Protocol):
+    """An objective that cuts itself into data shard ``k`` of ``n`` (an objective of its own)."""
+
+    def shard(self, k: int, n: int): ...
+
+
+@runtime_checkable
+class Placed(Protocol):
+    """An objective that computes on a device and dtype of its own."""
+
+    device: object
+    dtype: object
+
+
+def placement(objective):
+    """``(device, dtype)`` ``objective`` computes on: its own (:class:`Placed`), else the CPU
+    in float64 (a user objective written for the CPU)."""
+    import torch
+
+    if isinstance(objective, Placed):
+        return objective.device, objective.dtype
+    return torch.device("cpu"), torch.float64
