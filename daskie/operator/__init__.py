@@ -4,8 +4,10 @@
   streamed into one zarr data set (resumable);
 * :class:`OperatorLoss` -- the DeepONet objective: data loss and/or the physics-informed
   residual of the integral equation (:mod:`daskie.operator.formulation`);
-* :func:`fit_operator` -- data-parallel training (:class:`OperatorDataParallel`, next to its rank work)
-  returning a trained :class:`Operator` and its history;
+* :func:`fit_operator` -- training split over the workers by instances
+  (:class:`OperatorDataParallel`), query points (:class:`OperatorTrunkParallel`) or both
+  (:class:`OperatorBranchTrunkParallel`), the planner choosing when none is given, returning
+  a trained :class:`Operator` and its history;
 * :func:`learn_operator` -- both at once on one cluster, the operator measured on held-out
   instances (:func:`~daskie.operator.evaluation.evaluate`).
 """
@@ -14,8 +16,10 @@ from daskie.operator.api import (default_net, default_optimizer, fit_operator, g
                                  learn_operator)
 from daskie.operator.formulation import OperatorLoss, TrainingSet
 from daskie.operator.model import Operator
-from daskie.operator.strategy import OperatorDataParallel
+from daskie.operator.strategy import (OperatorBranchTrunkParallel, OperatorDataParallel,
+                                      OperatorTrunkParallel)
 
-__all__ = ["Operator", "OperatorDataParallel", "OperatorLoss", "TrainingSet", "default_net", "default_optimizer",
+__all__ = ["Operator", "OperatorBranchTrunkParallel", "OperatorDataParallel", "OperatorLoss",
+           "OperatorTrunkParallel", "TrainingSet", "default_net", "default_optimizer",
            "fit_operator",
            "generate_dataset", "learn_operator"]

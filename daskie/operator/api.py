@@ -7,12 +7,15 @@ Each takes the public ``client`` argument with the meaning it has at every front
 
 from __future__ import annotations
 
+import logging
 import os
 
 from daskie.errors import SpecError, check_int
 
 __all__ = ["generate_dataset", "fit_operator", "learn_operator", "default_net",
-           "default_optimizer"]
+           "default_optimizer", "plan_split", "split_strategy"]
+
+log = logging.getLogger("daskie.operator")
 
 #: Default points per coordinate: sensors and query points (1-D, 2-D and up).
 _SENSORS = {1: 32, 2: 8}
@@ -20,11 +23,9 @@ _QUERY = {1: 33, 2: 12}
 
 
 def _check_family(family):
-    from daskie.problems.families import Family
+    from daskie.problems.parametric import check_family
 
-    if not isinstance(family, Family):
-        raise SpecError(f"family must be a daskie Family (daskie.problems.families.family(name)), "
-                        f"got {family!r}")
+    check_family(family)
 
 
 def _check_optimizer(optimizer, loss):
@@ -56,15 +57,17 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
 
     Parameters
     ----------
-    family : Family
+    family : Family or ParametricFamily
     path : str or path-like
         The data set (``xarray.open_zarr(path)`` reads it).
     n : int
         Instances.
     seed : int
     sensors, query : int, optional
-        Points per coordinate of the regular sensor grid (the branch's input; default 32 in
-        1-D, 8 in 2-D) and of the query grid (where ``mu`` is stored; default 33, 12).
+        Points per coordinate of the regular sensor grid (the branch's input) and of the
+        query grid (where ``mu`` is stored): default the family's own (``sensors``,
+        ``query`` of a :class:`~daskie.problems.parametric.ParametricFamily`: 8 and 64 for
+        ``fredholm-2d-fine``), else 32 and 33 in 1-D, 8 and 12 in 2-D.
     block : int
         Instances per task (and per zarr chunk).
     client : None, "sync" or distributed.Client
@@ -98,8 +101,10 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
 def _points(family, sensors, query):
     """Points per coordinate of the sensor and query grids (defaults by dimension)."""
     d = family.dim
-    sensors = _SENSORS.get(d, 4) if sensors is None else sensors
-    query = _QUERY.get(d, 5) if query is None else query
+    if sensors is None:  # the family's own default (a fine-grid family), else by dimension
+        sensors = getattr(family, "sensors", None) or _SENSORS.get(d, 4)
+    if query is None:
+        query = getattr(family, "query", None) or _QUERY.get(d, 5)
     check_int("sensors", sensors, 2)
     check_int("query", query, 2)
     return sensors, query
@@ -129,7 +134,7 @@ def default_net(family, sensors: int):
     from daskie.operator.formulation import n_branch_inputs
 
     m = n_branch_inputs(family, sensors)
-    if family.nonlinearity.name == "identity":
+    if family.linear:
         return DeepONet(m, family.dim, branch=None, trunk=MLP(hidden=(16, 16)),
                         width=16 if family.dim >= 2 else 24)
     return DeepONet(m, family.dim, branch=MLP(hidden=(32,)), trunk=MLP(hidden=(20, 20)),
@@ -250,8 +255,12 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     net : DeepONet, optional
         Default: ``DeepONet(sensors=m, dim=d)`` with ``m`` the data set's sensors (plus one,
         lambda, for families that vary it). Give either ``net`` or ``loss``.
-    strategy : OperatorDataParallel, optional
-        Default ``OperatorDataParallel()`` (one rank per worker; 2 ranks in process).
+    strategy : OperatorDataParallel, OperatorTrunkParallel or OperatorBranchTrunkParallel, optional
+        The split of the rows (instances x query points) over the ranks. Default: the
+        planner's choice (:func:`daskie.plan.operator_split.choose_split`, from the data
+        set's shape, the network and the workers' memory; one rank per worker, 2 ranks in
+        process), logged and kept with its reason in the run's meta (``operator.split``) and
+        as ``op.split``.
     optimizer : Optimizer, optional
         Default ``Adam(lr=1e-3, steps=1000)``; ``LevenbergMarquardt(...)`` where the
         parameter count allows (each rank forms its rows' ``J^T J``, P x P).
@@ -294,7 +303,7 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     from daskie.runtime.context import RunContext, run_token
     from daskie.session import check_client, open_session
     from daskie.store.dataset import OperatorDataset
-    from daskie.operator.strategy import OperatorDataParallel
+    from daskie.operator.strategy import check_operator_strategy
     from daskie.train.optimizers import Adam
 
     _check_family(family)
@@ -320,11 +329,16 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
         raise SpecError(f"loss must be an OperatorLoss, got {loss!r}")
     elif net is not None and net != loss.net:
         raise SpecError("give the network once: as net=, or inside loss=OperatorLoss(net)")
-    strategy = OperatorDataParallel() if strategy is None else strategy
-    if not isinstance(strategy, OperatorDataParallel):
-        raise SpecError(f"strategy must be an OperatorDataParallel, got {strategy!r}")
     optimizer = Adam(lr=1e-3, steps=1000) if optimizer is None else optimizer
     _check_optimizer(optimizer, loss)
+    split = None
+    if strategy is None:
+        split = plan_split(data_store, loss.net, optimizer, client,
+                           train if train is not None else None)
+        strategy = split_strategy(split)
+        log.info("operator split: %s", split.reason)
+    check_operator_strategy(strategy)
+    _check_split(strategy, optimizer)
     check_int("seed", seed, 0)
     if train is None:
         held = min(200, data_store.n // 5)
@@ -341,6 +355,8 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
                          "seed": int(seed), "train": list(training.train),
                          "test": None if training.test is None else list(training.test)}}
     identity = {k: v for k, v in meta["operator"].items() if k != "data"}
+    if split is not None:  # the planner's reason: not part of the run's identity
+        meta["operator"]["split"] = split.to_dict()
     user = None if on_window is None else (lambda k, outputs, summary: on_window(k, outputs))
     with open_session(store, resume=resume, identity=identity, meta=meta,
                       on_window=user) as session:
@@ -349,9 +365,69 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
             final = session.execute(strategy, ctx)
         op = Operator(loss.net, final[0].state.theta, data_store.sensors, data_store.query,
                       family, skip=loss.skip)
+        op.split = split
         if session.store is not None:
             _write_result(session, op, data_store, training, final[0].state)
     return op, session.history
+
+
+def _cluster_shape(client) -> tuple[int, float]:
+    """``(ranks, bytes of the smallest worker)`` of the place ``client`` names, without
+    starting it: a distributed Client's workers; two ranks sharing this machine's memory
+    for the embedded cluster (None) and in process ("sync")."""
+    if client is None or isinstance(client, str):
+        import psutil
+
+        return 2, psutil.virtual_memory().total / 2
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    if not workers:
+        raise SpecError("the client's cluster has no workers to train on")
+    return len(workers), float(min(w.get("memory_limit") or 0 for w in workers.values()) or
+                               __import__("psutil").virtual_memory().total / len(workers))
+
+
+def plan_split(data_store, net, optimizer, client, train=None):
+    """The planner's split (:func:`daskie.plan.operator_split.choose_split`) of training
+    ``net`` with ``optimizer`` on ``data_store``'s instances ``train`` (default: all but the
+    held-out ones) on the cluster ``client`` names."""
+    from daskie.plan.operator_split import choose_split
+    from daskie.train import LevenbergMarquardt
+    from daskie.train.head import LeastSquaresHead
+
+    ranks, memory = _cluster_shape(client)
+    if train is None:
+        n = data_store.n - min(200, data_store.n // 5)
+    else:
+        n = int(train[1]) - int(train[0])
+    stages = optimizer.stages()
+    b_layers, t_layers = net._sizes()
+    return choose_split(n, len(data_store.query), ranks, memory, branch_layers=b_layers,
+                        trunk_layers=t_layers, n_params=net.n_params(),
+                        jacobian=any(isinstance(s, LevenbergMarquardt) for s in stages),
+                        points_allowed=not any(isinstance(s, LeastSquaresHead) for s in stages))
+
+
+def split_strategy(split):
+    """The operator strategy of a planned split (window and comm at their defaults)."""
+    from daskie.operator.strategy import (OperatorBranchTrunkParallel, OperatorDataParallel,
+                                          OperatorTrunkParallel)
+
+    if split.points == 1:
+        return OperatorDataParallel(shards=split.instances)
+    if split.instances == 1:
+        return OperatorTrunkParallel(points=split.points)
+    return OperatorBranchTrunkParallel(instances=split.instances, points=split.points)
+
+
+def _check_split(strategy, optimizer):
+    """Refuse a least-squares head where the query points are sharded (its solve needs each
+    instance's whole grid on one rank)."""
+    from daskie.train.head import LeastSquaresHead
+
+    if getattr(strategy, "split", "branch") != "branch" and \
+            any(isinstance(s, LeastSquaresHead) for s in optimizer.stages()):
+        raise SpecError(f"LeastSquaresHead needs every instance's whole query grid on one rank: "
+                        f"use OperatorDataParallel, not {type(strategy).__name__}")
 
 
 def _check_batch(strategy, ranks, train):

@@ -37,10 +37,10 @@ def evaluate(op, data, test, train=None) -> xr.Dataset:
     lo, hi = (int(v) for v in test)
     rows = data.read(lo, hi)
     inputs = _inputs(op, rows)
-    f_at_x = None
-    if op.skip:  # f at the query points from the instances' own field, not a fit
-        f_at_x = op.family.f_values(rows["params"], op.query)
-    prediction = op(inputs, f_at_x=f_at_x)
+    skip_at_x = None
+    if op.skip:  # f / alpha at the query points from the instances' own data, not a fit
+        skip_at_x = op.family.skip_values(rows["params"], op.query)
+    prediction = op(inputs, skip_at_x=skip_at_x)
     reference = rows["mu"]
     rel = op.relative_errors(prediction, reference)
     ds = xr.Dataset(
@@ -73,7 +73,7 @@ def _inputs(op, rows) -> np.ndarray:
 
     if op.family is None:
         return rows["f"]
-    return branch_inputs(op.family, rows["f"], rows["params"])
+    return branch_inputs(op.family, rows["f"], rows["params"], op.sensors)
 
 
 def summary_of(ds: xr.Dataset) -> dict:

@@ -30,7 +30,8 @@ from daskie.formulations.base import Discretization, Evaluation, Formulation, Su
 from daskie.nn.deeponet import DeepONet
 from daskie.quadrature import tensor_rule
 
-__all__ = ["TrainingSet", "OperatorLoss", "DeepONetHead", "instance_shard", "branch_inputs",
+__all__ = ["TrainingSet", "OperatorLoss", "DeepONetHead", "instance_shard", "point_shard",
+           "branch_inputs",
            "n_branch_inputs"]
 
 
@@ -97,19 +98,39 @@ def instance_shard(first: int, stop: int, shard) -> tuple[int, int]:
     return first + (k * total) // n, first + ((k + 1) * total) // n
 
 
+def point_shard(q: int, points) -> tuple[int, int]:
+    """Query points ``[a, b)`` of shard ``points=(j, P)`` of ``q`` points: contiguous ranges
+    (each rank reads one slab of ``mu``), sizes differing by at most one."""
+    j, n = (int(v) for v in points)
+    if n < 1 or not 0 <= j < n:
+        raise SpecError(f"points (j, P) needs P >= 1 and 0 <= j < P, got {points!r}")
+    if n > q:
+        raise SpecError(f"{n} point shards of {q} query points leave some shard empty")
+    return (j * q) // n, ((j + 1) * q) // n
+
+
 def n_branch_inputs(family, sensors: int) -> int:
-    """Inputs of the branch for ``sensors`` sensor values: one more (lambda) when the family
-    varies lambda, which the operator cannot see in ``f``."""
-    return sensors + (1 if family.lam[0] != family.lam[1] else 0)
+    """Inputs of the branch for ``sensors`` sensor values (the family's ``n_inputs``: one
+    more, lambda, for a :class:`~daskie.problems.families.Family` that varies it; each
+    field at every sensor and each named parameter once for a
+    :class:`~daskie.problems.parametric.ParametricFamily`)."""
+    return family.n_inputs(sensors)
 
 
-def branch_inputs(family, f_sensors, params) -> np.ndarray:
-    """What the branch reads of each instance: ``f`` at the sensors, then lambda when the
-    family varies it (:func:`n_branch_inputs`)."""
-    f = np.atleast_2d(np.asarray(f_sensors, dtype=float))
-    if family.lam[0] == family.lam[1]:
-        return f
-    return np.concatenate([f, family.lam_values(params)[:, None]], axis=1)
+def branch_inputs(family, f_sensors, params, sensor_x=None) -> np.ndarray:
+    """What the branch reads of each instance (the family's ``branch_inputs``): ``f`` at
+    the sensors, then what else the family gives it (lambda, ``alpha`` at the sensors
+    ``sensor_x``, kernel parameters; :func:`n_branch_inputs`)."""
+    return family.branch_inputs(f_sensors, params, sensor_x)
+
+
+def _check_physics(family):
+    from daskie.problems.families import Family
+
+    if not isinstance(family, Family):
+        raise SpecError(f"OperatorLoss.physics > 0 needs a Family (one kernel, its rule built "
+                        f"once); family {family.name!r} is a {type(family).__name__}: train it "
+                        "with the data loss (physics=0)")
 
 
 def _rows(f_sensors, points):
@@ -222,11 +243,14 @@ class OperatorLoss(Formulation):
         shard ``shard=(k, n)`` when given (a contiguous range of instances), on ``device``
         in ``dtype`` (None: the CPU, float64; :meth:`Formulation.discretize`)."""
         rows = self.shard_rows(problem, shard, device=device, dtype=dtype)
-        return rows.discretization(None, rows.n / rows.n_total)
+        return rows.discretization(None, rows.share)
 
-    def shard_rows(self, problem, shard=None, *, device=None, dtype=None) -> "ShardRows":
+    def shard_rows(self, problem, shard=None, *, points=None, device=None,
+                   dtype=None) -> "ShardRows":
         """Everything the losses of shard ``shard`` need, read once from the data set and put
-        on ``device`` in ``dtype`` once (None: the CPU, float64); its
+        on ``device`` in ``dtype`` once (None: the CPU, float64); with ``points=(j, P)`` only
+        the j-th of P contiguous ranges of the query points (trunk-parallel ranks: only that
+        slice of ``mu`` is read). Its
         :meth:`ShardRows.discretization` gives the objective of any subset of its instances
         (the full shard, or one mini-batch) there, without moving data again."""
         from daskie.store.dataset import OperatorDataset
@@ -234,6 +258,8 @@ class OperatorLoss(Formulation):
         if not isinstance(problem, TrainingSet):
             raise SpecError(f"OperatorLoss trains on a TrainingSet, got {type(problem).__name__}")
         family, net = problem.family, self.net
+        if self.physics > 0:
+            _check_physics(family)
         store = OperatorDataset.open(problem.path)
         sensors, x = store.sensors, store.query
         m = n_branch_inputs(family, len(sensors))
@@ -248,26 +274,33 @@ class OperatorLoss(Formulation):
                                 f"{store.n} instances")
         first, stop = problem.train
         lo, hi = instance_shard(first, stop, shard)
-        data = store.read(lo, hi)
+        q_total = len(x)
+        span = None if points is None else point_shard(q_total, points)
+        if span is not None:
+            x = x[span[0]:span[1]]
+        data = store.read(lo, hi, points=span)
         T = tensor_maker(device, dtype)
-        inputs = branch_inputs(family, data["f"], data["params"])
+        inputs = branch_inputs(family, data["f"], data["params"], sensors)
         terms = self.physics_terms(family, data["params"], x, device=T.device, dtype=T.dtype) \
             if self.physics > 0 else None
         test_points, test_exact = np.zeros((0, net.in_dim)), None
         if problem.test is not None:
             a, b = problem.test
             held = store.read(a, min(b, a + self.test_instances))
-            test_points = _rows(branch_inputs(family, held["f"], held["params"]), x)
+            # the records' test error: every query point (on every rank alike)
+            test_points = _rows(branch_inputs(family, held["f"], held["params"], sensors),
+                                store.query)
             test_exact = held["mu"]
             if self.skip:
-                test_exact = test_exact - family.f_values(held["params"], x) / family.alpha
+                test_exact = test_exact - family.skip_values(held["params"], store.query)
             test_exact = test_exact.reshape(-1)
         target = data["mu"]
         if self.skip:
-            target = target - family.f_values(data["params"], x) / family.alpha
+            target = target - family.skip_values(data["params"], x)
         return ShardRows(self, problem, (lo, hi), stop - first, x, T(inputs), T(target),
                          terms, test_points, test_exact,
-                         None if shard is None else tuple(int(v) for v in shard))
+                         None if shard is None else tuple(int(v) for v in shard),
+                         q_total, None if points is None else tuple(int(v) for v in points))
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,6 +321,15 @@ class ShardRows:
     test_points: np.ndarray
     test_exact: np.ndarray | None
     shard: tuple | None
+    q_total: int | None = None
+    points: tuple | None = None
+
+    @property
+    def share(self) -> float:
+        """The fraction of the training rows (instances x points) this shard holds: the
+        weight under which the shards' losses sum to the mean over every row."""
+        q = len(self.x) if self.q_total is None else self.q_total
+        return (self.n / self.n_total) * (len(self.x) / q)
 
     @property
     def n(self) -> int:
@@ -349,7 +391,7 @@ class ShardRows:
 
         # a data misfit alone is linear in the branch's output layer: it can be solved for
         head = None
-        if "physics" not in weights and net.outputs == 1:
+        if "physics" not in weights and net.outputs == 1 and self.points is None:
             head = DeepONetHead(net, inputs, x, mu)
         lo, hi = self.span
         return Discretization(

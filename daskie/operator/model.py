@@ -35,6 +35,9 @@ class Operator:
         Training records (set by :func:`~daskie.operator.learn_operator`).
     evaluation : xarray.Dataset or None
         The held-out evaluation (set by :func:`~daskie.operator.learn_operator`).
+    split : OperatorSplit or None
+        The planner's split of the training, when :func:`~daskie.operator.fit_operator`
+        chose it (:func:`daskie.plan.operator_split.choose_split`; its ``reason`` says why).
     """
 
     def __init__(self, net, theta, sensors, query, family=None, skip: bool = False):
@@ -42,7 +45,7 @@ class Operator:
             raise SpecError("an operator that learned mu - f / alpha (skip=True) needs its "
                             "family, to evaluate f at the output points")
         self.net, self.family, self.skip = net, family, bool(skip)
-        self.history, self.evaluation = None, None
+        self.history, self.evaluation, self.split = None, None, None
         self.theta = theta.detach().clone()
         self.sensors = np.asarray(sensors, dtype=float)
         self.query = np.asarray(query, dtype=float)
@@ -52,13 +55,16 @@ class Operator:
         return (f"Operator(family={name!r}, sensors={len(self.sensors)}, "
                 f"params={self.theta.numel()})")
 
-    def __call__(self, f_values, x=None, *, f_at_x=None) -> np.ndarray:
+    def __call__(self, f_values, x=None, *, f_at_x=None, skip_at_x=None) -> np.ndarray:
         """``mu`` of the instances whose branch inputs are ``f_values`` (``(n, m)``, or
         ``(m,)`` for one: ``f`` at the sensors, then lambda for families that vary it, see
         :meth:`inputs`), at points ``x`` (``(k, d)``; default: the query points): shape
         ``(n, k)`` (or ``(k,)``). One branch pass per instance and one trunk pass per point.
         ``f_at_x`` (``(n, k)``): ``f`` at ``x`` where known (operators with ``skip``; else it
-        is fitted from the sensor values)."""
+        is fitted from the sensor values, for a :class:`~daskie.problems.families.Family`);
+        ``skip_at_x`` (``(n, k)``): ``f / alpha`` at ``x`` (the family's ``skip_values``;
+        what an operator of a :class:`~daskie.problems.parametric.ParametricFamily` with
+        ``skip`` needs)."""
         import torch
 
         f = np.asarray(f_values, dtype=float)
@@ -77,8 +83,15 @@ class Operator:
             out = self.net.operator(self.theta, at(f), at(x))
             out = out.to(device="cpu", dtype=torch.float64).numpy()
         if self.skip:
-            fx = self._f_at(f, x) if f_at_x is None else np.atleast_2d(f_at_x)
-            out = out + fx / float(self.family.alpha)
+            if skip_at_x is not None:
+                out = out + np.atleast_2d(skip_at_x)
+            else:
+                if not hasattr(self.family, "field"):
+                    raise SpecError(f"family {self.family.name!r} has no random field to fit f "
+                                    "to the sensor values: pass skip_at_x (f / alpha at x, "
+                                    "family.skip_values(params, x)) or use predict(params)")
+                fx = self._f_at(f, x) if f_at_x is None else np.atleast_2d(f_at_x)
+                out = out + fx / float(self.family.alpha)
         return out[0] if one else out
 
     def _f_at(self, f, x) -> np.ndarray:
@@ -106,14 +119,15 @@ class Operator:
         if self.family is None:
             raise SpecError("this operator has no family: pass its branch inputs instead")
         params = np.atleast_2d(params)
-        return branch_inputs(self.family, self.family.f_values(params, self.sensors), params)
+        return branch_inputs(self.family, self.family.f_values(params, self.sensors), params,
+                             self.sensors)
 
     def predict(self, params, x=None) -> np.ndarray:
         """``mu`` of family instances ``params`` (``(n, n_params)``) at ``x`` (default: the
         query points), shape ``(n, k)``."""
         x = self.query if x is None else np.asarray(x, dtype=float)
-        f_at_x = self.family.f_values(np.atleast_2d(params), x) if self.skip else None
-        return self(self.inputs(params), x, f_at_x=f_at_x)
+        skip = self.family.skip_values(np.atleast_2d(params), x) if self.skip else None
+        return self(self.inputs(params), x, skip_at_x=skip)
 
     def dataset(self, f_values, x=None):
         """The prediction as an ``xarray.Dataset``: ``mu (instance, point)``, ``inputs

@@ -27,7 +27,7 @@ from daskie.errors import SpecError, check_int
 from daskie.problems.domain import Domain
 from daskie.problems.spec import VOLTERRA, IntegralTerm, Nonlinearity, Problem
 
-__all__ = ["RandomField", "Family", "FAMILIES", "family"]
+__all__ = ["RandomField", "Family", "FieldAndKernel", "FieldAndRange", "FAMILIES", "family"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,30 @@ class Family:
         return self.field.evaluate(p[:, :-1], np.asarray(x, dtype=float),
                                    self.domain.lower, self.domain.upper)
 
+    def skip_values(self, params, x) -> np.ndarray:
+        """``f / alpha`` at ``x`` of each instance, ``(n, k)``: what an operator with the skip
+        connection adds to the learned integral term."""
+        return self.f_values(params, x) / float(self.alpha)
+
+    @property
+    def linear(self) -> bool:
+        """Whether the solution is linear in the branch inputs (``f``, fixed ``lambda``, a
+        linear equation): a linear branch suffices."""
+        return self.nonlinearity.linear and self.lam[0] == self.lam[1]
+
+    def n_inputs(self, sensors: int) -> int:
+        """Inputs of the branch for ``sensors`` sensor values: one more (lambda) when the
+        family varies lambda, which the operator cannot see in ``f``."""
+        return sensors + (1 if self.lam[0] != self.lam[1] else 0)
+
+    def branch_inputs(self, f_sensors, params, sensor_x=None) -> np.ndarray:
+        """What the branch reads of each instance: ``f`` at the sensors, then lambda when
+        the family varies it (``sensor_x`` is not needed: ``f`` is given)."""
+        f = np.atleast_2d(np.asarray(f_sensors, dtype=float))
+        if self.lam[0] == self.lam[1]:
+            return f
+        return np.concatenate([f, self.lam_values(params)[:, None]], axis=1)
+
     def lam_values(self, params) -> np.ndarray:
         """``lambda`` of each instance, shape ``(n,)``."""
         return np.atleast_2d(np.asarray(params, dtype=float))[:, -1].copy()
@@ -265,14 +289,119 @@ def _fredholm_2d() -> Family:
                   description="mu = f + 0.3 Int_[0,1]^2 exp(-|x - t|^2) mu(t) dt, f a random field")
 
 
+@dataclass(frozen=True)
+class FieldAndKernel:
+    """``problem_of`` of the built-in kernel-varying families: ``f`` from a random field
+    (the first ``field.n_coefficients(d)`` parameters) and the kernel ``kind`` of the last
+    parameter: ``"width"`` ``exp(-|x - t|^2 / p)``, ``"decay"`` ``exp(-p (x_0 - t_0))``.
+
+    Parameters
+    ----------
+    domain : Domain
+    field : RandomField
+    kind : str
+        ``"width"`` or ``"decay"``.
+    lam : float
+    volterra : bool
+    """
+
+    domain: Domain
+    field: RandomField
+    kind: str
+    lam: float
+    volterra: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("width", "decay"):
+            raise SpecError(f"FieldAndKernel.kind must be 'width' or 'decay', got {self.kind!r}")
+
+    def __call__(self, params) -> Problem:
+        """The problem of one instance's parameters."""
+        coef, p = np.asarray(params[:-1], dtype=float), float(params[-1])
+        field, lo, hi = self.field, self.domain.lower, self.domain.upper
+        kernel = _gauss_kernel(p) if self.kind == "width" else _decay_rate_kernel(p)
+        upper = (VOLTERRA,) * self.domain.dim if self.volterra else None
+        return Problem(domain=self.domain, f=lambda x: field.evaluate(coef, x, lo, hi),
+                       terms=[IntegralTerm(kernel=kernel, lam=self.lam, upper=upper)])
+
+
+@dataclass(frozen=True)
+class FieldAndRange:
+    """``distribution`` of the built-in kernel-varying families: a random field's
+    coefficients, then one parameter ``~ U(low, high)``.
+
+    Parameters
+    ----------
+    field : RandomField
+    dim : int
+    low, high : float
+    """
+
+    field: RandomField
+    dim: int
+    low: float
+    high: float
+
+    def __call__(self, rng) -> np.ndarray:
+        """One instance's parameters drawn from ``rng``."""
+        return np.append(self.field.draw(self.dim, rng), self.low + (self.high - self.low)
+                         * rng.random())
+
+
+def _decay_rate_kernel(rate: float):
+    def kernel(x, t):
+        return np.exp(-rate * (x[..., 0] - t[..., 0]))
+    return kernel
+
+
+def _kernel_family(name, domain, field, kind, lam, span, volterra=False, **kw):
+    from daskie.problems.parametric import ParametricFamily
+
+    d = domain.dim
+    coefs = tuple(f"c{k}" for k in range(field.n_coefficients(d)))
+    return ParametricFamily(name, domain, FieldAndKernel(domain, field, kind, lam, volterra),
+                            FieldAndRange(field, d, *span), params=coefs + (kind,),
+                            inputs=("f", kind), linear=False, **kw)
+
+
+def _fredholm_1d_width():
+    return _kernel_family("fredholm-1d-width", Domain((0.0,), (1.0,)),
+                          RandomField(modes=6, length=0.2), "width", 0.5, (0.1, 1.0),
+                          reference_n=32,
+                          description="mu = f + 0.5 Int_0^1 exp(-(x - t)^2 / w) mu(t) dt, "
+                                      "f a random field, the kernel width w ~ U(0.1, 1)")
+
+
+def _volterra_1d_decay():
+    return _kernel_family("volterra-1d-decay", Domain((0.0,), (1.0,)),
+                          RandomField(modes=6, length=0.2), "decay", 1.0, (0.5, 4.0),
+                          volterra=True, reference_n=64,
+                          description="mu = f + Int_0^x exp(-c (x - t)) mu(t) dt, f a random "
+                                      "field, the decay rate c ~ U(0.5, 4)")
+
+
+def _fredholm_2d_fine():
+    return _kernel_family("fredholm-2d-fine", Domain((0.0, 0.0), (1.0, 1.0)),
+                          RandomField(modes=4, length=0.25), "width", 0.3, (0.5, 2.0),
+                          reference_n=12, sensors=8, query=64,
+                          description="mu = f + 0.3 Int_[0,1]^2 exp(-|x - t|^2 / w) mu(t) dt "
+                                      "on a 64 x 64 query grid, f a random field, the kernel "
+                                      "width w ~ U(0.5, 2)")
+
+
 #: The built-in families by name: a 1-D linear Fredholm family (varying f), a 1-D nonlinear
-#: Volterra family (varying f and lambda) and a 2-D Fredholm family (varying f).
+#: Volterra family (varying f and lambda), a 2-D Fredholm family (varying f) -- each a
+#: :class:`Family` -- and, as :class:`~daskie.problems.parametric.ParametricFamily`, two 1-D
+#: families that vary the kernel (a Fredholm kernel's width, a Volterra kernel's decay) and a
+#: 2-D one that varies the kernel's width, on a 64 x 64 query grid.
 FAMILIES = {"fredholm-1d": _fredholm_1d, "volterra-1d-sin": _volterra_1d,
-            "fredholm-2d": _fredholm_2d}
+            "fredholm-2d": _fredholm_2d, "fredholm-1d-width": _fredholm_1d_width,
+            "volterra-1d-decay": _volterra_1d_decay, "fredholm-2d-fine": _fredholm_2d_fine}
 
 
-def family(name: str) -> Family:
-    """The built-in family ``name`` (one of :data:`FAMILIES`)."""
+def family(name: str):
+    """The built-in family ``name`` (one of :data:`FAMILIES`): a :class:`Family` or a
+    :class:`~daskie.problems.parametric.ParametricFamily`."""
     if name not in FAMILIES:
         raise SpecError(f"no family named {name!r}; choose one of {sorted(FAMILIES)}")
     return FAMILIES[name]()

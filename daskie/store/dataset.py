@@ -200,8 +200,10 @@ class OperatorDataset:
         # the flag last: a block flagged done is complete on disk
         self._group["done"][k] = True
 
-    def read(self, lo: int, hi: int, names=("params", "f", "mu")) -> dict:
-        """Arrays ``names`` of instances ``[lo, hi)`` (only those rows are read).
+    def read(self, lo: int, hi: int, names=("params", "f", "mu"), points=None) -> dict:
+        """Arrays ``names`` of instances ``[lo, hi)`` (only those rows are read); with
+        ``points=(a, b)`` only query points ``[a, b)`` of ``mu`` (a trunk-parallel rank's
+        slice).
 
         Raises
         ------
@@ -217,7 +219,14 @@ class OperatorDataset:
             raise SpecError(f"the data set at {self.path} lacks blocks {missing[:5]}"
                             f"{' ...' if len(missing) > 5 else ''} (instances [{lo}, {hi}) are "
                             "not all generated): finish generating it first")
-        return {name: np.asarray(self._group[name][lo:hi]) for name in names}
+        if points is None:
+            return {name: np.asarray(self._group[name][lo:hi]) for name in names}
+        a, b = (int(v) for v in points)
+        q = self._group["mu"].shape[1]
+        if not 0 <= a < b <= q:
+            raise SpecError(f"query points [{a}, {b}) are outside the data set's 0..{q}")
+        return {name: np.asarray(self._group[name][lo:hi, a:b] if name == "mu"
+                                 else self._group[name][lo:hi]) for name in names}
 
     def to_xarray(self) -> xr.Dataset:
         """The data set as a lazy xarray Dataset (``xarray.open_zarr``)."""
