@@ -378,9 +378,8 @@ def _spawns_workers(cluster) -> bool:
 def _cmd_operator(args) -> int:
     from daskie.errors import SpecError
     from daskie.operator import learn_operator
-    from daskie.problems.families import family
 
-    fam = family(args.family)  # a bad name fails before any output
+    fam = _operator_family(args.family)  # a bad name or module fails before any output
     if args.resume and not args.store:
         raise SpecError("--resume needs the --store of the run to continue")
     if args.test is not None and args.test >= args.n:
@@ -465,7 +464,10 @@ def _cmd_operator(args) -> int:
                "baseline_rel_l2_median": ev.get("baseline_rel_l2_median"),
                "epochs": last.get("epoch"), "loss": last.get("loss"),
                "wall_s": last.get("wall_s"), "n_params": int(op.theta.numel()),
-               "optimizer": last.get("optimizer"), "store": args.store and
+               "optimizer": last.get("optimizer"),
+               "split": op.split.split if op.split is not None else strategy.split,
+               "split_reason": None if op.split is None else op.split.reason,
+               "store": args.store and
                os.path.abspath(args.store), "report": None}
     if args.report:
         from daskie.report.operator import operator_report
@@ -490,7 +492,8 @@ def _operator_net(fam, args):
     from daskie.operator.data import sensor_points
     from daskie.operator.formulation import n_branch_inputs
 
-    m = len(sensor_points(fam, args.sensors or (32 if fam.dim == 1 else 8)))
+    m = len(sensor_points(fam, args.sensors or getattr(fam, "sensors", None)
+                          or (32 if fam.dim == 1 else 8)))
     base = default_net(fam, m)
     branch = base.branch
     if args.branch is not None:
@@ -500,14 +503,72 @@ def _operator_net(fam, args):
                     width=base.width if args.width is None else args.width)
 
 
+def _operator_family(spec: str):
+    """The family ``daskie operator`` names: a built-in one, or ``module:attr`` /
+    ``path/to/file.py:attr`` -- a Family or ParametricFamily, or a function of no arguments
+    returning one."""
+    from daskie.errors import SpecError
+    from daskie.problems.families import FAMILIES, family
+    from daskie.problems.parametric import check_family
+
+    if ":" not in spec:
+        return family(spec)
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise SpecError(f"a user family is MODULE:NAME or FILE.py:NAME, got {spec!r}")
+    import importlib
+    import importlib.util
+
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise SpecError(f"no file {where!r} (from family {spec!r})")
+            mod_spec = importlib.util.spec_from_file_location(
+                os.path.splitext(os.path.basename(where))[0], where)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[mod_spec.name] = module  # its functions pickle by reference
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ImportError as exc:
+        raise SpecError(f"cannot import the module of family {spec!r}: {exc}; built-in "
+                        f"families: {sorted(FAMILIES)}") from exc
+    if not hasattr(module, attr):
+        raise SpecError(f"{where} has no {attr!r} (family {spec!r})")
+    fam = getattr(module, attr)
+    if callable(fam) and not hasattr(fam, "sample"):
+        fam = fam()
+    check_family(fam, f"{spec}")
+    return fam
+
+
 def _operator_strategy(args):
-    from daskie.operator import OperatorDataParallel
+    from daskie.errors import SpecError
+    from daskie.operator import (OperatorBranchTrunkParallel, OperatorDataParallel,
+                                 OperatorTrunkParallel)
 
     options = {}
-    if args.shards is not None:
-        options["shards"] = args.shards
     if args.window is not None:
         options["window"] = args.window or None
+    split = getattr(args, "split", "branch")
+    if split == "auto":
+        if args.shards is not None or args.points is not None or args.batch is not None:
+            raise SpecError("--split auto lets the planner choose the ranks: drop --shards, "
+                            "--points and --batch, or name the split")
+        return None
+    if split != "branch" and getattr(args, "batch", None) is not None:
+        raise SpecError(f"--batch trains mini-batches of instances: --split branch, not {split}")
+    if split == "trunk":
+        if args.shards is not None:
+            raise SpecError("--split trunk shards the query points: give --points, not --shards")
+        return OperatorTrunkParallel(points=args.points, **options)
+    if split == "branch-trunk":
+        return OperatorBranchTrunkParallel(instances=args.shards or 2, points=args.points or 2,
+                                           **options)
+    if args.points is not None:
+        raise SpecError("--points shards the query points: add --split trunk or branch-trunk")
+    if args.shards is not None:
+        options["shards"] = args.shards
     if getattr(args, "batch", None) is not None:
         options["batch"] = args.batch
     return OperatorDataParallel(**options)
@@ -644,7 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "reference as tasks into a zarr data set, a DeepONet "
                                     "trained data-parallel on all but the held-out ones, and "
                                     "its relative L2 error on those.")
-    op.add_argument("family", help="built-in family: fredholm-1d, volterra-1d-sin, fredholm-2d")
+    op.add_argument("family", help="a built-in family (fredholm-1d, volterra-1d-sin, "
+                                   "fredholm-2d, fredholm-1d-width, volterra-1d-decay, "
+                                   "fredholm-2d-fine) or a user's, MODULE:NAME or FILE.py:NAME "
+                                   "(a Family or ParametricFamily, or a function returning one)")
     op.add_argument("--n", type=_int_at_least(2), default=500, help="instances in the data set")
     op.add_argument("--test", type=_int_at_least(1),
                     help="held-out instances (default: min(200, n / 5))")
@@ -659,8 +723,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "daskie.workers)")
     op.add_argument("--cluster", type=_cluster, metavar="local|slurm|pbs|ADDRESS",
                     help="where to run (default: daskie's embedded cluster)")
+    op.add_argument("--split", choices=["branch", "trunk", "branch-trunk", "auto"],
+                    default="branch",
+                    help="what the ranks share: branch: the instances, trunk: the query "
+                         "points, branch-trunk: both (a --shards x --points grid), auto: the "
+                         "planner's choice from the data set's shape and the workers' memory")
     op.add_argument("--shards", type=_int_at_least(1),
-                    help="data-parallel ranks (default: one per worker)")
+                    help="instance shards (branch: ranks, default one per worker; "
+                         "branch-trunk: default 2)")
+    op.add_argument("--points", type=_int_at_least(1),
+                    help="query-point shards (trunk: ranks, default one per worker; "
+                         "branch-trunk: default 2)")
     op.add_argument("--window", type=_int_at_least(0),
                     help="steps per window, one checkpoint each (0: one window; default 100)")
     op.add_argument("--batch", type=_int_at_least(1),
@@ -691,9 +764,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="branch hidden layer widths; 0: a linear branch (default: linear "
                          "for linear families, 32 otherwise)")
     op.add_argument("--sensors", type=_int_at_least(2),
-                    help="sensors per coordinate (default: 32 in 1-D, 8 in 2-D)")
+                    help="sensors per coordinate (default: the family's, else 32 in 1-D, 8 "
+                         "in 2-D)")
     op.add_argument("--query", type=_int_at_least(2),
-                    help="query points per coordinate (default: 33 in 1-D, 12 in 2-D)")
+                    help="query points per coordinate (default: the family's, 64 for "
+                         "fredholm-2d-fine, else 33 in 1-D, 12 in 2-D)")
     op.add_argument("--seed", type=_int_at_least(0), default=config.get("seed"),
                     help="seed of the network's initialisation")
     op.add_argument("--data-seed", type=_int_at_least(0), default=0,
