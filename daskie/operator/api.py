@@ -373,17 +373,23 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
 
 def _cluster_shape(client) -> tuple[int, float]:
     """``(ranks, bytes of the smallest worker)`` of the place ``client`` names, without
-    starting it: a distributed Client's workers; two ranks sharing this machine's memory
-    for the embedded cluster (None) and in process ("sync")."""
-    if client is None or isinstance(client, str):
-        import psutil
+    starting it: a distributed Client's or an executor's workers; two ranks sharing this
+    machine's memory for the embedded cluster (None) and in process ("sync")."""
+    import psutil
 
-        return 2, psutil.virtual_memory().total / 2
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    if not workers:
+    total = psutil.virtual_memory().total
+    if client is None or isinstance(client, str):
+        return 2, total / 2
+    if hasattr(client, "default_ranks"):  # an executor (learn_operator's session)
+        ranks, workers = client.default_ranks(), client.workers()
+    else:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        ranks = len(workers)
+    if not ranks:
         raise SpecError("the client's cluster has no workers to train on")
-    return len(workers), float(min(w.get("memory_limit") or 0 for w in workers.values()) or
-                               __import__("psutil").virtual_memory().total / len(workers))
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    smallest = min(limits) if limits and min(limits) > 0 else total / max(1, ranks)
+    return ranks, float(smallest)
 
 
 def plan_split(data_store, net, optimizer, client, train=None):
