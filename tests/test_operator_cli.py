@@ -138,3 +138,68 @@ def test_every_operator_option_has_help_and_shows_its_default():
         assert a.help, f"operator {a.option_strings} has no help"
         if a.default not in (None, False):
             assert f"(default: {a.default})" in text or "default" in a.help, a.option_strings
+
+
+USER_FAMILY = '''
+import numpy as np
+from daskie.problems import Domain, IntegralTerm, Problem
+from daskie.problems.parametric import ParametricFamily
+
+BOX = Domain((0.0,), (1.0,))
+
+
+def build(p):
+    a, w = p
+    return Problem(BOX, f=lambda x: np.cos(3 * x[..., 0]) + a,
+                   terms=[IntegralTerm(lambda x, t: np.exp(-(x - t)[..., 0] ** 2 / w), lam=0.5)])
+
+
+def make():
+    return ParametricFamily("cli-user", BOX, build,
+                            lambda rng: np.array([rng.normal(), rng.uniform(0.2, 1.0)]),
+                            params=("a", "w"), inputs=("f", "w"))
+'''
+
+
+def _run(argv):
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_a_user_family_from_a_file_trains_on_the_split_asked_for(tmp_path):
+    (tmp_path / "fam.py").write_text(USER_FAMILY)
+    base = [*TINY[:6], "--sensors", "8", "--query", "9", "--optimizer", "adam", "--steps", "4",
+            "--json", "--quiet"]
+    runs = {}
+    for split in ("trunk", "branch", "auto"):
+        status, out, _ = _run(["operator", f"{tmp_path / 'fam.py'}:make", *base, "--split",
+                               split, "--data", str(tmp_path / "data.zarr")])
+        assert status == 0
+        runs[split] = json.loads(out)
+        assert runs[split]["family"] == "cli-user"
+    assert runs["trunk"]["split"] == "trunk" and runs["trunk"]["split_reason"] is None
+    assert runs["auto"]["split"] == "branch" and "per rank" in runs["auto"]["split_reason"]
+    # the split changes the order of the sums, not the numbers
+    assert runs["trunk"]["loss"] == pytest.approx(runs["branch"]["loss"], rel=1e-10)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("no_such_module_29:FAMILY", "cannot import the module of family"),
+    ("daskie.problems.families:nothing", "has no 'nothing'"),
+    ("daskie.problems.families:RandomField", "must be a daskie Family or ParametricFamily"),
+    ("missing_file.py:FAMILY", "no file 'missing_file.py'"),
+])
+def test_a_bad_user_family_is_one_line_naming_it(spec, words, capsys):
+    assert main(["operator", spec, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+
+
+def test_points_without_a_trunk_split_is_refused(capsys):
+    assert main(["operator", "fredholm-1d", *TINY, "--points", "2"]) == 2
+    assert "--points shards the query points" in capsys.readouterr().err
