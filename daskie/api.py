@@ -32,10 +32,15 @@ def default_formulation():
 
 
 def default_optimizer(formulation=None):
-    """The optimizer ``solve`` uses for ``formulation`` when none is given: the
-    formulation's own :meth:`~daskie.formulations.Formulation.default_optimizer`
-    (Levenberg-Marquardt until converged; None: the default formulation's)."""
-    return (formulation if formulation is not None else default_formulation()).default_optimizer()
+    """The optimizer ``solve`` uses for ``formulation`` when none is given:
+    Levenberg-Marquardt stopped by convergence, with the formulation's
+    :meth:`~daskie.formulations.Formulation.solver_defaults` (damping scaling, step budget;
+    None: the default formulation's)."""
+    from daskie.train.optimizers import LevenbergMarquardt, Stopping
+
+    options = (formulation if formulation is not None else default_formulation()).solver_defaults()
+    return LevenbergMarquardt(steps="auto", scaling=options["scaling"],
+                              stop=Stopping(max_steps=int(options["max_steps"])))
 
 
 def _grid_points(domain, n=None):
@@ -116,6 +121,7 @@ class _Run:
     dtype: str = "float64"  # the precision objectives compute in
     max_time: float | None = None  # seconds of training at most (None: no time limit)
     estimator: object = None  # daskie.estimate's error estimator (None: no estimate)
+    default_optimizer: bool = False  # the optimizer is daskie's default (restarts may vary it)
 
 
 def _cores() -> int:
@@ -190,11 +196,13 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
         raise SpecError(f"formulation must be a daskie Formulation (QuadratureCollocation(), "
                         f"OrderReduction()), got {formulation!r}")
     strategy = Monolithic() if strategy is None else strategy
+    chosen = optimizer is None  # daskie's choice: a restart may vary it
     optimizer = default_optimizer(formulation) if optimizer is None else optimizer
     if not isinstance(strategy, Strategy):
         raise SpecError(f"strategy must be a daskie Strategy (Monolithic(), CEPTF(...)), got {strategy!r}")
     if not isinstance(optimizer, Optimizer):
         raise SpecError(f"optimizer must be a daskie Optimizer, got {optimizer!r}")
+    strategy.check_optimizer(optimizer)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SpecError(f"seed must be an int, got {seed!r}")
     if isinstance(target_loss, bool) or not (isinstance(target_loss, (int, float)) and target_loss >= 0):
@@ -219,7 +227,7 @@ def _resolve(problem, formulation, strategy, optimizer, client, seed, target_los
     tol, max_time, device = _accuracy_and_place(optimizer, tol, max_time, device, dtype)
     return _Run(problem, formulation, strategy, optimizer, int(seed), float(target_loss),
                 init=init, restarts=int(restarts), check=check, tol=tol, max_time=max_time,
-                device=device, dtype=dtype)
+                device=device, dtype=dtype, default_optimizer=chosen)
 
 
 def _prepare(run: _Run, workers, gpus, threads, eval_every) -> _Run:
@@ -323,37 +331,43 @@ def _restart(result, run: _Run) -> bool:
 
 
 def _restarts(run: _Run, executor, session, final):
-    """``restarts=K``: K seeds as independent tasks, the best kept; and for the default
+    """``restarts=K``: K seeds as independent tasks, the best kept; and for a
     convergence-stopped optimizer, up to three more seeds while the best one stalled without
-    meeting the tolerance (:func:`_restart`; within ``max_time`` where one is set). Returns
-    the final outputs."""
+    meeting the tolerance (:func:`_restart`; within ``max_time`` where one is set), from a
+    random start (on E3 the reference's warm start leads into a ridge: relative error 4.4e-4
+    after 400 steps, a random one reaches 1e-5) and, with daskie's default optimizer, every
+    other one with Levenberg-Marquardt's other damping scaling
+    (:func:`~daskie.train.restarts.other_scaling`). The loop is
+    :func:`~daskie.train.restarts.train_restarts`, the seeds tasks of the runtime
+    (:func:`~daskie.runtime.seeds.train_seeds`). Returns the final outputs."""
     from daskie.runtime.context import WindowOutput
     from daskie.runtime.seeds import train_seeds
-    from daskie.train.restarts import SeedResult, best_of, with_time
+    from daskie.train.restarts import SeedResult, other_scaling, train_restarts
 
     if not run.strategy.seeds_as_tasks:
         return final
-    results = []
-    if run.restarts > 1:
-        results = train_seeds(executor, run.ctx, list(range(run.seed, run.seed + run.restarts)),
-                              init=run.init, reference=run.reference)
-    elif final is not None:
-        results = [SeedResult(run.seed, final[0].state, [], dict(run.checks), session.elapsed())]
+    first = None
+    if run.restarts <= 1:
+        if final is None:
+            return final
+        first = [SeedResult(run.seed, final[0].state, [], dict(run.checks), session.elapsed())]
     stop = run.optimizer.stages()[-1].stop
-    budget = None if stop is None else stop.max_wall_s  # only where the user set max_time
-    spent, extra = sum(r.wall_s for r in results), 0
-    while results and stop is not None and extra < 3 and _restart(best_of(results), run) \
-            and (budget is None or spent < 0.9 * budget):
-        extra += 1
-        opt = run.optimizer if budget is None else with_time(run.optimizer, budget - spent)
-        # another start, not the same warm start again: on E3 the reference's warm start
-        # leads into a ridge (relative error 4.4e-4 after 400 steps), a random one to 1e-5
-        results += train_seeds(executor, run.ctx, [run.seed + run.restarts + extra - 1],
-                               init="random", reference=run.reference, optimizer=opt)
-        spent = sum(r.wall_s for r in results)
+
+    def runner(seeds, optimizer, init):
+        return train_seeds(executor, run.ctx, seeds, init=init, reference=run.reference,
+                           optimizer=None if optimizer is run.optimizer else optimizer)
+
+    def vary(optimizer, i):
+        return other_scaling(optimizer) if run.default_optimizer and i % 2 == 1 else optimizer
+
+    best, results = train_restarts(
+        run.objective, run.optimizer, restarts=run.restarts, seed=run.seed, init=run.init,
+        reference=run.reference, auto=stop is not None, max_auto=3,
+        max_wall_s=None if stop is None else stop.max_wall_s,  # only where the user set max_time
+        runner=runner, first=first, restart=lambda best: _restart(best, run),
+        restart_init="random", vary=vary)
     if len(results) <= 1 and run.restarts <= 1:
         return final
-    best = best_of(results)
     run.checks.update({"restarts": len(results), "run_losses": [float(r.state.loss) for r in results],
                        "best_seed": best.seed, **{k: v for k, v in best.init.items() if k.startswith("init")}})
     if final is not None and best.seed == run.seed and run.restarts <= 1:

@@ -260,6 +260,44 @@ def test_a_stall_far_above_the_floor_restarts_with_another_seed():
     assert len(single) == 1  # no floor known: no automatic restart
 
 
+def test_automatic_restarts_vary_the_optimizer_and_reuse_the_first_runs():
+    from daskie.train.optimizers import Adam, Chain
+    from daskie.train.restarts import other_scaling
+
+    _, obj = _two_solution_objective()
+    stalls = LevenbergMarquardt(steps="auto", stop=Stopping(window=2, min_decrease=0.999999, max_wall_s=None))
+    seen = []
+
+    def runner(seeds, opt, how):
+        seen.append((seeds, opt.scaling, how))
+        return [train_seed(obj, opt, s, init=how) for s in seeds]
+
+    first = [train_seed(obj, stalls, 0, init="random")]
+    best, runs = train_restarts(obj, stalls, seed=0, init="reference", runner=runner, first=first,
+                                restart=lambda best: best.state.done == "stalled", max_auto=2,
+                                restart_init="random",
+                                vary=lambda opt, i: other_scaling(opt) if i % 2 else opt)
+    # the first run is not trained again; restart 1 swaps the scaling, restart 2 does not
+    assert runs[0] is first[0] and [r.seed for r in runs] == [0, 1, 2]
+    assert seen == [([1], "levenberg", "random"), ([2], "marquardt", "random")]
+    assert best is best_of(runs)
+    # other_scaling swaps every LM stage of a chain, leaves the others, and is its own inverse
+    chain = Chain((Adam(steps=2), LevenbergMarquardt(steps=3, scaling="levenberg")))
+    swapped = other_scaling(chain)
+    assert [getattr(s, "scaling", None) for s in swapped.stages()] == [None, "marquardt"]
+    assert other_scaling(swapped) == chain
+
+
+def test_a_time_budget_counts_the_runs_already_made():
+    _, obj = _two_solution_objective()
+    stalls = LevenbergMarquardt(steps="auto", stop=Stopping(window=2, min_decrease=0.999999, max_wall_s=None))
+    first = [train_seed(obj, stalls, 0, init="random")]
+    first[0].wall_s = 95.0  # as if the first run had taken 95 of 100 s
+    _, runs = train_restarts(obj, stalls, seed=0, first=first, max_wall_s=100.0,
+                             restart=lambda best: True)
+    assert runs == first  # 5 s left (< a tenth): no restart
+
+
 def test_restarts_serial_equal_cluster():
     from distributed import Client, LocalCluster
 

@@ -257,15 +257,15 @@ class Formulation:
         """Short name used in records and stores."""
         return type(self).__name__
 
-    def default_optimizer(self):
-        """The optimizer a solve of this formulation uses when none is given.
+    def solver_defaults(self) -> dict:
+        """Options of the optimizer a solve of this formulation uses when none is given
+        (:func:`daskie.api.default_optimizer` builds it): Levenberg-Marquardt's damping
+        ``scaling`` and the step budget ``max_steps`` of its convergence-based stopping.
 
-        Levenberg-Marquardt until converged (``steps="auto"``: the error estimate within the
-        tolerance, a ridge, the discretization floor, a stall or 2000 steps -- no wall-clock
-        limit; issue 15: with a fixed 300 steps the loss was still falling by orders of
-        magnitude at the end), with Marquardt's scaling (damping by diag J^T J) for one
-        network. A formulation whose loss wants another optimizer overrides this.
+        Marquardt's scaling (damping by diag J^T J) for one network, and at most 2000 steps:
+        training stops when the error estimate is within the tolerance, on a ridge, at the
+        discretization floor or on a stall long before (no wall-clock limit; issue 15: with
+        a fixed 300 steps the loss was still falling by orders of magnitude at the end). A
+        formulation whose loss wants other options overrides this.
         """
-        from daskie.train.optimizers import LevenbergMarquardt
-
-        return LevenbergMarquardt(steps="auto", scaling="marquardt")
+        return {"scaling": "marquardt", "max_steps": 2000}

@@ -57,10 +57,12 @@ def _resolve(arg):
 
 
 class Executor(abc.ABC):
-    """What the runners need of the place where work runs."""
+    """What the runners need of the place where work runs.
 
-    #: True when :meth:`submit` runs the task at once in this process.
-    eager: bool = False
+    What differs between running in this process and on a cluster is decided here, by the
+    executor's methods (:meth:`in_flight`, :meth:`stream`, :meth:`groups`), never by the
+    runners.
+    """
 
     @abc.abstractmethod
     def workers(self) -> dict:
@@ -126,6 +128,23 @@ class Executor(abc.ABC):
     def check_alive(self) -> None:
         """Raise :class:`SchedulerLost` when the cluster is gone (nothing to do in process)."""
 
+    def in_flight(self, wanted: int) -> int:
+        """How many of a chain's tasks a runner may have submitted at once when it would like
+        ``wanted``: all of them on a cluster (the workers go on while the client checks a
+        result); one in process, where a task runs at submission."""
+        return max(1, int(wanted))
+
+    @abc.abstractmethod
+    def stream(self, batches):
+        """Compute ``batches`` (a list of lists of ``dask.delayed`` objects, later batches
+        reading earlier ones) and yield each batch's results, in order, as soon as it is
+        done. Closing the generator early cancels what is left."""
+
+    @abc.abstractmethod
+    def groups(self, prefix: str | None = None):
+        """The :class:`~daskie.runtime.groups.Groups` that run rank groups here (rank threads
+        of this process, or one task per rank on the workers)."""
+
     def default_ranks(self) -> int:
         """Ranks a group runs with when its spec does not say: one per worker."""
         return len(self.workers())
@@ -169,8 +188,6 @@ class InProcess(Executor):
     """Tasks run in this process, at submission, in order: the serial path whose numbers
     every cluster run is checked against."""
 
-    eager = True
-
     def __init__(self):
         self._state = WorkerState()
 
@@ -203,6 +220,38 @@ class InProcess(Executor):
     def cancel(self, futures):
         """Nothing to cancel: in process every task ran when it was submitted."""
         pass
+
+    def in_flight(self, wanted):
+        """One: a task runs when it is submitted, so nothing can run ahead."""
+        return 1
+
+    def stream(self, batches):
+        """Each batch computed in turn by Dask's synchronous scheduler, the same tasks under
+        the same keys as on a cluster; results already computed are kept for the batches
+        that read them (not computed again)."""
+        from dask.local import get_sync
+        from dask.optimization import cull
+
+        batches = [list(b) for b in batches]
+        dsk, graphs = {}, set()
+        for d in (d for b in batches for d in b):
+            graph = d.__dask_graph__()
+            if id(graph) not in graphs:  # the windows of a chain share one graph
+                graphs.add(id(graph))
+                dsk.update(graph)
+        with self._state.current():
+            for batch in batches:
+                keys = [d.key for d in batch]
+                needed, _ = cull(dsk, keys)
+                values = list(get_sync(needed, keys))
+                dsk.update(zip(keys, values))  # later batches read the values, not the tasks
+                yield values
+
+    def groups(self, prefix=None):
+        """Rank groups as threads of this process, sharing its worker state."""
+        from daskie.runtime.groups import ThreadGroups
+
+        return ThreadGroups(self, prefix)
 
     def __repr__(self):
         return "InProcess()"
@@ -289,6 +338,30 @@ class DaskExecutor(Executor):
                 self.check_alive()
                 raise LostResult(f"the result of task {f.key} could not be fetched: {exc}") from exc
         return out
+
+    def stream(self, batches):
+        """Every batch submitted at once (the workers go from one to the next without waiting
+        for the client); each batch's results gathered in order with :meth:`gather`'s bounded
+        waits. A batch is released once the next one is done (no later task reads it); a
+        failure or an early exit cancels everything still on the cluster."""
+        batches = [list(b) for b in batches]
+        futures = self.client.compute([d for b in batches for d in b], optimize_graph=False)
+        it = iter(futures)
+        per_batch = [[next(it) for _ in b] for b in batches]
+        del futures, it
+        try:
+            for i, fs in enumerate(per_batch):
+                yield self.gather(fs)
+                if i >= 1:
+                    per_batch[i - 1] = []
+        finally:
+            self.cancel([f for fs in per_batch for f in fs])
+
+    def groups(self, prefix=None):
+        """Rank groups as one task per rank on the workers, joined over TCP."""
+        from daskie.runtime.groups import Groups
+
+        return Groups(self, prefix)
 
     def cancel(self, futures):
         """Cancel ``futures`` on the scheduler (nothing to do once the scheduler is gone)."""

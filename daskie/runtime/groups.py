@@ -15,8 +15,9 @@ leaves is noticed within a second; the results are fetched with a deadline (a re
 with its worker is a :class:`~daskie.runtime.executor.LostResult`, not a wait for a pinned task
 that can never rerun). Callers run the window again from its input.
 
-In process (an eager executor) the ranks run as threads of this process: the same numbers,
-no cluster.
+In process, :class:`ThreadGroups` runs the ranks as threads of this process (the same
+numbers, no cluster). An executor hands out the kind that runs on it
+(:meth:`~daskie.runtime.executor.Executor.groups`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 
 from daskie.collectives.group import Group, GroupError, free_port, local_groups, run_threads
 from daskie.errors import DaskieError, PlanError
-from daskie.runtime.executor import LostResult, as_executor
+from daskie.runtime.executor import Done, LostResult, as_executor
 from daskie.runtime.state import worker_state
 
-__all__ = ["Groups", "GroupCall", "run_group", "group_workers", "pick_workers"]
+__all__ = ["Groups", "ThreadGroups", "GroupCall", "run_group", "group_workers", "pick_workers"]
 
 #: Seconds to wait for the results of ranks that have all finished (they are small: a
 #: state and its records); past it the results count as lost with their worker.
@@ -152,15 +153,12 @@ class Groups:
             options: dict | None = None, reuse: str | None = None) -> list:
         """Run ``fn(group, *rank_args[r])`` on every rank r at the same time; results in rank
         order (see :func:`run_group`)."""
-        options = dict(options or {})
-        if self.executor.eager:
-            size = len(rank_args)
-            with local_groups(size, timeout=timeout, **options) as groups:
-                state = self.executor.state()
-                # the rank threads see this executor's worker state
-                return run_threads(groups, _with_state(state, fn), rank_args)
         return self.gather(self.submit(fn, rank_args, workers=workers, timeout=timeout,
                                        name=name, options=options, reuse=reuse))
+
+    def place(self, n_ranks: int, resources=None) -> list[str]:
+        """One worker per rank (:func:`pick_workers`)."""
+        return pick_workers(self.executor, n_ranks, resources)
 
     def submit(self, fn, rank_args, *, workers=None, timeout: float = 60.0, name: str = "group",
                options: dict | None = None, reuse: str | None = None) -> GroupCall:
@@ -252,8 +250,54 @@ class Groups:
         """Close the groups this run kept open, on every worker (call it when the run ends,
         however it ends)."""
         self.ports.clear()
-        if not self.executor.eager:
-            self.executor.run_everywhere(_close_groups, self.prefix)
+        self.executor.run_everywhere(_close_groups, self.prefix)
+
+
+class ThreadGroups:
+    """Rank groups as threads of this process (an :class:`~daskie.runtime.executor.InProcess`
+    executor): :meth:`submit` runs the ranks at once, joined by in-process collectives, each
+    thread with the executor's worker state; the same interface as :class:`Groups`.
+
+    Parameters
+    ----------
+    executor : InProcess
+    prefix : str, optional
+        A name for the run's groups (as :class:`Groups`; nothing is kept under it in process).
+    """
+
+    def __init__(self, executor, prefix: str | None = None):
+        self.executor = executor
+        self.prefix = prefix or "local"
+
+    def run(self, fn, rank_args, *, workers=None, timeout: float = 60.0, name: str = "group",
+            options: dict | None = None, reuse: str | None = None) -> list:
+        """Run ``fn(group, *rank_args[r])`` on every rank at once; results in rank order."""
+        return self.gather(self.submit(fn, rank_args, timeout=timeout, name=name,
+                                       options=options))
+
+    def submit(self, fn, rank_args, *, workers=None, timeout: float = 60.0, name: str = "group",
+               options: dict | None = None, reuse: str | None = None) -> GroupCall:
+        """Run the ranks now (``workers`` and ``reuse`` have no meaning in process); the call,
+        finished."""
+        size = len(rank_args)
+        with local_groups(size, timeout=timeout, **dict(options or {})) as groups:
+            results = run_threads(groups, _with_state(self.executor.state(), fn), rank_args)
+        return GroupCall([Done(f"{name}-rank{r}", v) for r, v in enumerate(results)],
+                         ["local"] * size, name)
+
+    def place(self, n_ranks: int, resources=None):
+        """None: every rank runs in this process."""
+        return None
+
+    def gather(self, call: GroupCall, result_timeout: float = RESULT_TIMEOUT) -> list:
+        """The results of a call (computed at submission)."""
+        return self.executor.gather(call.futures)
+
+    def cancel(self, call: GroupCall) -> None:
+        """Nothing to cancel: the ranks ran at submission."""
+
+    def release(self) -> None:
+        """Nothing kept open between calls in process."""
 
 
 #: Seconds to wait, after a rank failed, for its peers to fail too: the first error to
@@ -322,5 +366,5 @@ def run_group(client, fn, rank_args, *, workers=None, timeout: float = 60.0, nam
     GroupError
         When a rank failed or the group did not finish; the first failure is chained.
     """
-    return Groups(as_executor(client)).run(fn, rank_args, workers=workers, timeout=timeout,
-                                           name=name, options=options)
+    return as_executor(client).groups().run(fn, rank_args, workers=workers, timeout=timeout,
+                                            name=name, options=options)

@@ -53,7 +53,7 @@ def iterate(executor, carry, step, *, limit=None, lookahead: int = 2):
     """
     if carry.done is not None:
         return
-    ahead = 1 if executor.eager else lookahead
+    ahead = executor.in_flight(lookahead)
     pending = deque()
     current, k, submitted = carry, carry.iteration, 0
     try:

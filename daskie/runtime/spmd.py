@@ -37,7 +37,6 @@ from daskie.errors import DaskieError, PlanError
 from daskie.runtime.context import WindowOutput, objective_for, torch_threads
 from daskie.runtime.devices import require_device
 from daskie.runtime.executor import LostResult, SchedulerLost
-from daskie.runtime.groups import Groups, pick_workers
 from daskie.runtime.profiler import WindowProfiler
 from daskie.runtime.state import where
 from daskie.train.loop import TrainState, advance
@@ -239,7 +238,7 @@ def run_spmd_windows(executor, ctx, work: RankWork, n_ranks: int, comm, *, windo
     start : tensor, optional
         Initial parameters (default: the objective's ``init_params(seed)``).
     """
-    groups = Groups(executor, f"daskie-{ctx.token[:12]}-{id(work):x}")
+    groups = executor.groups(f"daskie-{ctx.token[:12]}-{id(work):x}")
     try:
         return _Windows(executor, groups, ctx, work, n_ranks, comm, window, on_window,
                         resources, replan).run(resume, start)
@@ -261,8 +260,8 @@ class _Windows:
         # On a cluster the next window is submitted before this one ends, its ranks taking
         # this window's rank outputs (futures) as input: the workers go on at once while
         # the client checks and stores this window. Not with replan (it needs this
-        # window's times).
-        self.lookahead = not executor.eager and replan is None
+        # window's times), nor where a call runs at submission (in process).
+        self.lookahead = executor.in_flight(2) > 1 and replan is None
 
     def steps(self, epoch):
         return min(self.window or self.total, self.total - epoch)
@@ -311,16 +310,12 @@ class _Windows:
         retries = self.comm.retries
         for attempt in range(retries + 1):
             try:
-                if self.ex.eager:
-                    return self.groups.run(_rank_window, self.args(k, [state] * self.n, steps),
-                                           timeout=self.comm.timeout,
-                                           options=self.options), attempt, None
                 if ahead is not None and ahead[0] == k and attempt == 0:
                     call = ahead[1]
                 else:
                     self.ex.wait_for_workers(self.n, timeout=max(60.0, self.comm.timeout))
                     call = self.submit(k, [state] * self.n, steps,
-                                       pick_workers(self.ex, self.n, self.resources))
+                                       self.groups.place(self.n, self.resources))
                 ahead = None
                 nxt = state.epoch + steps
                 if self.lookahead and nxt < self.total:

@@ -36,17 +36,15 @@ __all__ = ["WindowGraph", "build", "run", "execute", "init_task", "window_task",
 class WindowGraph:
     """Delayed window tasks, window by window, and the optional polish task.
 
-    ``make_window(k, prev)`` builds window ``k``'s tasks from the previous window's outputs
-    (delayed or concrete); ``windows`` is the whole chain built from the start.
+    ``windows`` is the whole chain (per window, per group: a Delayed) from window ``start``
+    on; ``first`` the outputs it starts from (the initial tasks, or a resumed window's).
     """
 
-    windows: list  # per window, per group: Delayed
+    windows: list
     polish: object | None
     groups: tuple
     start: int
     first: list
-    make_window: object
-    make_polish: object
 
 
 def _tag(plan, g) -> str:
@@ -81,20 +79,6 @@ def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, availabl
     n_windows = max(1, math.ceil(total_steps / step))
     ctx_d = delayed(ctx, name=f"context-{ctx.token}")
 
-    def make_window(k, prev):
-        steps = min(step, total_steps - k * step) if strategy.window else step
-        cur = []
-        for g, names in enumerate(groups):
-            if strategy.sequential():
-                reads = [cur[h] if h < g else prev[h] for h in strategy.inputs(g, groups, plan)]
-            else:
-                reads = [prev[h] for h in strategy.inputs(g, groups, plan)]
-            with dask.annotate(**_annotations(plan, g, available, workers)):
-                cur.append(delayed(window_task, pure=True)(
-                    ctx_d, k, g, names, _tag(plan, g), steps, prev[g], *reads,
-                    dask_key_name=f"window-{k:05d}-g{g}-{ctx.token}"))
-        return cur
-
     def make_polish(prev):
         if not strategy.polish_steps():
             return None
@@ -112,8 +96,7 @@ def build(strategy, ctx: RunContext, groups, plan, *, total_steps: int, availabl
     windows = _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_windows,
                      resume, workers)
     prev = windows[-1] if windows else first
-    return WindowGraph(windows, make_polish(prev), tuple(groups), start, first, make_window,
-                       make_polish)
+    return WindowGraph(windows, make_polish(prev), tuple(groups), start, first)
 
 
 def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_windows, resume,
@@ -121,7 +104,7 @@ def _chain(strategy, ctx, groups, plan, available, step, total_steps, start, n_w
     """All windows as one HighLevelGraph (one layer per group, carrying the group's resource
     annotation), in time linear in the number of tasks: chaining ``delayed`` calls instead
     merges every input's whole graph at each call (quadratic in the number of windows).
-    Returns, per window, the Delayed of each group; same keys and tasks as ``make_window``."""
+    Returns, per window, the Delayed of each group."""
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
@@ -166,47 +149,23 @@ def run(graph: WindowGraph, executor, *, on_window=None):
     ``on_window(k, outputs)`` is called after each window completes (checkpoints, progress);
     it runs on the client, in window order, and not for the windows after the training
     ended (they hand their input on unchanged). Returns the final outputs (one per group, or the
-    polish output) and the wall time. In process (an eager executor) each window's tasks (the same
-    functions and keys) run in this process from the previous window's concrete outputs.
+    polish output) and the wall time. The executor computes the windows
+    (:meth:`~daskie.runtime.executor.Executor.stream`): in process, one after another with the
+    synchronous scheduler; on a cluster, all submitted at once and gathered in order.
     """
     t0 = time.perf_counter()
     final = None
-    if executor.eager:
-        prev = graph.first
-        if prev and hasattr(prev[0], "dask"):
-            prev = list(dask.compute(*prev, scheduler="sync"))
-        for i in range(len(graph.windows)):
-            k = graph.start + i
-            prev = list(dask.compute(*graph.make_window(k, prev), scheduler="sync"))
-            if on_window is not None and not _passed_through(prev):
-                on_window(k, prev)
-            final = prev
-        polish = graph.make_polish(prev)
-        if polish is not None:
-            final = [polish.compute(scheduler="sync")]
-    else:
-        keys = [d for w in graph.windows for d in w] + ([graph.polish] if graph.polish is not None else [])
-        client = executor.client
-        futures = client.compute(keys, optimize_graph=False)  # the graph is minimal already
-        it = iter(futures)
-        per_window = [[next(it) for _ in w] for w in graph.windows]
-        polish_f = next(it) if graph.polish is not None else None
-        del it
-        try:
-            for i, fs in enumerate(per_window):
-                outs = client.gather(fs)
-                if on_window is not None and not _passed_through(outs):
-                    on_window(graph.start + i, outs)
-                final = outs
-                if i >= 1:
-                    per_window[i - 1] = []  # release what no later task reads
-                    futures = None
-            if polish_f is not None:
-                final = [polish_f.result()]
-        except BaseException:
-            # A failed or interrupted run must not leave its windows running on the cluster.
-            client.cancel([f for fs in per_window for f in fs] + ([polish_f] if polish_f else []))
-            raise
+    batches = list(graph.windows) + ([[graph.polish]] if graph.polish is not None else [])
+    results = executor.stream(batches)
+    try:
+        for i, outs in enumerate(results):
+            if i < len(graph.windows) and on_window is not None and not _passed_through(outs):
+                on_window(graph.start + i, outs)
+            final = outs
+    finally:
+        results.close()  # an error in on_window: nothing left running
+    if final is None:  # nothing left to train (resumed after the last window)
+        final = list(graph.first)
     return final, time.perf_counter() - t0
 
 
@@ -301,7 +260,7 @@ def execute(strategy, executor, ctx, groups, plan, *, resume=None, on_window=Non
                                     {n: params[n].clone() for n in names})
                        for g, names in enumerate(groups)])
     available = executor.resources()
-    workers = None if executor.eager else sorted(executor.workers())
+    workers = sorted(executor.workers())
     graph = build(strategy, ctx, groups, plan, total_steps=ctx.optimizer.steps,
                   available=available, resume=resume, workers=workers)
     final, _ = run(graph, executor, on_window=on_window)

@@ -51,6 +51,11 @@ class Strategy(abc.ABC):
         """Optimizer steps the run takes at most (for progress bars)."""
         return optimizer.steps + self.polish_steps()
 
+    def check_optimizer(self, optimizer) -> None:
+        """Raise :class:`~daskie.errors.SpecError`, naming what does not fit, when this
+        strategy cannot train with ``optimizer`` (called when a front door resolves its
+        arguments, before anything runs); every optimizer fits by default."""
+
     #: True when one seed's whole training is one task on one worker, so that several
     #: seeds can train as independent tasks (restarts).
     seeds_as_tasks: bool = False

@@ -83,19 +83,23 @@ class CEPTF(Strategy):
         """The resource tag of every rank."""
         return [g.resource for g in plan.groups for _ in range(self.shards)]
 
+    def check_optimizer(self, optimizer):
+        """Levenberg-Marquardt with ``shards > 1`` needs ``lm_split="rows"``."""
+        from daskie.train.optimizers import LevenbergMarquardt
+
+        if self.shards > 1 and self.lm_split == "columns" and \
+                any(isinstance(s, LevenbergMarquardt) for s in optimizer.stages()):
+            raise SpecError("CEPTF.shards > 1 with Levenberg-Marquardt needs lm_split='rows' "
+                            "(the column split gathers whole Jacobian columns per group)")
+
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         """Train the groups jointly on the SPMD runner (:mod:`daskie.runtime.spmd`): one
         pinned task per rank and window, the exact joint gradient by one all-reduce."""
         from daskie.runtime.spmd import ModelPieces, run_spmd_windows
-        from daskie.train.optimizers import LevenbergMarquardt
 
-        if self.shards > 1 and self.lm_split == "columns" and \
-                any(isinstance(s, LevenbergMarquardt) for s in ctx.optimizer.stages()):
-            raise SpecError("CEPTF.shards > 1 with Levenberg-Marquardt needs lm_split='rows' "
-                            "(the column split gathers whole Jacobian columns per group)")
         # Whole sub-models and an element-wise optimizer: no gradient exchange per step
         local = (not plan.pieces and self.shards == 1
-                 and all(getattr(s, "elementwise", False) for s in ctx.optimizer.stages()))
+                 and all(s.elementwise for s in ctx.optimizer.stages()))
         work = ModelPieces(tuple(groups), self.shards, self.lm_split,
                            list(plan.pieces) if plan.pieces else None, local_grads=local)
         replan = None

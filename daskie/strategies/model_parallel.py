@@ -24,6 +24,10 @@ def _first_order_only(owner: str, optimizer) -> None:
 class _Staged(Strategy):
     """What the layer-stage strategies share: the runner call (fields in the subclasses)."""
 
+    def check_optimizer(self, optimizer):
+        """Adam or L-BFGS only: the layer stages carry one gradient per step, no Jacobian."""
+        _first_order_only(type(self).__name__, optimizer)
+
 
     def groups(self, disc, plan):
         """One group of every sub-model (each rank runs its layers of all of them); a
@@ -46,7 +50,6 @@ class _Staged(Strategy):
     def execute(self, executor, ctx, groups, plan, *, resume=None, on_window=None, start=None):
         from daskie.runtime.spmd import LayerStages, run_spmd_windows
 
-        _first_order_only(type(self).__name__, ctx.optimizer)
         stages, replicas, micro = self._layout(executor)
         work = LayerStages(stages=stages, replicas=replicas, micro_batches=micro)
         return run_spmd_windows(executor, ctx, work, stages * replicas, self.comm,

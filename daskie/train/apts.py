@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from daskie.train.protocols import MiniBatchObjective, placement
+from daskie.train.protocols import HasRows, placement
 from daskie.train.trust_region import (LossFunction, Point, SR1Memory, complete, evaluate,
                                        evaluate_trial, reduction_ratio, trust_region_iteration,
                                        is_least_squares)
@@ -81,7 +81,7 @@ def make_shard(source, objective, k: int, n: int):
 
 
 def _rows(objective) -> int:
-    return int(objective.n_data) if isinstance(objective, MiniBatchObjective) else 0
+    return int(objective.n_data) if isinstance(objective, HasRows) else 0
 
 
 def _monitor(objective, theta) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from daskie.train.objective import loss_and_grad
-from daskie.train.protocols import MiniBatchObjective
+from daskie.train.protocols import HasRows
 
 __all__ = ["Carry", "generator", "n_data", "loss_value", "value_and_grad", "gradient_steps",
            "coarse", "fine", "select", "finish", "paraflows_iteration", "descent_iteration"]
@@ -57,7 +57,7 @@ def generator(seed: int, *stream: int) -> torch.Generator:
 def n_data(obj) -> int:
     """Rows of ``obj``'s data: its ``n_data``, or one per residual of an integral-equation
     objective."""
-    if isinstance(obj, MiniBatchObjective):
+    if isinstance(obj, HasRows):
         return int(obj.n_data)
     with torch.no_grad():
         return int(obj.residuals(obj.init_params(0)).numel())

@@ -179,6 +179,9 @@ class Optimizer:
     steps: int
     #: Convergence-based stopping (None: run the fixed ``steps``).
     stop = None
+    #: True when each parameter's update reads only its own gradient entries (Adam): data
+    #: split by sub-model needs no gradient exchange per step.
+    elementwise = False
 
     @property
     def label(self) -> str:

@@ -3,7 +3,7 @@
 Optional capabilities are protocols of their own, checked with ``isinstance`` where they are
 used: :class:`HasGradient` (an objective that computes its own loss and gradient, e.g. summed
 over data-parallel shards), :class:`HasNormalEquations` (the same for Gauss-Newton's normal
-equations), :class:`Shardable` (it can cut itself into data shards) and :class:`Placed` (it
+equations), :class:`HasRows` (it counts its data rows), :class:`Shardable` (it can cut itself into data shards) and :class:`Placed` (it
 computes on a device and dtype of its own; see :func:`placement`).
 
 Every daskie objective (:class:`~daskie.train.objective.Objective`, the split objectives of
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 __all__ = ["LossObjective", "LeastSquaresObjective", "MiniBatchObjective", "ObjectiveSource",
-           "SolutionObjective", "HasGradient", "HasNormalEquations", "Shardable", "Placed",
+           "SolutionObjective", "HasGradient", "HasNormalEquations", "HasRows", "Shardable", "Placed",
            "placement"]
 
 
@@ -82,6 +82,13 @@ class HasNormalEquations(Protocol):
     (summed over shards, or without forming the whole Jacobian)."""
 
     def normal_equations(self, theta): ...
+
+
+@runtime_checkable
+class HasRows(Protocol):
+    """An objective that says how many data rows it has (the unit of a gradient budget)."""
+
+    n_data: int
 
 
 @runtime_checkable

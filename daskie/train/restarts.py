@@ -16,8 +16,8 @@ from daskie.errors import check_int
 from daskie.train.loop import TrainState, advance
 from daskie.train.warm_start import initial_params
 
-__all__ = ["SeedResult", "with_floor", "with_tolerance", "with_time", "train_seed", "seed_task", "best_of",
-           "train_restarts", "needs_restart"]
+__all__ = ["SeedResult", "with_floor", "with_tolerance", "with_time", "other_scaling", "train_seed",
+           "seed_task", "best_of", "train_restarts", "needs_restart"]
 
 #: A run that stalled with its loss more than this factor above the discretization floor
 #: restarts from another seed. Measured on the validation set's 3-D equation: a bad minimum
@@ -74,6 +74,24 @@ def with_time(optimizer, seconds: float):
     return _with_stops(optimizer, cap)
 
 
+def other_scaling(optimizer):
+    """``optimizer`` with every Levenberg-Marquardt stage's damping scaling swapped
+    (``"marquardt"`` <-> ``"levenberg"``); other stages unchanged.
+
+    A restart's second chance: Marquardt's diag(J^T J) damping follows the columns' scales
+    and can stall where they differ by orders (measured on E2, the linear 2-D Volterra
+    equation: every start stalled at relative error 1.7e-4 with Marquardt's scaling, the
+    first start with Levenberg's met 1e-5 at 3.2e-6), while plain Levenberg damping is the
+    slower of the two where both converge.
+    """
+    from daskie.train.optimizers import Chain, LevenbergMarquardt
+
+    swap = {"marquardt": "levenberg", "levenberg": "marquardt"}
+    stages = [replace(s, scaling=swap[s.scaling]) if isinstance(s, LevenbergMarquardt) else s
+              for s in optimizer.stages()]
+    return stages[0] if len(stages) == 1 else Chain(tuple(stages))
+
+
 def train_seed(objective, optimizer, seed: int, *, init: str = "auto", reference=None,
                target_loss: float = 0.0, eval_every: int = 0, callback=None) -> SeedResult:
     """Initial parameters for ``seed`` (:func:`~daskie.train.warm_start.initial_params`),
@@ -121,8 +139,12 @@ def needs_restart(result: SeedResult, floor) -> bool:
 
 def train_restarts(objective, optimizer, *, restarts: int = 1, seed: int = 0, init: str = "auto",
                    reference=None, floor=None, target_loss: float = 0.0, auto: bool = True,
-                   max_auto: int = 3, max_wall_s: float | None = None, runner=None):
-    """Train seeds ``seed, seed + 1, ...`` and keep the best by loss.
+                   max_auto: int = 3, max_wall_s: float | None = None, runner=None,
+                   first=None, restart=None, restart_init: str | None = None, vary=None):
+    """Train seeds ``seed, seed + 1, ...`` and keep the best (:func:`best_of`).
+
+    The one restart loop of daskie: ``solve`` runs it with its seeds as tasks of the
+    runtime (``runner``), its first run as ``first`` and its tolerance in ``restart``.
 
     Parameters
     ----------
@@ -135,16 +157,30 @@ def train_restarts(objective, optimizer, *, restarts: int = 1, seed: int = 0, in
     init, reference :
         Passed to :func:`train_seed` (every seed starts the same way).
     floor : float, optional
-        Discretization floor; with ``auto``, a best run that stalled more than
-        :data:`RESTART_FACTOR` above it starts another seed, up to ``max_auto`` more, while
-        the time spent is below ``max_wall_s``.
+        Discretization floor; with ``auto`` and no ``restart`` rule, a best run that stalled
+        more than :data:`RESTART_FACTOR` above it starts another seed (:func:`needs_restart`).
     target_loss : float
+    auto : bool
+        Restart automatically (up to ``max_auto`` more seeds) while ``restart`` says so.
+    max_auto : int
     max_wall_s : float, optional
-        Time budget of all seeds together; an automatic restart gets what is left.
+        Time budget of all seeds together (the sum of their wall times, ``first`` included);
+        an automatic restart gets what is left, and none starts with less than a tenth left.
     runner : callable, optional
-        ``runner(seeds, optimizer) -> list of SeedResult`` running :func:`train_seed` for
-        several seeds (the runtime's executor submits them as independent tasks); default:
-        one after another in this process.
+        ``runner(seeds, optimizer, init) -> list of SeedResult`` running :func:`train_seed`
+        for several seeds (the runtime submits them as independent tasks); default: one
+        after another in this process.
+    first : list of SeedResult, optional
+        Runs already made (of seeds ``seed, ..., seed + restarts - 1``): they are not
+        trained again.
+    restart : callable, optional
+        ``restart(best) -> bool``: whether another seed may do better than the best run so
+        far (default: :func:`needs_restart` with ``floor``).
+    restart_init : str, optional
+        How an automatic restart starts (default ``init``).
+    vary : callable, optional
+        ``vary(optimizer, i) -> optimizer`` for automatic restart ``i = 1, 2, ...`` (e.g.
+        :func:`other_scaling` on every other one); default: the same optimizer.
 
     Returns
     -------
@@ -153,17 +189,21 @@ def train_restarts(objective, optimizer, *, restarts: int = 1, seed: int = 0, in
     """
     check_int("restarts", restarts)
     if runner is None:
-        def runner(seeds, opt=optimizer):
-            return [train_seed(objective, opt, s, init=init, reference=reference,
+        def runner(seeds, opt, how):
+            return [train_seed(objective, opt, s, init=how, reference=reference,
                                target_loss=target_loss) for s in seeds]
-    t0 = time.perf_counter()
-    results = list(runner(list(range(seed, seed + restarts))))
+    if restart is None:
+        def restart(best):
+            return needs_restart(best, floor)
+    results = list(first) if first is not None else list(
+        runner(list(range(seed, seed + restarts)), optimizer, init))
     extra = 0
-    while auto and extra < max_auto and needs_restart(best_of(results), floor):
-        left = None if max_wall_s is None else max_wall_s - (time.perf_counter() - t0)
+    while results and auto and extra < max_auto and restart(best_of(results)):
+        left = None if max_wall_s is None else max_wall_s - sum(r.wall_s for r in results)
         if left is not None and left < 0.1 * max_wall_s:
             break  # too little time for another seed to get anywhere
         extra += 1
-        opt = optimizer if left is None else with_time(optimizer, left)
-        results += list(runner([seed + restarts + extra - 1], opt))
+        opt = optimizer if vary is None else vary(optimizer, extra)
+        opt = opt if left is None else with_time(opt, left)
+        results += list(runner([seed + restarts + extra - 1], opt, restart_init or init))
     return best_of(results), results
