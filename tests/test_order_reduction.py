@@ -26,7 +26,7 @@ def test_defaults_are_the_documented_ones():
                                                                                  "exact")
     assert form.net == MLP() and form.aux_net is None
     assert form.solver_defaults() == {"scaling": "levenberg", "max_steps": DEFAULT_STEPS}
-    assert DEFAULT_STEPS == 250
+    assert DEFAULT_STEPS == 200
     # and a solve with no optimizer given trains with it
     opt = default_optimizer(form)
     assert isinstance(opt, LevenbergMarquardt) and opt.scaling == "levenberg"

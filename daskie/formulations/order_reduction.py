@@ -31,7 +31,7 @@ from daskie.nn.mlp import MLP
 __all__ = ["OrderReduction", "DEFAULT_STEPS"]
 
 #: Step budget of the default optimizer (:meth:`OrderReduction.default_optimizer`).
-DEFAULT_STEPS = 250
+DEFAULT_STEPS = 200
 
 
 def _sobol(dim, n, seed):
