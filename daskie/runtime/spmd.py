@@ -40,6 +40,7 @@ from daskie.runtime.executor import LostResult, SchedulerLost
 from daskie.runtime.profiler import WindowProfiler
 from daskie.runtime.state import where
 from daskie.train.loop import TrainState, advance
+from daskie.train.protocols import HasWindowStats
 
 __all__ = ["RankWork", "DataShards", "ModelPieces", "LayerStages", "run_spmd_windows"]
 
@@ -181,7 +182,7 @@ def _rank_window(group, ctx, work: RankWork, state, steps, window, resource=None
         profiler.finish(records)
     if records:
         records[-1]["sync_ops"] = len(group.log)
-        if hasattr(obj, "window_stats"):  # layer stages: bubble, point-to-point traffic
+        if isinstance(obj, HasWindowStats):  # layer stages: bubble, point-to-point traffic
             records[-1].update(obj.window_stats())
     return state, records
 

@@ -46,7 +46,7 @@ from daskie.errors import SpecError, check_int
 from daskie.strategies.paraflow import IterationStrategy
 from daskie.train.apts import Rows
 from daskie.train.gradient_flow import generator
-from daskie.train.protocols import MiniBatchObjective, ObjectiveSource
+from daskie.train.protocols import MiniBatchObjective, ObjectiveSource, Shardable
 from daskie.train.trust_region import LossFunction, TrustRegionOptions, resolve_model
 
 __all__ = ["APTS", "SAPTS"]
@@ -127,7 +127,7 @@ class APTS(TrustRegionOptions, IterationStrategy):
     def check(self, objective, source):
         """Refuse objectives this strategy cannot split (raised before any work)."""
         n = self.subdomains
-        if n == 1 or isinstance(source, ObjectiveSource) or callable(getattr(objective, "shard", None)):
+        if n == 1 or isinstance(source, ObjectiveSource) or isinstance(objective, Shardable):
             return
         if not isinstance(objective, MiniBatchObjective):
             raise SpecError(f"{type(self).__name__}.subdomains={n}: this objective cannot be split "

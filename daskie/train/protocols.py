@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 __all__ = ["LossObjective", "LeastSquaresObjective", "MiniBatchObjective", "ObjectiveSource",
            "SolutionObjective", "HasGradient", "HasNormalEquations", "HasRows", "Shardable", "Placed",
+           "HasWindowStats",
            "placement"]
 
 
@@ -96,6 +97,15 @@ class Shardable(Protocol):
     """An objective that cuts itself into data shard ``k`` of ``n`` (an objective of its own)."""
 
     def shard(self, k: int, n: int): ...
+
+
+@runtime_checkable
+class HasWindowStats(Protocol):
+    """A rank's objective that reports what a training window cost it beyond the steps (layer
+    stages: the pipeline bubble and the point-to-point traffic), added to the window's last
+    record."""
+
+    def window_stats(self) -> dict: ...
 
 
 @runtime_checkable
