@@ -4,7 +4,7 @@
                                           fredholm-2d-fine] [--n 500] [--n-2d 300]
                                          [--test 100] [--test-2d 60] [--adam-steps 4000]
                                          [--adam-steps-2d 1500] [--fno-epochs 300]
-                                         [--fno-epochs-2d 40] [--no-fno]
+                                         [--fno-epochs-2d 40] [--no-fno] [--threads 1]
                                          [--dir /tmp/daskie-rivals] [--out operator_rivals.json]
 
 Per family: ``--n`` instances (``--n-2d`` in 2-D) generated as tasks on daskie's embedded
@@ -21,10 +21,12 @@ cluster (2 workers x 1 thread) into a zarr data set; the last ``--test`` held ou
   constant channel -- and its output mu on the query grid; Adam (lr 1e-3, cosine decay),
   batches of 32, the mean relative L2 loss, in this process on torch's threads.
 
-Both: the relative L2 error of mu on the held-out instances (median, 95th percentile),
-``train_s`` (wall seconds of the training), ``predict_s`` (one forward pass per instance,
-over the held-out instances in one call), ``n_params``. Every record carries the load
-average at its start (other agents share the 2 cores: timings are indicative).
+Both on ``--threads`` torch threads (default 1). Both: the relative L2 error of mu on the
+held-out instances (median, 95th percentile), ``train_s`` (wall seconds of the training),
+``predict_s`` (one forward pass per instance, over the held-out instances in one call),
+``n_params``, and the same two times in CPU seconds of this process (``train_cpu_s``,
+``predict_cpu_s``: what a shared, overloaded host does not distort). Every record carries
+the load average at its start (other agents share the 2 cores).
 """
 
 from __future__ import annotations
@@ -46,26 +48,28 @@ def deeponet(fam, path, n, n_test, steps):
     store = OperatorDataset.open(path)
     net = default_net(fam, len(store.sensors))
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     op, hist = fit_operator(fam, path, loss=OperatorLoss(net, skip=True), client="sync",
                             optimizer=LeastSquaresHead(Adam(lr=3e-3, decay=5e-4, steps=steps),
                                                        ridge=1e-9),
                             strategy=OperatorDataParallel(shards=1, window=None),
                             train=(0, n - n_test), test=(n - n_test, n))
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     ev = evaluate(op, store, (n - n_test, n), (0, n - n_test))
     rows = store.read(n - n_test, n)
     inputs = op.inputs(rows["params"])
     skip = fam.skip_values(rows["params"], store.query)
     op(inputs[:4], skip_at_x=skip[:4])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     op(inputs, skip_at_x=skip)
     predict_s = (time.perf_counter() - t0) / n_test
+    predict_cpu_s = (time.process_time() - c0) / n_test
     err = ev.rel_l2.values
     return {"family": fam.name, "dim": fam.dim, "model": "deeponet",
             "rel_l2_median": float(np.median(err)), "rel_l2_p95": float(np.quantile(err, 0.95)),
             "baseline_rel_l2_median": float(np.median(ev.baseline_rel_l2.values)),
             "train_s": train_s, "predict_s": predict_s, "n_params": int(op.theta.numel()),
+            "train_cpu_s": train_cpu_s, "predict_cpu_s": predict_cpu_s,
             "n_train": n - n_test, "n_test": n_test, "net": repr(net),
             "optimizer": f"LSHead(Adam({steps}, lr=3e-3, decay=5e-4), ridge=1e-9), full batch",
             "final_loss": hist[-1]["loss"], "load_at_start": load}
@@ -108,7 +112,7 @@ def fno(fam, path, n, n_test, epochs, modes, hidden, seed=0):
         return (a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)
 
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=gen)
@@ -119,17 +123,19 @@ def fno(fam, path, n, n_test, epochs, modes, hidden, seed=0):
             loss.backward()
             opt.step()
         sched.step()
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     with torch.no_grad():
         model(xv[:4])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pred = model(xv)
         predict_s = (time.perf_counter() - t0) / n_test
+        predict_cpu_s = (time.process_time() - c0) / n_test
         err = rel(pred.double(), yv.double()).numpy()
     return {"family": fam.name, "dim": fam.dim, "model": "fno",
             "rel_l2_median": float(np.median(err)), "rel_l2_p95": float(np.quantile(err, 0.95)),
             "train_s": train_s, "predict_s": predict_s, "n_params": int(n_params),
+            "train_cpu_s": train_cpu_s, "predict_cpu_s": predict_cpu_s,
             "n_train": n - n_test, "n_test": n_test,
             "net": f"neuralop FNO(n_modes={(modes,) * fam.dim}, hidden_channels={hidden}, "
                    f"in_channels={x.shape[1]}), float32",
@@ -156,10 +162,14 @@ def main(argv=None) -> int:
     ap.add_argument("--fno-epochs", type=int, default=300)
     ap.add_argument("--fno-epochs-2d", type=int, default=40)
     ap.add_argument("--no-fno", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of both models")
     ap.add_argument("--dir", default="/tmp/daskie-rivals")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "operator_rivals.json"))
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)  # both models on the same threads
     os.makedirs(args.dir, exist_ok=True)
     records = []
     for name in args.families:

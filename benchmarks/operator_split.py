@@ -1,17 +1,18 @@
 """Issue 29: branch-, trunk- and branch x trunk-parallel operator training, measured and modelled.
 
-    python benchmarks/operator_split.py [--repeats 3] [--steps 60] [--dir /tmp/daskie-split]
-                                        [--out operator_split.json]
+    python benchmarks/operator_split.py [--repeats 3] [--steps 60] [--data-n 256]
+                                        [--cases branch trunk branch-trunk] [--no-data]
+                                        [--dir /tmp/daskie-split] [--out operator_split.json]
 
 Three cases, each on a family where its split is the natural one (the planner,
 :func:`daskie.plan.operator_split.choose_split`, picks it for the case's shape; its reason
 is in the record):
 
-* ``branch``: ``fredholm-1d-width``, 2048 training instances x 33 query points (many
+* ``branch``: ``fredholm-1d-width``, 1024 training instances x 33 query points (many
   instances, few points): ``OperatorDataParallel(shards=N)``;
 * ``trunk``: ``fredholm-2d-fine``, 64 instances x 4096 (64 x 64) query points (few
   instances, a fine grid): ``OperatorTrunkParallel(points=N)``;
-* ``branch-trunk``: ``fredholm-2d-fine`` on a 32 x 32 query grid, 320 instances (where the
+* ``branch-trunk``: ``fredholm-2d-fine`` on a 24 x 24 query grid, 176 instances (where the
   branch on the instances and the trunk on the points cost about the same):
   ``OperatorBranchTrunkParallel(2, 2)`` on 4 workers (a grid needs 4 ranks; one rank per
   worker). This host has 2 cores: 4 single-thread workers share them, so S <= 2 and
@@ -21,8 +22,8 @@ Training: Adam (``--steps`` full-batch steps, ``window=None``), data loss with t
 connection, ``learn_operator``'s default net; T_1 on LocalCluster(1 x 1 thread) with the
 same strategy on 1 rank, T_N on LocalCluster(N x 1 thread), both clusters started before
 and each repeat running T_1 and T_N back to back (paired); S = median of the paired
-T_1 / T_N, S / N. Data (``phase: "data"``): generating 256 fine-grid instances (blocks of
-32, each task writing its zarr block) on 1 against 2 workers.
+T_1 / T_N, S / N. Data (``phase: "data"``): generating ``--data-n`` fine-grid instances
+(8 blocks, each task writing its zarr block) on 1 against 2 workers.
 
 Then the model (``kind: "predicted"``) for 2-64 workers: T_N = T_1 x m(I, P) / m(1, 1) + the
 gloo all-reduce of the parameters (:func:`daskie.plan.scaling.allreduce_time`, 2 ranks on
@@ -43,9 +44,9 @@ import time
 import numpy as np
 
 CASES = {
-    "branch": dict(family="fredholm-1d-width", n_train=2048, query=None, grid=lambda n: (n, 1)),
+    "branch": dict(family="fredholm-1d-width", n_train=1024, query=None, grid=lambda n: (n, 1)),
     "trunk": dict(family="fredholm-2d-fine", n_train=64, query=None, grid=lambda n: (1, n)),
-    "branch-trunk": dict(family="fredholm-2d-fine", n_train=320, query=32,
+    "branch-trunk": dict(family="fredholm-2d-fine", n_train=176, query=24,
                          grid=lambda n: (2, n // 2)),
 }
 WORKERS = {"branch": 2, "trunk": 2, "branch-trunk": 4}
@@ -120,7 +121,7 @@ def case(split, directory, steps, repeats, clusters):
             "planner_reason": plan.reason, "net": repr(net)}, plan, net
 
 
-def data_scaling(directory, repeats, clusters):
+def data_scaling(directory, repeats, clusters, n=256):
     from daskie.operator import generate_dataset
     from daskie.problems.families import family
 
@@ -133,7 +134,7 @@ def data_scaling(directory, repeats, clusters):
             path = os.path.join(directory, f"data-{w}-{r}.zarr")
             shutil.rmtree(path, ignore_errors=True)
             t0 = time.perf_counter()
-            generate_dataset(fam, path, 256, seed=r, client=clusters[w], block=32)
+            generate_dataset(fam, path, n, seed=r, client=clusters[w], block=n // 8)
             times.append(time.perf_counter() - t0)
             shutil.rmtree(path, ignore_errors=True)
         t1.append(times[0])
@@ -141,7 +142,7 @@ def data_scaling(directory, repeats, clusters):
     ratios = [a / b for a, b in zip(t1, t2)]
     s = float(np.median(ratios))
     return {"phase": "data", "kind": "measured", "split": "branch", "family": fam.name,
-            "workers": 2, "instances": 256, "block": 32, "t1_s": t1, "tn_s": t2,
+            "workers": 2, "instances": n, "block": n // 8, "t1_s": t1, "tn_s": t2,
             "paired_speedups": ratios, "speedup": s, "efficiency": s / 2,
             "load_at_start": loads}
 
@@ -176,6 +177,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--cases", nargs="+", default=list(CASES))
     ap.add_argument("--no-data", action="store_true")
+    ap.add_argument("--data-n", type=int, default=256, help="instances of the data phase")
     ap.add_argument("--dir", default="/tmp/daskie-split")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "operator_split.json"))
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
     with embedded_cluster(1, 1) as c1, embedded_cluster(2, 1) as c2:
         clusters = {1: c1, 2: c2}
         if not args.no_data:
-            records.append(data_scaling(args.dir, args.repeats, clusters))
+            records.append(data_scaling(args.dir, args.repeats, clusters, args.data_n))
             print(records[-1], flush=True)
             write_records(args.out, records)
         for split in args.cases:
