@@ -356,8 +356,10 @@ def _cmd_solve(args) -> int:
                 from daskie.cluster import make_cluster
 
                 client = stack.enter_context(make_cluster(args.cluster, workers=args.workers))
+            # the default optimizer as solve's own (a restart may vary it), an explicit one as given
+            chosen = optimizer if args.optimizer != "lm" or args.steps is not None else None
             ds = solve(args.name, formulation=formulation, strategy=strategy,
-                       optimizer=optimizer, store=args.store, seed=args.seed, resume=args.resume,
+                       optimizer=chosen, store=args.store, seed=args.seed, resume=args.resume,
                        overwrite=args.overwrite, workers=args.workers,
                        target_loss=args.target_loss, tol=args.tol, max_time=args.max_time,
                        device=args.device, dtype=args.dtype, progress=progress, client=client)
@@ -663,8 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lm: Levenberg-Marquardt; adam+lbfgs: Adam then L-BFGS "
                          "(setting daskie.optimizer)")
     so.add_argument("--steps", type=_int_at_least(1),
-                    help="optimizer steps (default: 300 for lm, 2000 for adam, 2500 for "
-                         "adam+lbfgs)")
+                    help="optimizer steps, obeyed exactly (default: lm until the tolerance is "
+                         "met or training stalls, within the formulation's step budget; 2000 "
+                         "for adam, 2500 for adam+lbfgs)")
     so.add_argument("--window", type=_int_at_least(0),
                     help="steps per window, one checkpoint each (default: monolithic 25, "
                          "0 = one task; ceptf and data-parallel 50)")
