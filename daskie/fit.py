@@ -48,12 +48,14 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
 
     Returns
     -------
-    (torch.nn.Module, list of dict)
-        A trained copy of ``module`` and the history: one flat record per iteration
-        (iteration, loss, grad_calls, wall_s, slice, ...).
+    daskie.session.Trained
+        ``model``: a trained copy of ``module``; ``history``: one flat record per iteration
+        (iteration, loss, grad_calls, wall_s, slice, ...); ``summary``: ``strategy``,
+        ``seed``, ``loss``, ``stopped_by``, ``steps``, ``wall_s``. It unpacks as
+        ``model, history = daskie.fit(...)``.
     """
     from daskie.runtime.iterations import train
-    from daskie.session import check_client, open_session
+    from daskie.session import Trained, check_client, open_session
     from daskie.strategies import IterationStrategy, Strategy
     from daskie.train.module import ModuleObjective
 
@@ -74,4 +76,8 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
             final = train(strategy, objective, executor, seed=seed, target_loss=float(target_loss),
                           threads=threads, on_window=session.window_done,
                           theta0=objective.current_params())
-    return objective.load(final[0].state.theta), session.history
+    state = final[0].state
+    summary = {"strategy": strategy.label, "seed": seed, "loss": float(state.loss),
+               "stopped_by": state.done or "budget", "steps": int(state.epoch),
+               "wall_s": session.elapsed()}
+    return Trained(objective.load(state.theta), session.history, summary)

@@ -31,9 +31,38 @@ from dataclasses import dataclass, field
 from daskie import records as kinds
 from daskie.errors import SpecError
 
-__all__ = ["Session", "check_client", "check_same_run", "open_session"]
+__all__ = ["Session", "Trained", "check_client", "check_same_run", "open_session"]
 
 log = logging.getLogger("daskie")
+
+
+@dataclass
+class Trained:
+    """What a training front door returns (:func:`daskie.fit`, :func:`daskie.fit_operator`):
+    the trained model, its history and a summary of the run.
+
+    It unpacks as ``model, history = daskie.fit(...)`` (iteration yields those two), the
+    shape these functions returned before they returned a result object.
+
+    Attributes
+    ----------
+    model : object
+        The trained model (a ``torch.nn.Module`` for ``fit``, an
+        :class:`~daskie.operator.Operator` for ``fit_operator``).
+    history : list of dict
+        One flat record per step or iteration (:mod:`daskie.records`).
+    summary : dict
+        What the run did: ``strategy``, ``seed``, ``loss`` (the final one), ``stopped_by``
+        (what ended training: ``"budget"``, ``"target"``, a stopping rule's reason),
+        ``steps`` and ``wall_s``, and what the entry point adds.
+    """
+
+    model: object
+    history: list
+    summary: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter((self.model, self.history))
 
 
 def check_client(client) -> None:

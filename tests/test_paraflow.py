@@ -77,6 +77,19 @@ def test_paraflow_budget_matches_hand_count():
     assert len(hist) == 2000 // 600
 
 
+def test_fit_returns_the_model_its_history_and_a_summary():
+    net, loss, data = approximation()
+    out = fit(net, loss, data, ParaFlow(eta=0.01, n_fine=5, n_coarse=2, batch=5, budget=1000),
+              seed=2, client="sync")
+    model, history = out  # unpacks as the (model, history) pair
+    assert model is out.model and history is out.history and len(history) == 7
+    s = out.summary
+    assert s["strategy"] == "paraflow" and s["seed"] == 2 and s["steps"] == 7
+    assert s["loss"] == history[-1]["loss"]
+    assert s["loss"] == pytest.approx(initial_loss(model, loss, data), rel=1e-12)  # the model's
+    assert s["stopped_by"] == "budget" and s["wall_s"] > 0
+
+
 def test_paraflows_budget_matches_hand_count():
     net, loss, data = approximation()
     _, hist = fit(net, loss, data, ParaFlowS(eta=0.02, n_fine=4, n_coarse=6, batch=3, budget=5000), client="sync")

@@ -21,10 +21,11 @@ y = torch.sin(2 * torch.pi * x)
 net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Tanh(),
                           torch.nn.Linear(16, 1)).double()
 
-trained, history = daskie.fit(net, torch.nn.functional.mse_loss, (x, y),
-                              APTS(subdomains=2, local_steps=5, epochs=100),
-                              client="sync")
-print(f"{len(history)} iterations, loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.2e}")
+result = daskie.fit(net, torch.nn.functional.mse_loss, (x, y),
+                    APTS(subdomains=2, local_steps=5, epochs=100), client="sync")
+trained, history = result.model, result.history
+print(f"{result.summary['steps']} iterations ({result.summary['stopped_by']}), "
+      f"loss {history[0]['loss']:.3f} -> {result.summary['loss']:.2e}")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 axes[0].semilogy([r["grad_calls"] for r in history], [r["loss"] for r in history], ".-")
