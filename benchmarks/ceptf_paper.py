@@ -69,15 +69,25 @@ def run_row(problem: str) -> dict:
             "command": " ".join(command(problem)), "load": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
+def _write(path, records) -> None:
+    """Write ``records`` to ``path``, keeping the records there of the problems not among them."""
+    from harness import write_records
+
+    done = {r["problem"] for r in records}
+    kept = []
+    if os.path.exists(path):
+        with open(path) as fh:
+            kept = [r for r in json.load(fh) if r.get("problem") not in done]
+    write_records(path, sorted(kept + records, key=lambda r: r["problem"]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problems", nargs="+", default=list(PAPER), choices=list(PAPER))
     ap.add_argument("--jobs", type=int, default=1, help="rows run side by side (default 1)")
     ap.add_argument("--out", help="write the records as JSON here")
     args = ap.parse_args(argv)
-    from concurrent.futures import ThreadPoolExecutor
-
-    from harness import write_records
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     print(f"{'problem':<8} {'MSE':>9} {'paper':>9} {'ratio':>6} {'rel L2':>9} {'estimate':>9} "
@@ -85,21 +95,17 @@ def main(argv=None) -> int:
           flush=True)
     records = []
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # each row is its own process
-        rows = list(pool.map(run_row, args.problems))
-    for name, rec in zip(args.problems, rows):
-        rec["jobs"] = args.jobs
-        records.append(rec)
-        print(f"{name:<8} {rec['mse']:>9.2e} {rec['paper_mse']:>9.2e} "
-              f"{rec['mse'] / rec['paper_mse']:>6.2f} {rec['rel_l2']:>9.2e} "
-              f"{rec['error_estimate']:>9.2e} {rec['stopped_by']:>10} {rec['steps']:>5} "
-              f"{rec['wall_s']:>7.1f} {rec['command_s']:>7.1f} "
-              f"{rec['load'][0]:>5.1f}-{rec['load'][1]:<5.1f} {rec['warned']}", flush=True)
-    if args.out:
-        kept = []
-        if os.path.exists(args.out):
-            with open(args.out) as fh:
-                kept = [r for r in json.load(fh) if r.get("problem") not in args.problems]
-        write_records(args.out, sorted(kept + records, key=lambda r: r["problem"]))
+        futures = {pool.submit(run_row, name): name for name in args.problems}
+        for future in as_completed(futures):  # each row printed and written as it ends
+            rec = {**future.result(), "jobs": args.jobs}
+            records.append(rec)
+            print(f"{rec['problem']:<8} {rec['mse']:>9.2e} {rec['paper_mse']:>9.2e} "
+                  f"{rec['mse'] / rec['paper_mse']:>6.2f} {rec['rel_l2']:>9.2e} "
+                  f"{rec['error_estimate']:>9.2e} {rec['stopped_by']:>10} {rec['steps']:>5} "
+                  f"{rec['wall_s']:>7.1f} {rec['command_s']:>7.1f} "
+                  f"{rec['load'][0]:>5.1f}-{rec['load'][1]:<5.1f} {rec['warned']}", flush=True)
+            if args.out:
+                _write(args.out, records)
     return 0 if all(r["meets_paper"] for r in records) else 1
 
 
