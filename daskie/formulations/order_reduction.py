@@ -30,7 +30,7 @@ from daskie.nn.mlp import MLP
 
 __all__ = ["OrderReduction", "DEFAULT_STEPS"]
 
-#: Step budget of the default optimizer (:meth:`OrderReduction.default_optimizer`).
+#: Step budget of the default optimizer (:meth:`OrderReduction.solver_defaults`).
 DEFAULT_STEPS = 200
 
 
@@ -69,6 +69,23 @@ class OrderReduction(Formulation):
         How the chain residuals read dF_{i,m}/dt_m: exactly (forward mode through the
         network, default) or by a seeded :class:`~daskie.formulations.stein.Stein` estimator
         from the network's values at perturbed points (seed 003).
+
+    Notes
+    -----
+    The defaults are what ``daskie solve EK --strategy ceptf --formulation order-reduction``
+    runs (the command passes ``net=MLP()``: 3 x 20 tanh for mu and every F_{i,m}, 2823
+    parameters on E1-E4, against 3584 residual rows on the 2-D problems), with
+    :meth:`solver_defaults`' Levenberg-Marquardt for at most :data:`DEFAULT_STEPS` steps.
+    ``aux_points=1024`` (it was 2048): the test MSE still stays below the chain's loss (0.3-0.9x
+    of it on E1: no overfit of the points), and a step costs about half (J^T J is rows x
+    parameters^2; at 2048, 15 s a step on E1 at load 15 on 2 cores). Measured on E1, seed 0,
+    with the same training in one process (CEPTF's joint training gives the same numbers):
+    MSE 3.6e-5, 5.5e-7, 9.2e-8 after 20, 40, 60 steps; 3 x 16 networks were 3x behind at
+    step 60 (1.2e-8 at 100, 3.7e-9 at 140) and 3 x 12 ones stalled near 2e-8 (seed 000's E1
+    figure: 2.96e-9). E2-E4 met seed 000's figures within 60-80 steps with 3 x 12 auxiliary
+    networks beside a 3 x 20 mu (E2 5.2e-8 at 60, E3 6.6e-9 and E4 7.3e-9 at 80). The
+    default tol (1e-5 relative) is out of the chain's reach in this budget: the solve ends on
+    the budget and warns.
     """
 
     net: MLP = field(default_factory=MLP)
@@ -103,11 +120,11 @@ class OrderReduction(Formulation):
     def solver_defaults(self) -> dict:
         """Levenberg-Marquardt with plain Levenberg damping (``D = I``): the sub-models mu
         and F_{i,m} have very different scales, which Marquardt's diag(J^T J) scaling
-        amplifies (measured on E2: MSE 1.9e-8 after 80 steps against 9e-3); at most :data:`DEFAULT_STEPS`
-        steps: the chain's loss falls steadily (about 2x per 20 steps on E1) but far more
-        slowly than quadrature collocation's, so the default tol (1e-5 relative) is out of
-        reach and no stall ends the run; the budget is the one that takes E1-E4 below seed
-        000's MSE (see the class docstring)."""
+        amplifies (measured on E2: MSE 1.9e-8 after 80 steps against 9e-3); at most
+        :data:`DEFAULT_STEPS` steps: the chain's loss falls steadily (2-3x per 20 steps on E1)
+        but far more slowly than quadrature collocation's, so the default tol (1e-5 relative)
+        is out of reach and no stall ends the run; the budget is the one that takes E1-E4
+        below seed 000's MSE (see the class's notes)."""
         return {**super().solver_defaults(), "scaling": "levenberg", "max_steps": DEFAULT_STEPS}
 
     def _growth(self, d: int, k: int) -> int:
