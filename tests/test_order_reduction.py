@@ -33,6 +33,18 @@ def test_defaults_are_the_documented_ones():
     assert opt.stop == Stopping(max_steps=DEFAULT_STEPS) and opt.steps == DEFAULT_STEPS
 
 
+def test_the_command_line_runs_these_defaults():
+    # `daskie solve EK --strategy ceptf --formulation order-reduction` (no other flag) is the
+    # paper's method at these defaults: the command's formulation and optimizer are them.
+    from daskie.cli import _formulation, _optimizer, build_parser
+
+    args = build_parser().parse_args(["solve", "E1", "--strategy", "ceptf",
+                                      "--formulation", "order-reduction"])
+    form = _formulation(args.formulation, args)
+    assert form == OrderReduction()
+    assert _optimizer(args.optimizer, args.steps, form) == default_optimizer(OrderReduction())
+
+
 def test_default_point_counts_per_block():
     # E1 (d = 2, one term): the equation at 512 points, F_{0,2} at aux_points, F_{0,1} (one
     # coordinate more) at twice that ("auto" growth doubles up to d = 3).
