@@ -254,21 +254,21 @@ def train(spec, objective, executor, *, seed: int = 0, target_loss: float = 0.0,
         records.
     """
     source = objective if source is None else source
-    family = spec.iteration_family()(spec, objective, source, seed, target_loss, threads)
+    scheme = spec.iteration_scheme()(spec, objective, source, seed, target_loss, threads)
     if resume is not None:
         w0, outs = resume
-        carry = family.resume(outs[0].state)
+        carry = scheme.resume(outs[0].state)
         w0, prior_wall = w0 + 1, outs[0].state.wall_s
     else:
         theta = objective.init_params(seed) if theta0 is None else theta0.detach().clone()
-        carry = family.start(theta)
+        carry = scheme.start(theta)
         w0, prior_wall = 0, 0.0
     names = "+".join(objective.layout.names)
     label = type(spec).__name__
 
     def output(c, records):
         params = {n: v.clone() for n, v in objective.layout.split(c.theta).items()}
-        return [WindowOutput(0, family.state(c), params, records, family.state(c).loss)]
+        return [WindowOutput(0, scheme.state(c), params, records, scheme.state(c).loss)]
 
     t0 = time.perf_counter()
     carry.wall_s = prior_wall
@@ -276,29 +276,29 @@ def train(spec, objective, executor, *, seed: int = 0, target_loss: float = 0.0,
 
     def record(c, previous, window):
         c.wall_s = prior_wall + time.perf_counter() - t0
-        rec = family.record(c, previous)
+        rec = scheme.record(c, previous)
         if rec is None:
             c.wall_s = previous.wall_s
             return None
         return {**rec, "wall_s": c.wall_s, "window": window, **head}
 
-    return _checkpoint_windows(spec, _rounds(spec, family, executor, source, carry, target_loss),
+    return _checkpoint_windows(spec, _rounds(spec, scheme, executor, source, carry, target_loss),
                                carry, record, output, window=w0, on_window=on_window,
                                resume=resume)
 
 
-def _rounds(spec, family, executor, source, carry, target_loss):
+def _rounds(spec, scheme, executor, source, carry, target_loss):
     """Yield the carry after each iteration until done."""
     if carry.done is not None:
         return
-    if family.stop_at_start and carry.loss < target_loss:
+    if scheme.stop_at_start and carry.loss < target_loss:
         carry.done = "target"
         yield carry
         return
     src = executor.scatter(source)
     token = uuid.uuid4().hex
-    step = family.step(executor, src, token, round_robin(executor))
-    yield from iterate(executor, carry, step, limit=family.limit(carry))
+    step = scheme.step(executor, src, token, round_robin(executor))
+    yield from iterate(executor, carry, step, limit=scheme.limit(carry))
 
 
 def _checkpoint_windows(spec, iterations, carry, record, output, *, window, on_window, resume):

@@ -89,8 +89,8 @@ class APTS(TrustRegionOptions, IterationStrategy):
     #: True when each iteration has its own data D (SAPTS's minibatches).
     fresh_data = False
 
-    def iteration_family(self):
-        """The iteration runner's family (:mod:`daskie.runtime.iterations`) that trains this
+    def iteration_scheme(self):
+        """The iteration runner's scheme (:mod:`daskie.runtime.iterations`) that trains this
         spec."""
         from daskie.runtime.iterations import TrustRegionIterations
 

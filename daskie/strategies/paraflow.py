@@ -56,8 +56,8 @@ class IterationStrategy(Strategy):
         """The optimizer's step budget."""
         return optimizer.steps
 
-    def iteration_family(self):
-        """The iteration runner's family (:mod:`daskie.runtime.iterations`) that trains this
+    def iteration_scheme(self):
+        """The iteration runner's scheme (:mod:`daskie.runtime.iterations`) that trains this
         spec: each iteration strategy says which."""
         raise NotImplementedError
 
@@ -74,8 +74,8 @@ class IterationStrategy(Strategy):
 class _GradientFlowStrategy(IterationStrategy):
     """Options shared by the gradient-flow strategies."""
 
-    def iteration_family(self):
-        """The iteration runner's family (:mod:`daskie.runtime.iterations`) that trains this
+    def iteration_scheme(self):
+        """The iteration runner's scheme (:mod:`daskie.runtime.iterations`) that trains this
         spec."""
         from daskie.runtime.iterations import GradientFlowIterations
 
