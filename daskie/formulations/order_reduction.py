@@ -30,7 +30,7 @@ from daskie.nn.mlp import MLP
 
 __all__ = ["OrderReduction", "DEFAULT_STEPS"]
 
-#: Step budget of the default optimizer (:meth:`OrderReduction.solver_defaults`).
+#: Step budget of the default optimizer (``OrderReduction.solver_defaults``).
 DEFAULT_STEPS = 200
 
 
@@ -75,7 +75,7 @@ class OrderReduction(Formulation):
     The defaults are what ``daskie solve EK --strategy ceptf --formulation order-reduction``
     runs (the command passes ``net=MLP()``: 3 x 20 tanh for mu and every F_{i,m}, 2823
     parameters on E1-E4, against 3584 residual rows on the 2-D problems), with
-    :meth:`solver_defaults`' Levenberg-Marquardt for at most :data:`DEFAULT_STEPS` steps.
+    the Levenberg-Marquardt of ``solver_defaults()`` for at most ``DEFAULT_STEPS`` (200) steps.
     ``aux_points=1024`` (it was 2048): the test MSE still stays below the chain's loss (0.3-0.9x
     of it on E1: no overfit of the points), and a step costs about half (J^T J is rows x
     parameters^2; at 2048, 15 s a step on E1 at load 15 on 2 cores). Measured on E1, seed 0,
@@ -121,7 +121,7 @@ class OrderReduction(Formulation):
         """Levenberg-Marquardt with plain Levenberg damping (``D = I``): the sub-models mu
         and F_{i,m} have very different scales, which Marquardt's diag(J^T J) scaling
         amplifies (measured on E2: MSE 1.9e-8 after 80 steps against 9e-3); at most
-        :data:`DEFAULT_STEPS` steps: the chain's loss falls steadily (2-3x per 20 steps on E1)
+        ``DEFAULT_STEPS`` (200) steps: the chain's loss falls steadily (2-3x per 20 steps on E1)
         but far more slowly than quadrature collocation's, so the default tol (1e-5 relative)
         is out of reach and no stall ends the run; the budget is the one that takes E1-E4
         below seed 000's MSE (see the class's notes)."""
