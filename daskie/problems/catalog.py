@@ -53,7 +53,8 @@ def get(name: str) -> Problem:
     key = lookup.get(str(name).lower())
     if key is None:
         raise SpecError(f"unknown problem {name!r}; the catalog has: {', '.join(_REGISTRY)}, "
-                        f"and hd-fredholm, hd-volterra, hd-mixed, hd-sharp as -d2 -d3 -d4 -d6 -d8")
+                        f"and hd-fredholm, hd-volterra, hd-mixed, hd-sharp as -d2 -d3 -d4 -d6 -d8, "
+                        f"hd-bumps-fredholm, -volterra, -mixed as -d2 ... -d12")
     return both[key][0]()
 
 
@@ -274,6 +275,15 @@ def _register_highdim():
         for d in (2, 3, 4, 6, 8):
             _HIGHDIM[f"{family}-d{d}"] = (lambda family=family, d=d: highdim.build(family, d),
                                           f"{text} on [0,1]^{d}, exact exp(sum x/{d})")
+    from daskie.problems import nonseparable  # issue 30: solutions that are not products
+
+    summaries_ = {"hd-bumps-fredholm": "linear Fredholm, kernel exp(-4|X-T|^2/d)",
+                  "hd-bumps-volterra": "nonlinear (mu^2) Volterra over [0, X]",
+                  "hd-bumps-mixed": "nonlinear (mu^2), half Volterra, half Fredholm"}
+    for family, text in summaries_.items():
+        for d in (2, 3, 4, 6, 8, 10, 12):
+            _HIGHDIM[f"{family}-d{d}"] = (lambda family=family, d=d: nonseparable.build(family, d),
+                                          f"{text} on [0,1]^{d}, exact: three Gaussian bumps")
 
 
 _register_highdim()

@@ -24,7 +24,7 @@ import numpy as np
 from daskie.errors import SpecError
 from daskie.reference.nystrom import NewtonDidNotConverge
 
-__all__ = ["QMCNystrom", "QMCSolution", "operator_matrix"]
+__all__ = ["QMCNystrom", "QMCSolution", "nodal_solve", "operator_matrix"]
 
 #: Rows of the operator assembled at once (the kernel's temporaries are rows x N x d).
 _ROWS = 256
@@ -49,6 +49,29 @@ def _operator(problem, i, x, nodes, weight):
             k = k * inside
         out[s:s + _ROWS] = weight * k
     return out
+
+
+def nodal_solve(alpha, f, ops, ms, *, linear: bool, tol: float, max_newton: int, who: str):
+    """Solve ``alpha mu = f + sum_k ops[k] @ ms[k](mu)`` for nodal ``mu``: one dense solve
+    when linear, else Newton from ``f / alpha`` (stops when the update is below
+    ``tol * max(1, max|mu|)``, or below ``1e-10`` of it and no longer halving). Returns
+    ``(mu, iterations)``; raises :class:`NewtonDidNotConverge` naming ``who``."""
+    if linear:
+        return np.linalg.solve(np.diag(alpha) - sum(ops), f), 0
+    mu = f / np.where(alpha != 0, alpha, 1.0)
+    previous = np.inf
+    for iterations in range(1, max_newton + 1):
+        jac = np.diag(alpha) - sum(a * m.grad(mu)[None, :] for a, m in zip(ops, ms))
+        res = alpha * mu - f - sum(a @ m(mu) for a, m in zip(ops, ms))
+        step = np.linalg.solve(jac, res)
+        del jac
+        mu = mu - step
+        size, scale = float(np.max(np.abs(step))), max(1.0, float(np.max(np.abs(mu))))
+        if size <= tol * scale or (size <= 1e-10 * scale and size >= 0.5 * previous):
+            return mu, iterations
+        previous = size
+    raise NewtonDidNotConverge(f"{who}: Newton did not converge in max_newton={max_newton} "
+                               f"iterations (last update {size:.2e})")
 
 
 def operator_matrix(problem, i, x, nodes, weight) -> np.ndarray:
@@ -173,26 +196,8 @@ class QMCNystrom:
         def residual(mu):
             return alpha * mu - f - sum(a @ m(mu) for a, m in zip(ops, ms))
 
-        iterations = 0
-        if problem.is_linear:
-            mat = np.diag(alpha) - sum(ops)
-            mu = np.linalg.solve(mat, f)
-        else:
-            mu = f / np.where(alpha != 0, alpha, 1.0)
-            previous = np.inf
-            for iterations in range(1, self.max_newton + 1):
-                jac = np.diag(alpha) - sum(a * m.grad(mu)[None, :] for a, m in zip(ops, ms))
-                step = np.linalg.solve(jac, residual(mu))
-                del jac
-                mu = mu - step
-                size, scale = float(np.max(np.abs(step))), max(1.0, float(np.max(np.abs(mu))))
-                if size <= self.tol * scale or (size <= 1e-10 * scale and size >= 0.5 * previous):
-                    break
-                previous = size
-            else:
-                raise NewtonDidNotConverge(
-                    f"QMCNystrom: Newton did not converge in max_newton={self.max_newton} "
-                    f"iterations (last update {size:.2e})")
+        mu, iterations = nodal_solve(alpha, f, ops, ms, linear=problem.is_linear, tol=self.tol,
+                                     max_newton=self.max_newton, who="QMCNystrom")
         wall = time.perf_counter() - start
         res = float(np.max(np.abs(residual(mu))))
         return QMCSolution(problem, nodes, weight, mu, lams, wall, iterations, res)
