@@ -147,6 +147,18 @@ def data_scaling(directory, repeats, clusters, n=256):
             "load_at_start": loads}
 
 
+def _grid_plan(spec, rec, net, ranks):
+    """The case's own split at ``ranks`` ranks with the planner's figures for that grid."""
+    from daskie.plan.operator_split import choose_split
+
+    b, t = net._sizes()
+    i, p = (1, 1) if ranks == 1 else spec["grid"](ranks)
+    out = choose_split(rec["n_train"], rec["points"], ranks, 1e12, branch_layers=b,
+                       trunk_layers=t, n_params=net.n_params())
+    pick = next(c for c in out.candidates if (c["instances"], c["points"]) == (i, p))
+    return type(out)(rec["split"], i, p, pick["rank_bytes"], pick["rank_madds"], out.reason)
+
+
 def predicted(record, plan_of, net):
     """The model's rows for 2-64 workers from the case's measured one-worker time."""
     from daskie.plan.scaling import EMULATED_GIGABIT, LOOPBACK, allreduce_time
@@ -168,6 +180,34 @@ def predicted(record, plan_of, net):
     return rows
 
 
+def model_only(split, directory, steps):
+    """The model's rows from one rank's CPU seconds per step in this process (``client=
+    "sync"``, one rank): a step's CPU time does not depend on the host's load, its wall time
+    does (used where the cluster timings are swamped by other work)."""
+    from daskie.operator import OperatorLoss, default_net, fit_operator, generate_dataset
+    from daskie.problems.families import family
+    from daskie.store.dataset import OperatorDataset
+    from daskie.train import Adam
+
+    spec = CASES[split]
+    fam = family(spec["family"])
+    n = spec["n_train"] + N_TEST
+    path = os.path.join(directory, f"{split}-{fam.name}-{n}.zarr")
+    generate_dataset(fam, path, n, seed=0, query=spec["query"], client="sync", block=32)
+    store = OperatorDataset.open(path)
+    net = default_net(fam, len(store.sensors))
+    kwargs = dict(loss=OperatorLoss(net, skip=True), train=(0, spec["n_train"]),
+                  test=(spec["n_train"], n), client="sync",
+                  strategy=_strategy(split, 1, 1))
+    fit_operator(fam, path, optimizer=Adam(lr=3e-3, steps=1), **kwargs)  # data read, cached
+    c0 = time.process_time()
+    fit_operator(fam, path, optimizer=Adam(lr=3e-3, steps=steps), **kwargs)
+    per_step = (time.process_time() - c0) / steps
+    rec = {"split": split, "family": fam.name, "n_train": spec["n_train"],
+           "points": len(store.query), "steps": 1, "t1_s": [per_step]}
+    return rec, net
+
+
 def main(argv=None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from harness import embedded_cluster, write_records
@@ -177,6 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--cases", nargs="+", default=list(CASES))
     ap.add_argument("--no-data", action="store_true")
+    ap.add_argument("--model-only", action="store_true",
+                    help="only the model's rows, from one rank's CPU seconds per step")
     ap.add_argument("--data-n", type=int, default=256, help="instances of the data phase")
     ap.add_argument("--dir", default="/tmp/daskie-split")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
@@ -184,6 +226,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.makedirs(args.dir, exist_ok=True)
     records = []
+    if args.model_only:
+        for split in args.cases:
+            rec, net = model_only(split, args.dir, args.steps)
+            spec = CASES[split]
+
+            def plan_of(ranks, spec=spec, rec=rec, net=net):
+                return _grid_plan(spec, rec, net, ranks)
+
+            rows = predicted(rec, plan_of, net)
+            for r in rows:
+                r["t1_cpu_step_s"] = rec["t1_s"][0]
+                r["what"] += "; T_1 = one rank's CPU seconds per step in process"
+            records.extend(rows)
+            print(rows, flush=True)
+            write_records(args.out, records)
+        return 0
     with embedded_cluster(1, 1) as c1, embedded_cluster(2, 1) as c2:
         clusters = {1: c1, 2: c2}
         if not args.no_data:
@@ -202,17 +260,7 @@ def main(argv=None) -> int:
             print({k: v for k, v in rec.items() if k != "net"}, flush=True)
 
             def plan_of(ranks, spec=spec, rec=rec, net=net):
-                from daskie.plan.operator_split import choose_split
-
-                b, t = net._sizes()
-                i, p = (1, 1) if ranks == 1 else spec["grid"](ranks)
-                # the case's own split at every size: m(I, P) of that grid
-                out = choose_split(rec["n_train"], rec["points"], ranks, 1e12,
-                                   branch_layers=b, trunk_layers=t, n_params=net.n_params())
-                pick = next(c for c in out.candidates
-                            if (c["instances"], c["points"]) == (i, p))
-                return type(out)(rec["split"], i, p, pick["rank_bytes"], pick["rank_madds"],
-                                 out.reason)
+                return _grid_plan(spec, rec, net, ranks)
 
             records.extend(predicted(rec, plan_of, net))
             write_records(args.out, records)
