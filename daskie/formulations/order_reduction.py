@@ -80,7 +80,9 @@ class OrderReduction(Formulation):
     of it on E1: no overfit of the points), and a step costs about half (J^T J is rows x
     parameters^2; at 2048, 15 s a step on E1 at load 15 on 2 cores). Measured on E1, seed 0,
     with the same training in one process (CEPTF's joint training gives the same numbers):
-    MSE 3.6e-5, 5.5e-7, 9.2e-8 after 20, 40, 60 steps; 3 x 16 networks were 3x behind at
+    MSE 3.6e-5, 5.5e-7, 9.2e-8, 5.6e-9, 3.4e-9 after 20, 40, 60, 100, 120 steps (the
+    command: 5.6e-9 on E1 after 100 steps, and 5.0e-9, 4.2e-10, 9.5e-10 on E2, E3, E4, below
+    seed 000's 1.27e-7, 9.21e-9, 1.02e-8); 3 x 16 networks were 3x behind at
     step 60 (1.2e-8 at 100, 3.7e-9 at 140) and 3 x 12 ones stalled near 2e-8 (seed 000's E1
     figure: 2.96e-9). E2-E4 met seed 000's figures within 60-80 steps with 3 x 12 auxiliary
     networks beside a 3 x 20 mu (E2 5.2e-8 at 60, E3 6.6e-9 and E4 7.3e-9 at 80). The
