@@ -355,7 +355,7 @@ def _restarts(run: _Run, executor, session, final):
 
     def runner(seeds, optimizer, init):
         return train_seeds(executor, run.ctx, seeds, init=init, reference=run.reference,
-                           optimizer=None if optimizer is run.optimizer else optimizer)
+                           optimizer=optimizer)
 
     def vary(optimizer, i):
         return other_scaling(optimizer) if run.default_optimizer and i % 2 == 1 else optimizer

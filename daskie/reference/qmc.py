@@ -30,9 +30,11 @@ __all__ = ["QMCNystrom", "QMCSolution", "nodal_solve", "operator_matrix"]
 _ROWS = 256
 
 
-def _check_count(name, value, low):
+def _check_count(name, value, low, owner="QMCNystrom"):
+    """Raise a SpecError naming ``owner.name`` unless ``value`` is an integer >= ``low`` (the
+    option checks of the quadrature rivals)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise SpecError(f"QMCNystrom.{name} must be an integer >= {low}, got {value!r}")
+        raise SpecError(f"{owner}.{name} must be an integer >= {low}, got {value!r}")
 
 
 def _operator(problem, i, x, nodes, weight):

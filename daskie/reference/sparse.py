@@ -40,14 +40,9 @@ import numpy as np
 
 from daskie.errors import SpecError
 from daskie.quadrature import gauss_legendre
-from daskie.reference.qmc import nodal_solve
+from daskie.reference.qmc import _check_count, nodal_solve
 
 __all__ = ["SparseNystrom", "SparseSolution", "sparse_grid"]
-
-
-def _check_count(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise SpecError(f"SparseNystrom.{name} must be an integer >= {low}, got {value!r}")
 
 
 @lru_cache(maxsize=16)
@@ -220,13 +215,13 @@ class SparseNystrom:
     memory_budget: int | None = None
 
     def __post_init__(self):
-        _check_count("level", self.level, 1)
-        _check_count("quad_nodes", self.quad_nodes, 1)
-        _check_count("max_newton", self.max_newton, 1)
+        _check_count("level", self.level, 1, "SparseNystrom")
+        _check_count("quad_nodes", self.quad_nodes, 1, "SparseNystrom")
+        _check_count("max_newton", self.max_newton, 1, "SparseNystrom")
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise SpecError(f"SparseNystrom.tol must be a positive number, got {self.tol!r}")
         if self.memory_budget is not None:
-            _check_count("memory_budget", self.memory_budget, 1)
+            _check_count("memory_budget", self.memory_budget, 1, "SparseNystrom")
 
     def unknowns(self, problem) -> int:
         """N, the sparse grid's node count for ``problem``'s dimension."""
