@@ -11,6 +11,7 @@ import pytest
 import daskie
 from daskie import MLP, LevenbergMarquardt, QuadratureCollocation, config
 from daskie.errors import SpecError, ToleranceWarning
+from daskie.estimate import ReferenceEstimator
 from daskie.train.optimizers import Stopping
 
 SMALL = QuadratureCollocation(net=MLP(hidden=(10, 10)), points=64, test_points=200)
@@ -37,8 +38,10 @@ def test_a_tighter_tolerance_trains_longer_and_is_met():
     tight = daskie.solve("fredholm1d", formulation=SMALL, client="sync", tol=1e-6)
     assert loose.attrs["stopped_by"] == tight.attrs["stopped_by"] == "tol"
     assert loose.attrs["epochs"] < tight.attrs["epochs"]
-    assert tight.attrs["error_estimate"] <= 0.5e-6 < 0.5e-4 < loose.attrs["error_estimate"] * 1e3
-    assert _rel_l2_on_grid(tight) < _rel_l2_on_grid(loose)
+    # each stops once its estimate is within the reference estimator's margin of its tol
+    assert loose.attrs["error_estimate"] <= ReferenceEstimator.margin * 1e-4
+    assert tight.attrs["error_estimate"] <= ReferenceEstimator.margin * 1e-6
+    assert _rel_l2_on_grid(tight) <= 1e-6 and _rel_l2_on_grid(tight) < _rel_l2_on_grid(loose)
 
 
 def test_the_same_call_gives_the_same_numbers():
@@ -103,9 +106,31 @@ def test_stopping_checks_its_tolerance_and_when_to_estimate():
     assert Stopping().max_wall_s is None  # no stopwatch by default
     stop = Stopping(tol=1e-6, estimator=lambda mu: {"error_estimate": 0.0}, estimate_factor=10.0)
     assert stop.estimate_due(1.0, None, stopping=False)  # the first time
-    assert not stop.estimate_due(0.2, 1.0, stopping=False)  # fell by less than 10x
-    assert stop.estimate_due(0.1, 1.0, stopping=False)
-    assert stop.estimate_due(0.9, 1.0, stopping=True)  # before any other stop
+    far = (1.0, 1.0)  # the last estimate (at loss 1) far above margin * tol = 5e-7
+    assert not stop.estimate_due(0.2, far, stopping=False)  # fell by less than 10x
+    assert stop.estimate_due(0.1, far, stopping=False)
+    assert stop.estimate_due(0.9, far, stopping=True)  # before any other stop
+    # close above the goal: due once the loss fell to where the error (as sqrt of the loss)
+    # would reach 0.8 * margin * tol, here (1e-6 / 4e-7)^2 = 6.25x, sooner than the 10x factor
+    near = (1.0, 1e-6)
+    assert not stop.estimate_due(0.17, near, stopping=False)
+    assert stop.estimate_due(0.16, near, stopping=False)
+    # just above the goal: at least a fall by sqrt(estimate_factor), not every step
+    hover = (1.0, 5.01e-7)
+    assert not stop.estimate_due(0.5, hover, stopping=False)
+    assert stop.estimate_due(10 ** -0.5, hover, stopping=False)
+    # the goal is margin * tol, the margin the estimator's own unless set
+    class Rated:
+        margin = 0.75
+
+        def __call__(self, mu):
+            return {"error_estimate": 0.0}
+
+    assert Stopping(tol=1e-6, estimator=Rated()).goal() == pytest.approx(7.5e-7)
+    assert Stopping(tol=1e-6, estimator=Rated(), margin=0.25).goal() == pytest.approx(2.5e-7)
+    assert stop.goal() == pytest.approx(5e-7)  # an estimator without a margin: 0.5
+    with pytest.raises(SpecError, match=r"Stopping.margin must lie in \(0, 1\]"):
+        Stopping(margin=1.5)
     assert not Stopping().estimate_due(1.0, None, stopping=True)  # no tolerance: never
     # the estimator is not part of the option's identity (tokens, stored options)
     assert "estimator" not in repr(stop) and stop == Stopping(tol=1e-6, estimate_factor=10.0)

@@ -191,14 +191,14 @@ def _check_estimate(stop, objective, state, rec, loss):
     function of the losses, so the same run checks at the same steps on any machine)."""
     stopping = state.done is not None or rec.get("stopped_by") is not None
     seen = list(state.meta.get("estimates", ()))  # (loss, estimate) pairs, oldest first
-    if not stop.estimate_due(loss, seen[-1][0] if seen else None, stopping):
+    if not stop.estimate_due(loss, seen[-1] if seen else None, stopping):
         return
     theta = state.theta
     t0 = time.perf_counter()
     estimate = float(stop.estimator(lambda x: objective.solution(theta, x))["error_estimate"])
     state.meta["estimates"] = seen + [(loss, estimate)]
     rec.update(error_estimate=estimate, estimate_s=time.perf_counter() - t0)
-    if estimate <= stop.margin * stop.tol:
+    if estimate <= stop.goal():
         state.done = rec["stopped_by"] = "tol"
     elif state.done is None and stop.on_ridge(seen, loss, estimate):
         state.done = rec["stopped_by"] = "ridge"

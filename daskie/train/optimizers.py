@@ -57,7 +57,7 @@ class Stopping:
     """Convergence-based stopping of one optimizer stage (``steps="auto"``).
 
     Training ends at the first of: the error estimate within the tolerance (``"tol"``: within
-    ``margin * tol``), or
+    :meth:`goal`, ``margin * tol``), or
     no longer following the loss (``"ridge"``, :meth:`on_ridge`); the
     loss below the run's target (``"target"``); the loss at the discretization floor
     (``"floor"``: below ``floor``, or stalled within ``floor_band`` times it); a stall
@@ -88,10 +88,12 @@ class Stopping:
     tol : float or None
         Relative L2 error of the solution the run asks for; with an ``estimator``, training
         stops as soon as the estimate is within it. Set by ``solve(tol=...)``.
-    margin : float
+    margin : float or None
         Training stops when the estimate is within ``margin * tol``, so that an estimate
-        that is low by up to ``1 / margin`` still leaves the true error within ``tol``
-        (measured on the catalog: estimate / true error 0.78-1.1).
+        that is low by up to ``1 / margin`` still leaves the true error within ``tol``.
+        None (the default): the estimator's own ``margin`` (the lowest estimate / true
+        error ratio measured for its kind: 0.75 for the refined reference, 0.5 for the
+        residual estimate; see :mod:`daskie.estimate`), 0.5 for an estimator without one.
     estimator : callable, optional
         ``estimator(mu) -> {"error_estimate": ...}`` for a numpy callable ``mu`` (an
         :func:`daskie.estimate.error_estimator`); not part of the option's identity.
@@ -114,21 +116,23 @@ class Stopping:
     floor_band: float = 10.0
     tol: float | None = None
     estimator: object = field(default=None, repr=False, compare=False)
-    margin: float = 0.5
+    margin: float | None = None
     estimate_factor: float = 4.0
     ridge_factor: float = 1e3
 
     def __post_init__(self):
         check_int("Stopping.max_steps", self.max_steps)
         check_int("Stopping.window", self.window)
-        _numbers("Stopping", self, "min_decrease", "floor_band", "estimate_factor", "ridge_factor",
-                 "margin")
+        _numbers("Stopping", self, "min_decrease", "floor_band", "estimate_factor", "ridge_factor")
         _check(0 < self.min_decrease < 1, f"Stopping.min_decrease must lie in (0, 1), got {self.min_decrease}")
         _check(self.floor_band >= 1, f"Stopping.floor_band must be >= 1, got {self.floor_band}")
         _check(self.estimate_factor > 1,
                f"Stopping.estimate_factor must be > 1, got {self.estimate_factor}")
         _check(self.ridge_factor > 1, f"Stopping.ridge_factor must be > 1, got {self.ridge_factor}")
-        _check(0 < self.margin <= 1, f"Stopping.margin must lie in (0, 1], got {self.margin}")
+        _check(self.margin is None or (isinstance(self.margin, (int, float))
+                                       and not isinstance(self.margin, bool)
+                                       and 0 < self.margin <= 1),
+               f"Stopping.margin must lie in (0, 1] or be None, got {self.margin!r}")
         for name in ("max_wall_s", "floor"):
             v = getattr(self, name)
             _check(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -164,13 +168,39 @@ class Stopping:
         return any(old_loss >= self.ridge_factor * loss and estimate > 0.5 * old_estimate
                    for old_loss, old_estimate in seen)
 
-    def estimate_due(self, loss: float, last: float | None, stopping: bool) -> bool:
+    def goal(self) -> float:
+        """The estimate at which training stops: ``margin * tol`` (the estimator's margin
+        when ``margin`` is None)."""
+        margin = self.margin
+        if margin is None:
+            margin = getattr(self.estimator, "margin", 0.5)
+        return margin * self.tol
+
+    def estimate_due(self, loss: float, last: tuple | None, stopping: bool) -> bool:
         """Whether to compute the error estimate now: there is a tolerance and an estimator,
-        and training is about to stop for another reason or the loss fell by
-        ``estimate_factor`` since the estimate at loss ``last`` (None: none yet)."""
+        and training is about to stop for another reason, or the loss has fallen far enough
+        since the last estimate ``last`` (a ``(loss, estimate)`` pair; None: none yet).
+
+        Far enough is ``estimate_factor`` (4: the error by about 2), or sooner: to the loss
+        at which the estimate is predicted to reach 0.8 times :meth:`goal` (the error
+        falling as the square root of the loss, as for the least-squares residual of a
+        well-posed equation; aiming a fifth below the goal, so that a prediction a little
+        optimistic does not cost a second estimate), but by at least
+        ``sqrt(estimate_factor)``, so that a run hovering just above the goal does not pay
+        for an estimate at every step. A function of the losses only: the same run checks
+        at the same steps on any machine.
+        """
         if self.tol is None or self.estimator is None:
             return False
-        return stopping or last is None or loss * self.estimate_factor <= last
+        if stopping or last is None:
+            return True
+        last_loss, last_estimate = last
+        goal = self.goal()
+        fall = self.estimate_factor
+        if last_estimate > goal:
+            wanted = (last_estimate / (0.8 * goal)) ** 2
+            fall = min(fall, max(wanted, math.sqrt(self.estimate_factor)))
+        return loss * fall <= last_loss
 
 
 class Optimizer:
