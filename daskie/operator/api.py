@@ -46,7 +46,7 @@ def _check_optimizer(optimizer, loss):
 
 def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None = None,
                      query: int | None = None, block: int = 16, client=None, ahead=None,
-                     on_block=None) -> dict:
+                     on_block=None, point_chunk: int | None = None) -> dict:
     """Solve ``n`` instances of ``family`` by its reference, as tasks, into a zarr data set.
 
     Instances are drawn from the family's seeded streams (instance i from ``(seed, i)``),
@@ -72,6 +72,10 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
         Instances per task (and per zarr chunk).
     client : None, "sync" or distributed.Client
         Where the tasks run (None: an embedded LocalCluster of two workers).
+    point_chunk : int, optional
+        Query points per zarr chunk of ``mu`` (default: the family's ``point_chunk``, else
+        all of them). Trunk-parallel ranks then take whole chunks
+        (:func:`~daskie.operator.formulation.point_shard`): each reads only its own bytes.
     ahead : int, optional
         Tasks in flight at most (default four per worker).
     on_block : callable, optional
@@ -90,7 +94,8 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
     _check_family(family)
     check_client(client)
     sensors, query = _points(family, sensors, query)
-    spec = _dataset_spec(family, n, seed, sensors, query, block)
+    spec = _dataset_spec(family, n, seed, sensors, query, block,
+                         _point_chunk(family, point_chunk))
     store = OperatorDataset.create(path, spec, sensor_points(family, sensors),
                                    sensor_points(family, query), family.n_params)
     with open_session() as session, session.connect(client) as executor:
@@ -110,9 +115,18 @@ def _points(family, sensors, query):
     return sensors, query
 
 
-def _dataset_spec(family, n, seed, sensors, query, block) -> dict:
+def _point_chunk(family, point_chunk):
+    """Query points per chunk of ``mu``: the argument, else the family's (None: all)."""
+    if point_chunk is None:
+        point_chunk = getattr(family, "point_chunk", None)
+    check_int("point_chunk", point_chunk, allow_none=True)
+    return point_chunk
+
+
+def _dataset_spec(family, n, seed, sensors, query, block, point_chunk=None) -> dict:
     """What a data set holds, with its deterministic token (the same settings, the same
-    token: a data set is continued, never regenerated)."""
+    token: a data set is continued, never regenerated). ``point_chunk`` enters the spec
+    only when given (data sets made before it keep their tokens)."""
     from dask.base import tokenize
 
     check_int("n", n)
@@ -120,6 +134,8 @@ def _dataset_spec(family, n, seed, sensors, query, block) -> dict:
     check_int("block", block)
     spec = {"family": family.describe(), "seed": int(seed), "n": int(n), "block": int(block),
             "sensors_per_axis": int(sensors), "query_per_axis": int(query)}
+    if point_chunk is not None:
+        spec["point_chunk"] = int(point_chunk)
     spec["token"] = tokenize(repr(sorted(spec.items())))[:16]
     return spec
 
@@ -129,11 +145,18 @@ def default_net(family, sensors: int):
     ``sensors`` sensor values: a linear branch for linear families (their solution operator is
     linear in ``f``: the trunk need only span the solutions), a one-layer tanh branch for
     nonlinear ones; small enough for Levenberg-Marquardt (1505, 2629 and 1633 parameters
-    for the built-in families)."""
+    for the built-in families). A family with its own ``training``
+    (:class:`~daskie.problems.parametric.OperatorDefaults`: the kernel-varying built-in
+    families) gets the branch, trunk and width it names."""
     from daskie.nn import MLP, DeepONet
     from daskie.operator.formulation import n_branch_inputs
 
     m = n_branch_inputs(family, sensors)
+    own = getattr(family, "training", None)
+    if own is not None:
+        return DeepONet(m, family.dim,
+                        branch=None if own.branch is None else MLP(hidden=own.branch),
+                        trunk=MLP(hidden=own.trunk), width=own.width)
     if family.linear:
         return DeepONet(m, family.dim, branch=None, trunk=MLP(hidden=(16, 16)),
                         width=16 if family.dim >= 2 else 24)
@@ -141,23 +164,33 @@ def default_net(family, sensors: int):
                     width=20)
 
 
-def default_optimizer(net, steps: int | None = None):
-    """What :func:`learn_operator` trains ``net`` with when given no optimizer:
+def default_optimizer(net, steps: int | None = None, family=None):
+    """What :func:`learn_operator` trains ``net`` with when given no optimizer: the
+    optimizer of ``family``'s own ``training``
+    (:class:`~daskie.problems.parametric.OperatorDefaults`) when it has one, else
     Levenberg-Marquardt (default 100 steps) up to 4000 parameters, where each rank's
-    ``J^T J`` is at most 128 MB, Adam (default 2000 steps) beyond.
+    ``J^T J`` is at most 128 MB, Adam (default 2000 steps) beyond. ``steps`` replaces the
+    default number of steps.
 
     LM's step costs rows x P^2: over thousands of instances of a nonlinear family,
     :class:`~daskie.train.LeastSquaresHead` around Adam (a larger branch, full batch) is
     the better choice; ``benchmarks/operator.py`` trains ``volterra-1d-sin`` so to a median
     relative L2 below 1e-3 on 3000 instances."""
-    from daskie.train import Adam, LevenbergMarquardt
+    from daskie.train import Adam, LeastSquaresHead, LevenbergMarquardt
 
+    own = getattr(family, "training", None)
+    if own is not None:
+        k = own.steps if steps is None else steps
+        if own.optimizer == "lm":
+            return LevenbergMarquardt(steps=k)
+        adam = Adam(lr=own.lr, decay=own.decay, steps=k)
+        return LeastSquaresHead(adam, ridge=own.ridge) if own.optimizer == "lshead" else adam
     if net.n_params() <= 4000:
         return LevenbergMarquardt(steps=100 if steps is None else steps)
     return Adam(steps=2000 if steps is None else steps)
 
 
-def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, net=None,
+def learn_operator(family, n: int | None = None, *, data=None, test: int | None = None, net=None,
                    loss=None, optimizer=None, strategy=None, client=None, seed: int = 0,
                    data_seed: int = 0, sensors: int | None = None, query: int | None = None,
                    block: int = 16, threads: int | None = 1, target_loss: float = 0.0,
@@ -172,8 +205,9 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
     ----------
     family : Family or str
         A family, or the name of a built-in one (:data:`daskie.problems.families.FAMILIES`).
-    n : int
-        Instances in the data set (training plus held out).
+    n : int, optional
+        Instances in the data set (training plus held out); default the family's own
+        (``training.n``, :class:`~daskie.problems.parametric.OperatorDefaults`), else 500.
     data : str or path-like, optional
         Where the data set is (continued if it exists with the same settings). Default: a
         directory named after the settings' token in the system's temporary directory, so
@@ -183,7 +217,8 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
     net, loss, optimizer, strategy, seed, threads, target_loss, store, resume, on_window
         As :func:`fit_operator`. ``net`` defaults to :func:`default_net`; ``loss`` to the
         data loss of ``net`` learning the integral term only
-        (``OperatorLoss(net, skip=True)``); ``optimizer`` to :func:`default_optimizer`.
+        (``OperatorLoss(net, skip=True)``); ``optimizer`` to :func:`default_optimizer`
+        (the family's own where it has one).
     client : None, "sync" or distributed.Client
         Where everything runs (None: one embedded LocalCluster of two workers for both).
     data_seed, sensors, query, block, on_block
@@ -207,6 +242,9 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
     if isinstance(family, str):
         family = named(family)
     _check_family(family)
+    if n is None:
+        own = getattr(family, "training", None)
+        n = 500 if own is None else own.n
     check_int("n", n, 2)
     held = min(200, n // 5) if test is None else test
     check_int("test", held)
@@ -214,14 +252,15 @@ def learn_operator(family, n: int = 500, *, data=None, test: int | None = None, 
         raise SpecError(f"test={held} held-out instances leave none of the n={n} to train on")
     sensors, query = _points(family, sensors, query)
     if data is None:
-        token = _dataset_spec(family, n, data_seed, sensors, query, block)["token"]
+        token = _dataset_spec(family, n, data_seed, sensors, query, block,
+                              _point_chunk(family, None))["token"]
         data = os.path.join(tempfile.gettempdir(), f"daskie-data-{family.name}-{token}.zarr")
     if net is None and loss is None:
         from daskie.operator.data import sensor_points
 
         net = default_net(family, len(sensor_points(family, sensors)))
     if optimizer is None:
-        optimizer = default_optimizer(net if net is not None else loss.net)
+        optimizer = default_optimizer(net if net is not None else loss.net, family=family)
     if loss is None:
         from daskie.operator.formulation import OperatorLoss
 

@@ -98,14 +98,27 @@ def instance_shard(first: int, stop: int, shard) -> tuple[int, int]:
     return first + (k * total) // n, first + ((k + 1) * total) // n
 
 
-def point_shard(q: int, points) -> tuple[int, int]:
+def point_shard(q: int, points, chunk: int | None = None) -> tuple[int, int]:
     """Query points ``[a, b)`` of shard ``points=(j, P)`` of ``q`` points: contiguous ranges
-    (each rank reads one slab of ``mu``), sizes differing by at most one."""
+    (each rank reads one slab of ``mu``), sizes differing by at most one.
+
+    With ``chunk`` (the data set's query points per chunk of ``mu``,
+    :attr:`~daskie.store.dataset.OperatorDataset.point_chunk`) cutting the points into at
+    least ``P`` chunks, the shards are whole chunks instead (their counts differing by at
+    most one): no two ranks read a common chunk of ``mu``. With fewer chunks than shards
+    (one chunk: a data set made without ``point_chunk``) the even split above."""
     j, n = (int(v) for v in points)
     if n < 1 or not 0 <= j < n:
         raise SpecError(f"points (j, P) needs P >= 1 and 0 <= j < P, got {points!r}")
     if n > q:
         raise SpecError(f"{n} point shards of {q} query points leave some shard empty")
+    if chunk is not None:
+        c = int(chunk)
+        if c < 1:
+            raise SpecError(f"point chunk must be >= 1, got {chunk!r}")
+        chunks = -(-q // c)
+        if chunks >= n:
+            return min(q, (j * chunks) // n * c), min(q, ((j + 1) * chunks) // n * c)
     return (j * q) // n, ((j + 1) * q) // n
 
 
@@ -275,7 +288,8 @@ class OperatorLoss(Formulation):
         first, stop = problem.train
         lo, hi = instance_shard(first, stop, shard)
         q_total = len(x)
-        span = None if points is None else point_shard(q_total, points)
+        span = None if points is None else \
+            point_shard(q_total, points, store.point_chunk)  # whole chunks of mu where it can
         if span is not None:
             x = x[span[0]:span[1]]
         data = store.read(lo, hi, points=span)

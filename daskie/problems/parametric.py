@@ -36,13 +36,79 @@ from daskie.errors import SpecError, check_int
 from daskie.problems.domain import Domain
 from daskie.problems.spec import Problem
 
-__all__ = ["ParametricFamily", "FAMILY_SURFACE", "check_family"]
+__all__ = ["ParametricFamily", "OperatorDefaults", "FAMILY_SURFACE", "check_family"]
 
 #: What operator learning reads of a family (``Family`` and ``ParametricFamily`` both have it).
 FAMILY_SURFACE = ("name", "domain", "dim", "n_params", "sample", "problem", "reference",
                   "f_values", "skip_values", "n_inputs", "branch_inputs", "linear", "describe")
 
 _FIELDS = ("f", "alpha")
+
+
+_OPTIMIZERS = ("lshead", "adam", "lm")
+
+
+@dataclass(frozen=True)
+class OperatorDefaults:
+    """How :func:`daskie.operator.learn_operator` learns a family's operator when told no
+    more (its ``n``, :func:`~daskie.operator.default_net` and
+    :func:`~daskie.operator.default_optimizer`): plain numbers, no network objects.
+
+    Parameters
+    ----------
+    n : int
+        Instances of the data set (training plus held out).
+    branch : tuple of int or None
+        Hidden widths of the DeepONet's tanh branch (None: a linear branch).
+    trunk : tuple of int
+        Hidden widths of the tanh trunk.
+    width : int
+        Features of the dot product.
+    optimizer : str
+        ``"lshead"``: Adam on the hidden layers with the branch's output layer solved by
+        least squares before every step (:class:`~daskie.train.LeastSquaresHead`, full
+        batch); ``"adam"``; ``"lm"``: Levenberg-Marquardt.
+    steps : int
+        Optimizer steps.
+    lr, decay : float
+        Adam's learning rate and its decay ``lr_k = lr / (1 + decay k)``.
+    ridge : float
+        The least-squares head's ridge.
+    """
+
+    n: int = 500
+    branch: tuple | None = (32,)
+    trunk: tuple = (20, 20)
+    width: int = 20
+    optimizer: str = "lshead"
+    steps: int = 2000
+    lr: float = 3e-3
+    decay: float = 5e-4
+    ridge: float = 1e-9
+
+    def __post_init__(self):
+        where = "OperatorDefaults"
+        check_int(f"{where}.n", self.n, 2)
+        for name in ("branch", "trunk"):
+            v = getattr(self, name)
+            if name == "branch" and v is None:
+                continue
+            if not isinstance(v, (tuple, list)) or not v:
+                raise SpecError(f"{where}.{name} must be a tuple of hidden widths, got {v!r}")
+            for w in v:
+                check_int(f"{where}.{name}", w)
+            object.__setattr__(self, name, tuple(int(w) for w in v))
+        check_int(f"{where}.width", self.width)
+        if self.optimizer not in _OPTIMIZERS:
+            raise SpecError(f"{where}.optimizer must be one of {_OPTIMIZERS}, got "
+                            f"{self.optimizer!r}")
+        check_int(f"{where}.steps", self.steps)
+        for name in ("lr", "decay", "ridge"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v < 0 or (name == "lr" and v == 0):
+                raise SpecError(f"{where}.{name} must be a finite number "
+                                f"{'> 0' if name == 'lr' else '>= 0'}, got {v!r}")
 
 
 def _problem_values(problem: Problem, name: str, x) -> np.ndarray:
@@ -78,6 +144,14 @@ class ParametricFamily:
     sensors, query : int, optional
         Default points per coordinate of a data set's sensor and query grids (None: the
         defaults by dimension of :func:`daskie.operator.generate_dataset`).
+    point_chunk : int, optional
+        Default query points per zarr chunk of a data set's ``mu`` (None: one chunk): set it
+        for a fine query grid that trunk-parallel ranks share, so that each reads only its
+        own chunks.
+    training : OperatorDefaults, optional
+        How :func:`~daskie.operator.learn_operator` trains the family's operator when told
+        no more (None: :func:`~daskie.operator.default_net` and
+        :func:`~daskie.operator.default_optimizer`'s general defaults).
     description : str
 
     Raises
@@ -98,6 +172,8 @@ class ParametricFamily:
     reference_n: int = 24
     sensors: int | None = None
     query: int | None = None
+    point_chunk: int | None = None
+    training: OperatorDefaults | None = None
     description: str = ""
 
     def __post_init__(self):
@@ -129,6 +205,10 @@ class ParametricFamily:
         check_int(f"{where}.reference_n", self.reference_n, 2)
         check_int(f"{where}.sensors", self.sensors, 2, allow_none=True)
         check_int(f"{where}.query", self.query, 2, allow_none=True)
+        check_int(f"{where}.point_chunk", self.point_chunk, allow_none=True)
+        if self.training is not None and not isinstance(self.training, OperatorDefaults):
+            raise SpecError(f"{where}.training must be an OperatorDefaults or None, got "
+                            f"{self.training!r}")
         if not isinstance(self.description, str):
             raise SpecError(f"{where}.description must be a str, got {self.description!r}")
         object.__setattr__(self, "_probe", self._check_instance())

@@ -13,7 +13,9 @@ opens it)::
     done      (block)             True once block k's instances are all on disk
     .zattrs                       spec (JSON: family, seed, sizes, points), provenance
 
-The instances are written in blocks of ``block`` rows, one zarr chunk each; a block's data
+The instances are written in blocks of ``block`` rows, one zarr chunk each (``mu`` also cut
+along the query points into chunks of ``point_chunk`` points when the spec says so: a
+trunk-parallel rank whose points are whole chunks then reads only its own bytes); a block's data
 are written before its ``done`` flag, so a generation stopped at any moment (an exception, a
 killed process) leaves every flagged block complete, and :meth:`OperatorDataset.pending`
 names exactly the blocks still to compute: resuming continues where it stopped and
@@ -75,7 +77,8 @@ class OperatorDataset:
         ----------
         path : str or path-like
         spec : dict
-            JSON-serialisable; must hold ``n`` (instances) and ``block`` (instances per block).
+            JSON-serialisable; must hold ``n`` (instances) and ``block`` (instances per block);
+            ``point_chunk`` (optional): query points per chunk of ``mu`` (default: all).
         sensors, query : ndarray of shape (m, d), (q, d)
         n_params : int
 
@@ -128,6 +131,13 @@ class OperatorDataset:
                          .isoformat(timespec="seconds"),
                          "path": path})
         chunks = {name: {"chunks": (block,) + ds[name].shape[1:]} for name in _PER_INSTANCE}
+        point_chunk = spec.get("point_chunk")
+        if point_chunk is not None:
+            if isinstance(point_chunk, bool) or not isinstance(point_chunk, int) \
+                    or point_chunk < 1:
+                raise SpecError(f"point_chunk must be a positive int (query points per chunk "
+                                f"of mu), got {point_chunk!r}")
+            chunks["mu"] = {"chunks": (block, min(int(point_chunk), len(query)))}
         chunks["done"] = {"chunks": (1,)}
         ds.to_zarr(path, mode="w-", zarr_format=_ZARR_FORMAT, consolidated=True, encoding=chunks)
         return cls(path)
@@ -176,6 +186,12 @@ class OperatorDataset:
     def complete(self) -> bool:
         """Whether every block is on disk."""
         return bool(self.done().all())
+
+    @property
+    def point_chunk(self) -> int:
+        """Query points per chunk of ``mu`` (all of them unless the data set was made with
+        ``point_chunk``)."""
+        return int(self._group["mu"].chunks[1])
 
     @property
     def sensors(self) -> np.ndarray:
