@@ -24,6 +24,15 @@ fixed quadrature rules.
 * Residual scaling (``row_scale``): rows divided by the size of their terms per unit of mu,
   ``|alpha| + sum |lam| Int |K|``, when that exceeds ``|alpha|`` tenfold somewhere (f nearly
   cancelled by the integral).
+* Memory (``block_mb``, issue 30): the network and its per-point parameter gradients are
+  evaluated at a rule's nodes in blocks whose arrays fit ``block_mb`` (:class:`BlockedMLP`), and
+  the shared rule's kernel matrix is assembled in row blocks of the same size, so what the
+  network needs does not grow with the rule. What stays is the data the rules are: the
+  shared rule's ``n x m`` weight-kernel matrix and its ``m x P`` node Jacobian, the per-point
+  rules' ``n q`` nodes (:func:`memory_estimate`); ``DataParallel`` row shards divide the
+  ``n`` of every worker.
+* Boundary points (``boundary``, issue 30): a fraction of the collocation points moved onto
+  the box's faces, the corners first while there are few (:func:`collocation_points`).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from daskie.nn.mlp import MLP
 from daskie.quadrature import (gauss_jacobi, gauss_legendre, smolyak_rule, sobol_rule, tensor_rule,
                                unit_rule)
 
-__all__ = ["QuadratureCollocation", "endpoint_grading"]
+__all__ = ["QuadratureCollocation", "BlockedMLP", "endpoint_grading", "memory_estimate"]
 
 #: ``row_scale="auto"`` scales the rows when the terms' size per unit of mu exceeds |alpha|
 #: by this factor at some collocation point.
@@ -59,13 +68,33 @@ def endpoint_grading(problem) -> int:
     return max(Fraction(1.0 - a).limit_denominator(4).denominator for a in singular)
 
 
-def collocation_points(problem, n, seed, graded_power=1.0):
+def collocation_points(problem, n, seed, graded_power=1.0, boundary=0.0):
     """Scrambled-Sobol collocation points in the domain; for 1-D problems with a weak
-    singularity an optional grading ``x = a + (b - a) u**p`` clusters points at the left end."""
+    singularity an optional grading ``x = a + (b - a) u**p`` clusters points at the left end.
+
+    ``boundary`` (a fraction in [0, 1), box domains): the last ``round(boundary n)`` points are
+    moved onto the box's boundary: all ``2^d`` corners first when they take at most half of
+    them, then the Sobol points with one coordinate set to a face, cycling through the ``2d``
+    faces (in high dimension a Sobol point is almost never near a face, while the test points
+    and the user's points may be on one)."""
     x = problem.domain.sample(n, seed=seed)
     if graded_power != 1.0:
         lo, hi = problem.domain.lower[0], problem.domain.upper[0]
         x = lo + (hi - lo) * ((x - lo) / (hi - lo)) ** graded_power
+    nb = int(round(boundary * n))
+    if nb > 0:
+        d = problem.dim
+        lo, hi = np.asarray(problem.domain.lower, float), np.asarray(problem.domain.upper, float)
+        start = n - nb
+        corners = 0
+        if d <= 20 and 2**d <= nb // 2:
+            corners = 2**d
+            bits = (np.arange(corners)[:, None] >> np.arange(d)[None, :]) & 1
+            x[start:start + corners] = np.where(bits == 1, hi, lo)
+        k = np.arange(nb - corners)
+        rows = start + corners + k
+        axis, side = k % d, (k // d) % 2
+        x[rows, axis] = np.where(side == 1, hi[axis], lo[axis])
     return x
 
 
@@ -83,6 +112,88 @@ def rhs_values(problem, x, seed):
     if problem.noise is not None:
         f, factors = problem.noise.draw(f, len(problem.terms), np.random.default_rng(problem.noise.seed + seed))
     return f, factors
+
+
+def _bytes_per_point(net, in_dim: int, itemsize: int = 8) -> int:
+    """Bytes one evaluation point takes in :meth:`MLP.point_jacobian` (its Jacobian row, the
+    per-layer weight-gradient block, the forward's activations and the backward's deltas),
+    the largest of the network's per-point computations."""
+    widths = list(net.sizes(in_dim))
+    wgrad = max(a * b for a, b in zip(widths[:-1], widths[1:]))
+    return itemsize * (2 * net.n_params(in_dim) + wgrad + 4 * sum(widths))
+
+
+@dataclass(frozen=True)
+class BlockedMLP(MLP):
+    """An :class:`~daskie.nn.mlp.MLP` that evaluates its output and its per-point parameter
+    gradients in blocks of at most ``block`` points (``point_jacobian`` with row weights: of
+    ``max(1, block // q)`` rows of ``q`` points), so that the intermediate arrays of one call
+    are bounded by the block, not by the number of points. The same numbers as the plain
+    network, to rounding (each block is the plain computation on its rows)."""
+
+    block: int = 65536
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int("block", self.block)
+
+    @classmethod
+    def wrap(cls, net: MLP, block: int) -> "BlockedMLP":
+        """``net`` with the same options, blocked."""
+        from dataclasses import fields
+
+        return cls(**{f.name: getattr(net, f.name) for f in fields(MLP)}, block=int(block))
+
+    def apply(self, theta, z):
+        if z.dim() < 2 or len(z) <= self.block:
+            return super().apply(theta, z)
+        return torch.cat([super(BlockedMLP, self).apply(theta, z[s:s + self.block])
+                          for s in range(0, len(z), self.block)])
+
+    def point_jacobian(self, theta, z, row_weights=None):
+        base = super(BlockedMLP, self)
+        if row_weights is None:
+            if len(z) <= self.block:
+                return base.point_jacobian(theta, z)
+            parts = [base.point_jacobian(theta, z[s:s + self.block])
+                     for s in range(0, len(z), self.block)]
+        else:
+            m, q = row_weights.shape
+            step = max(1, self.block // q)
+            if m <= step:
+                return base.point_jacobian(theta, z, row_weights=row_weights)
+            parts = [base.point_jacobian(theta, z[i * q:(i + step) * q],
+                                         row_weights=row_weights[i:i + step])
+                     for i in range(0, m, step)]
+        return None if parts[0] is None else torch.cat(parts)
+
+
+def memory_estimate(formulation, problem, shards: int = 1) -> dict:
+    """What a :class:`QuadratureCollocation` discretization of ``problem`` holds per worker on
+    ``shards`` data shards, in MiB (float64): the shared rules' weight-kernel matrices
+    (``n_w x m``, and one temporary of that size in each Jacobian), their
+    node Jacobians (``m x P``), the per-point rules' nodes and weights (``n_w q (d + 2)``),
+    the Jacobian and the normal equations (``n_w P + 2 P^2``), and the network's blocks
+    (``block_mb``, at most). ``n_w = ceil(n / shards)``. The formula behind the ``peak_mb``
+    of the benchmark records (issue 30)."""
+    d = problem.dim
+    p = formulation.net.n_params(d)
+    n = 2 * p if formulation.points == "auto" else int(formulation.points)
+    n_w = -(-n // int(shards))
+    mib = 8 / 2**20
+    out = {"points": n, "points_per_worker": n_w, "n_params": p, "shared_mb": 0.0,
+           "local_mb": 0.0}
+    for term in problem.terms:
+        if formulation._separable(term) or not term.is_fredholm or term.singularity > 0 or term.kink:
+            q = len(formulation.local_unit_rule(d)[0])
+            out["local_mb"] += n_w * q * (d + 3) * mib
+        else:
+            m = len(formulation._fredholm_rule(problem, term, 0)[0])
+            out["shared_mb"] += (2 * n_w * m + m * p) * mib
+    out["jacobian_mb"] = (n_w * p + 2 * p * p) * mib
+    out["block_mb"] = float(formulation.block_mb) if formulation.block_mb is not None else None
+    out["total_mb"] = out["shared_mb"] + out["local_mb"] + out["jacobian_mb"] + (out["block_mb"] or 0.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -132,6 +243,16 @@ class QuadratureCollocation(Formulation):
     row_scale : {"auto", "terms", "none"}
         Divide each row by the size of its terms per unit of mu (``"terms"``), never
         (``"none"``), or when that size exceeds ``|alpha|`` tenfold somewhere (``"auto"``).
+    block_mb : float or None
+        Memory (MiB) of one block of network evaluations: the network and its per-point
+        parameter gradients are evaluated at the rules' nodes in blocks whose arrays fit it
+        (:class:`BlockedMLP`; the plain network where one block holds every node), and the
+        shared rules' kernel matrices are assembled in row blocks of that size. The results
+        are the unblocked ones to rounding. None: one block (no bound). What a worker holds
+        besides: :func:`memory_estimate`.
+    boundary : float
+        Fraction of the collocation points moved onto the box's faces and corners
+        (:func:`collocation_points`; 0: none, the Sobol points only).
     """
 
     net: MLP = field(default_factory=MLP)
@@ -149,6 +270,8 @@ class QuadratureCollocation(Formulation):
     local_qmc_nodes: int = 256
     local_level: int = 3
     separable: str = "auto"
+    block_mb: float | None = 1024.0
+    boundary: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.net, MLP):
@@ -170,6 +293,26 @@ class QuadratureCollocation(Formulation):
             raise SpecError(f"graded must be >= 1, got {self.graded} (or 'auto')")
         if self.row_scale not in ("auto", "terms", "none"):
             raise SpecError(f"row_scale must be 'auto', 'terms' or 'none', got {self.row_scale!r}")
+        if self.block_mb is not None and (
+                not isinstance(self.block_mb, (int, float)) or isinstance(self.block_mb, bool)
+                or not np.isfinite(self.block_mb) or not self.block_mb > 0):
+            raise SpecError(f"block_mb must be a positive number of MiB (or None: one block), "
+                            f"got {self.block_mb!r}")
+        if (not isinstance(self.boundary, (int, float)) or isinstance(self.boundary, bool)
+                or not 0.0 <= self.boundary < 1.0):
+            raise SpecError(f"boundary must be a fraction of the points in [0, 1), got {self.boundary!r}")
+
+    def block_points(self, in_dim: int, itemsize: int = 8) -> int | None:
+        """Points per block of network evaluations under ``block_mb`` (None: unbounded);
+        raises SpecError when ``block_mb`` does not hold one point."""
+        if self.block_mb is None:
+            return None
+        per = _bytes_per_point(self.net, in_dim, itemsize)
+        block = int(self.block_mb * 2**20 // per)
+        if block < 1:
+            raise SpecError(f"block_mb={self.block_mb} MiB is below one evaluation point of this "
+                            f"network ({per / 2**20:.3g} MiB); raise it")
+        return block
 
     @property
     def label(self) -> str:
@@ -299,6 +442,21 @@ class QuadratureCollocation(Formulation):
             pieces_w.append(w[None, :] * np.abs(h2[:, None]) ** (1 - a_exp))
         return np.concatenate(pieces_t, axis=1)[..., None], np.concatenate(pieces_w, axis=1)
 
+    @staticmethod
+    def _shared_matrix(problem, i, x, nodes, w, budget):
+        """``w_k K(x_i, t_k)`` of a shared rule, ``(n, m)``, assembled in row blocks whose
+        temporaries (the kernel's factors, about three arrays of the block's size) fit
+        ``budget`` bytes (None: one block)."""
+        n, m = len(x), len(nodes)
+        rows = n if budget is None else max(1, min(n, int(budget // (3 * 8 * m))))
+        if rows >= n:
+            return w[None, :] * problem.kernel_at(i, x[:, None, :], nodes[None, :, :])
+        out = np.empty((n, m))
+        for s in range(0, n, rows):
+            out[s:s + rows] = problem.kernel_at(i, x[s:s + rows, None, :], nodes[None, :, :])
+            out[s:s + rows] *= w[None, :]
+        return out
+
     def discretize(self, problem, seed: int = 0, shard=None, *, device=None,
                    dtype=None) -> Discretization:
         """Collocation points, quadrature nodes and the residual map for ``problem``
@@ -308,12 +466,17 @@ class QuadratureCollocation(Formulation):
         mu = SubModel("mu", d, self.net)
         n = 2 * mu.n_params if self.points == "auto" else self.points
         grading = endpoint_grading(problem) if self.graded == "auto" else 1
-        x = collocation_points(problem, n, seed, float(grading if self.graded == "auto" else self.graded))
+        if self.boundary > 0 and not problem.domain.is_box:
+            raise SpecError(f"boundary={self.boundary} puts points on a box's faces; the domain of "
+                            f"{problem.name or 'this problem'} is not a box")
+        x = collocation_points(problem, n, seed, float(grading if self.graded == "auto" else self.graded),
+                               boundary=self.boundary)
         f, lam_factor = rhs_values(problem, x, seed)  # the noise draw is over all points
         rows = shard_rows(len(x), shard)
         x, f = x[rows], f[rows]
         alpha = problem.alpha_at(x)
         T = tensor_maker(device, dtype)
+        block = self.block_points(d, T.dtype.itemsize)
 
         evaluations = {"mu@x": Evaluation("mu", T(x))}
         terms = []  # (eval key, kind, weight-kernel matrix, nonlinearity, lam)
@@ -341,7 +504,8 @@ class QuadratureCollocation(Formulation):
             if kind == "shared":
                 token = (nodes.shape, float(np.sum(nodes)), float(np.sum(w)))
                 key = shared.setdefault(token, f"mu@nodes{len(shared)}")
-                wk = w[None, :] * problem.kernel_at(i, x[:, None, :], nodes[None, :, :])
+                wk = self._shared_matrix(problem, i, x, nodes, w,
+                                         None if block is None else self.block_mb * 2**20)
                 evaluations.setdefault(key, Evaluation("mu", T(nodes)))
             else:
                 key = f"mu@term{i}"
@@ -358,7 +522,13 @@ class QuadratureCollocation(Formulation):
         scaled = self.row_scale == "terms" or (
             self.row_scale == "auto" and bool(np.any(size > ROW_SCALE_RATIO * np.abs(alpha))))
         row = 1.0 / size if scaled else np.ones(len(x))
-        terms = [(key, kind, T(row[:, None] * wk), m, lam) for key, kind, wk, m, lam in terms]
+        if scaled:  # in place: the shared matrices are the largest arrays here
+            for _, _, wk, _, _ in terms:
+                wk *= row.reshape((-1,) + (1,) * (wk.ndim - 1))
+        terms = [(key, kind, T(wk), m, lam) for key, kind, wk, m, lam in terms]
+        if block is not None and max(e.size for e in evaluations.values()) > block:
+            if type(self.net) is MLP:  # other networks (TTMLP, quantized subclasses) as they are
+                mu = SubModel("mu", d, BlockedMLP.wrap(self.net, block))
         f_t, alpha_t = T(row * f), T(row * alpha)
 
         def residual_fn(values):
@@ -373,7 +543,8 @@ class QuadratureCollocation(Formulation):
             parts = {"mu@x": ("diag", alpha_t)}
             for key, kind, wk, m, lam in terms:
                 dm = m.grad(values[key])
-                c = -lam * (wk * dm[None, :] if kind == "shared" else wk * dm.view(wk.shape))
+                # one temporary as large as wk (the shared matrix), not two
+                c = (wk * dm[None, :] if kind == "shared" else wk * dm.view(wk.shape)).mul_(-lam)
                 if key in parts:  # terms sharing one node set add up
                     c = parts[key][1] + c
                 parts[key] = ("dense" if kind == "shared" else "rows", c)
@@ -391,5 +562,6 @@ class QuadratureCollocation(Formulation):
                   "row_scaled": scaled,
                   "rules": rule_names,
                   "n_params": mu.n_params,
-                  "node_evaluations": int(sum(e.size for e in evaluations.values())) - int(n)},
+                  "node_evaluations": int(sum(e.size for e in evaluations.values())) - int(n),
+                  "block_points": block, "boundary": self.boundary},
         )
