@@ -66,13 +66,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 TEST_POINTS = 10_000
 
 
-def daskie_formulation(problem, hidden, points=None, level=None, local_level=None):
+def daskie_formulation(problem, hidden, points=None, level=None, local_level=None,
+                       block_mb=1024.0, boundary=0.0):
     """The per-family quadrature collocation (module docstring); ``level`` / ``local_level``
-    override the shared / per-point Smolyak levels."""
+    override the shared / per-point Smolyak levels; ``block_mb`` and ``boundary`` are
+    :class:`~daskie.QuadratureCollocation`'s (network evaluated in blocks of that many MiB;
+    fraction of the collocation points on the box's faces and corners)."""
     from daskie import MLP, QuadratureCollocation
 
     family = problem.name.rsplit("-d", 1)[0]
-    kw = {"net": MLP(hidden=tuple(hidden)), "test_points": TEST_POINTS}
+    kw = {"net": MLP(hidden=tuple(hidden)), "test_points": TEST_POINTS, "block_mb": block_mb,
+          "boundary": boundary}
     if points:
         kw["points"] = points
     if family in ("hd-fredholm", "hd-bumps-fredholm"):
@@ -161,16 +165,33 @@ def run_daskie(problem, args, test_x, test_exact, bnd=None):
 
     from daskie import LevenbergMarquardt, solve
 
-    form = daskie_formulation(problem, args.hidden, points=args.points, level=args.level,
-                              local_level=args.local_level)
+    from daskie import DataParallel
+    from daskie.formulations.quadrature import memory_estimate
+
+    form = _form(problem, args)
     disc = form.discretize(problem)
+    shards = max(1, args.workers)
+    worker_mb = None
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "run")
-        with PeakRSS() as mem:
-            t0, c0 = time.perf_counter(), time.process_time()
-            ds = solve(problem, form, optimizer=LevenbergMarquardt(steps=args.steps),
-                       client="sync", threads=1, target_loss=0.0, check=False, store=store)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        kw = dict(optimizer=LevenbergMarquardt(steps=args.steps), threads=1, target_loss=0.0,
+                  check=False, store=store, grid=solution_grid(problem.dim),
+                  max_time=args.max_time)
+        if args.workers >= 1:  # the cluster is up before the clock starts
+            from daskie.cluster import local_cluster
+
+            with local_cluster(args.workers, 1) as client:
+                with PeakRSS() as mem:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    ds = solve(problem, form, DataParallel(shards=args.workers, window=None),
+                               client=client, workers=args.workers, **kw)
+                    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                worker_mb = sorted(client.run(_max_rss_mb).values())
+        else:
+            with PeakRSS() as mem:
+                t0, c0 = time.perf_counter(), time.process_time()
+                ds = solve(problem, form, client="sync", **kw)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         theta = torch.as_tensor(xr.open_zarr(store)["params_mu"].values)
     assert np.allclose(disc.test_points, test_x)  # the same held-back points as the rivals
     n_pts = disc.info["points"]
@@ -184,7 +205,16 @@ def run_daskie(problem, args, test_x, test_exact, bnd=None):
            "level": form.level if shared else form.local_level,
            "nodes": int(round(nodes)), "nodes_kind": "shared" if shared else "per point",
            "hidden": list(args.hidden), "peak_mb": mem.peak_mb, "base_mb": mem.base_mb,
-           "epochs": int(ds.attrs["epochs"]), "cpu_s": cpu}
+           "epochs": int(ds.attrs["epochs"]), "cpu_s": cpu, "block_mb": form.block_mb,
+           "block_points": disc.info["block_points"], "boundary_fraction": form.boundary,
+           "memory_estimate": memory_estimate(form, problem, shards),
+           "grid": solution_grid(problem.dim)}
+    if worker_mb is not None:  # each worker process's own peak resident set (ru_maxrss)
+        rec.update(strategy=f"data-parallel x{shards}", workers=args.workers,
+                   peak_mb_workers=worker_mb, peak_mb=max(worker_mb), peak_mb_client=mem.peak_mb,
+                   cpu_s_client=cpu)
+    if args.max_time is not None:
+        rec["optimizer"] = f"LM <= {args.steps} steps, max_time {args.max_time:.0f} s"
     if bnd is not None:
         sub = disc.submodels["mu"]
 
@@ -198,14 +228,36 @@ def run_daskie(problem, args, test_x, test_exact, bnd=None):
     return rec
 
 
+def _form(problem, args):
+    return daskie_formulation(problem, args.hidden, points=args.points, level=args.level,
+                              local_level=args.local_level, block_mb=args.block_mb,
+                              boundary=args.boundary_fraction)
+
+
+def _max_rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def solution_grid(d: int, cap: int = 65536) -> int:
+    """Points per coordinate of the solution grid ``daskie.solve`` returns: the largest
+    ``n >= 2`` with ``n^d <= cap``. solve's own default (5 per coordinate above d = 3) is
+    5^12 = 244 million points at d = 12: its meshgrid alone took 21 GB and the OOM killer
+    ended the run after training (issue 30, item 3)."""
+    n = 2
+    while (n + 1) ** d <= cap:
+        n += 1
+    return n
+
+
 def rule_floor(problem, args):
     """The residual of daskie's discretization at the exact solution (rms over its
     collocation points, relative to the rms of mu there): what the rules alone leave, below
     which no network or optimizer can take the loss; and the time of one residual."""
     import torch
 
-    form = daskie_formulation(problem, args.hidden, points=args.points, level=args.level,
-                              local_level=args.local_level)
+    form = _form(problem, args)
     t0 = time.perf_counter()
     disc = form.discretize(problem)
     t1 = time.perf_counter()
@@ -498,6 +550,17 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=None, help="collocation points (2P)")
     ap.add_argument("--level", type=int, default=None, help="shared Smolyak level")
     ap.add_argument("--local-level", type=int, default=None, help="per-point Smolyak level")
+    ap.add_argument("--block-mb", type=lambda v: None if v == "none" else float(v),
+                    default=1024.0, help="QuadratureCollocation.block_mb ('none': one block)")
+    ap.add_argument("--boundary-fraction", type=float, default=0.0,
+                    help="QuadratureCollocation.boundary: collocation points on faces/corners")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="daskie as DataParallel(shards=W) on a LocalCluster of W 1-thread "
+                         "workers (0: Monolithic in this process)")
+    ap.add_argument("--max-time", type=float, default=None,
+                    help="solve's max_time: training stops after this many seconds")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="daskie solves per problem (the split's paired medians)")
     ap.add_argument("--sparse-gib", type=float, default=4.0)
     ap.add_argument("--sparse-max-level", type=int, default=6)
     ap.add_argument("--sparse-cap-s", type=float, default=600.0)
@@ -561,12 +624,15 @@ def main(argv=None) -> int:
                 start = len(records)
                 if args.floors:
                     records.append(rule_floor(problem, args))
-                if "daskie" in args.methods:
+                for rep in range(args.repeat if "daskie" in args.methods else 0):
                     rec = run_daskie(problem, args, test_x, test_exact, bnd)
+                    rec["repeat"] = rep
                     print(f"  {problem.name} daskie: rel L2 {rec['rel_l2']:.2e} in "
-                          f"{rec['wall_s']:.1f} s ({rec['nodes']} nodes {rec['nodes_kind']}, "
-                          f"{rec['n_params']} params, peak {rec['peak_mb']:.0f} MB)", flush=True)
+                          f"{rec['wall_s']:.1f} s, {rec['epochs']} steps ({rec['nodes']} nodes "
+                          f"{rec['nodes_kind']}, {rec['n_params']} params, peak "
+                          f"{rec['peak_mb']:.0f} MB, load {os.getloadavg()[0]:.1f})", flush=True)
                     records.append(rec)
+                    save()
                 if "order_reduction" in args.methods:
                     records.append(run_order_reduction(problem, args, test_x, test_exact))
                 if "qmc" in args.methods:
