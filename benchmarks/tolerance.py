@@ -58,7 +58,7 @@ def problems(which: str):
     return out
 
 
-def run_row(set_name, name, build, tol) -> dict:
+def run_row(set_name, name, build, tol, threads="auto") -> dict:
     import daskie
 
     problem = build()
@@ -66,7 +66,7 @@ def run_row(set_name, name, build, tol) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = daskie.solve(problem, client="sync", tol=tol)
+        ds = daskie.solve(problem, client="sync", tol=tol, threads=threads)
     wall = time.perf_counter() - t0
     warned = any(issubclass(w.category, daskie.ToleranceWarning) for w in caught)
     a = ds.attrs
@@ -82,7 +82,7 @@ def run_row(set_name, name, build, tol) -> dict:
            "ratio": est / rel if rel > 0 else math.inf,
            "silent_miss": bool(rel > tol and not warned),
            "false_alarm": bool(warned and rel <= tol),
-           "load": [load0, os.getloadavg()[0]]}
+           "load": [load0, os.getloadavg()[0]], "threads": threads}
     return rec
 
 
@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tighter", type=float, default=10.0,
                     help="the second row of each equation runs at tol / this (0: none)")
     ap.add_argument("--tol", type=float, default=None, help="default tol (setting daskie.tol)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of each solve (default: solve's own, every core)")
     ap.add_argument("--out", help="write the records as JSON here")
     args = ap.parse_args(argv)
     from daskie import config
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     for set_name, name, build in rows:
         for t in tols:
             try:
-                rec = run_row(set_name, name, build, t)
+                rec = run_row(set_name, name, build, t, args.threads or "auto")
             except Exception as exc:  # a row that fails is a row, not the end of the table
                 rec = {"set": set_name, "problem": name, "tol": t, "error": f"{type(exc).__name__}: {exc}"}
                 print(f"{name:<22} failed: {rec['error'][:120]}", flush=True)
