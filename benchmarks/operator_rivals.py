@@ -1,20 +1,25 @@
 """Issue 29: daskie's DeepONet beside neuraloperator's FNO on the same instances.
 
     python benchmarks/operator_rivals.py [--families fredholm-1d-width volterra-1d-decay
-                                          fredholm-2d-fine] [--n 500] [--n-2d 300]
-                                         [--test 100] [--test-2d 60] [--adam-steps 4000]
-                                         [--adam-steps-2d 1500] [--fno-epochs 300]
-                                         [--fno-epochs-2d 40] [--no-fno] [--threads 1]
+                                          fredholm-2d-fine] [--n N] [--test 200]
+                                         [--steps STEPS] [--fno-epochs 300]
+                                         [--fno-epochs-2d 40] [--fno-hidden-2d 32]
+                                         [--no-fno] [--no-deeponet] [--threads 1]
                                          [--dir /tmp/daskie-rivals] [--out operator_rivals.json]
+                                         [--accuracy operator_accuracy.json]
 
-Per family: ``--n`` instances (``--n-2d`` in 2-D) generated as tasks on daskie's embedded
-cluster (2 workers x 1 thread) into a zarr data set; the last ``--test`` held out.
+Per family: its default number of instances (``training.n`` of the family,
+:class:`daskie.problems.parametric.OperatorDefaults`; ``--n`` replaces it) generated as tasks
+on daskie's embedded cluster (2 workers x 1 thread) into a zarr data set; the last ``--test``
+held out.
 
-* **DeepONet** (``model: "deeponet"``): :func:`daskie.operator.default_net` (a one-layer tanh
-  branch reading f at the sensors and the kernel parameter) learning the integral term
-  (``OperatorLoss(skip=True)``), trained full batch in this process (one rank) by Adam on the
-  hidden layers with the branch's output layer solved by least squares before every step
-  (``LeastSquaresHead(Adam(lr=3e-3, decay=5e-4))``, ridge 1e-9).
+* **DeepONet** (``model: "deeponet"``): exactly what ``learn_operator(family)`` trains when
+  told nothing else -- :func:`daskie.operator.default_net` and
+  :func:`daskie.operator.default_optimizer` of the family (its ``training``: a two-layer
+  tanh branch reading f at the sensors and the kernel parameter, Adam on the hidden layers
+  with the branch's output layer solved by least squares before every step) learning the
+  integral term (``OperatorLoss(skip=True)``), full batch in this process (one rank);
+  ``--steps`` replaces the family's number of steps.
 * **FNO** (``model: "fno"``; neuraloperator, ``pip install neuraloperator``): on the same
   training and held-out instances, its input on the query grid -- f there (from the
   instance's parameters: the same function the sensors sample) and the kernel parameter as a
@@ -39,19 +44,19 @@ import time
 import numpy as np
 
 
-def deeponet(fam, path, n, n_test, steps):
-    from daskie.operator import OperatorDataParallel, OperatorLoss, default_net, fit_operator
+def deeponet(fam, path, n, n_test, steps=None):
+    from daskie.operator import (OperatorDataParallel, OperatorLoss, default_net,
+                                 default_optimizer, fit_operator)
     from daskie.operator.evaluation import evaluate
     from daskie.store.dataset import OperatorDataset
-    from daskie.train import Adam, LeastSquaresHead
 
     store = OperatorDataset.open(path)
     net = default_net(fam, len(store.sensors))
+    optimizer = default_optimizer(net, steps, family=fam)
     load = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     op, hist = fit_operator(fam, path, loss=OperatorLoss(net, skip=True), client="sync",
-                            optimizer=LeastSquaresHead(Adam(lr=3e-3, decay=5e-4, steps=steps),
-                                                       ridge=1e-9),
+                            optimizer=optimizer,
                             strategy=OperatorDataParallel(shards=1, window=None),
                             train=(0, n - n_test), test=(n - n_test, n))
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
@@ -71,7 +76,7 @@ def deeponet(fam, path, n, n_test, steps):
             "train_s": train_s, "predict_s": predict_s, "n_params": int(op.theta.numel()),
             "train_cpu_s": train_cpu_s, "predict_cpu_s": predict_cpu_s,
             "n_train": n - n_test, "n_test": n_test, "net": repr(net),
-            "optimizer": f"LSHead(Adam({steps}, lr=3e-3, decay=5e-4), ridge=1e-9), full batch",
+            "optimizer": f"{optimizer!r}, full batch", "defaults": steps is None,
             "final_loss": hist[-1]["loss"], "load_at_start": load}
 
 
@@ -143,54 +148,94 @@ def fno(fam, path, n, n_test, epochs, modes, hidden, seed=0):
             "final_loss": float(loss.detach()), "load_at_start": load}
 
 
+def _data(fam, path, n):
+    """The family's data set of ``n`` instances at ``path``: generated as tasks on the embedded
+    cluster (2 x 1 thread), or the complete one already there with the same family, seed 0 and
+    ``n`` (another chunking of ``mu`` along the points reads the same numbers); ``data_s``
+    None then."""
+    from daskie.operator import generate_dataset
+    from daskie.store.dataset import OperatorDataset
+
+    if os.path.exists(path):
+        old = OperatorDataset.open(path)
+        if old.complete and old.n == n and old.spec.get("seed") == 0 \
+                and old.spec.get("family") == fam.describe():
+            return None
+    from harness import embedded_cluster
+
+    t0 = time.perf_counter()
+    with embedded_cluster(2, 1) as client:
+        generate_dataset(fam, path, n, seed=0, client=client)
+    return time.perf_counter() - t0
+
+
+def _kept(path, families, no_deeponet, no_fno):
+    """The rows of ``path`` this run does not replace."""
+    import json
+
+    if not os.path.exists(path):
+        return []
+    models = [m for m, off in (("deeponet", no_deeponet), ("fno", no_fno)) if not off]
+    with open(path) as fh:
+        rows = json.load(fh)
+    return [r for r in rows if not (r.get("family") in families and r.get("model") in models)]
+
+
 def main(argv=None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from harness import embedded_cluster, write_records
+    from harness import write_records
 
-    from daskie.operator import generate_dataset
     from daskie.problems.families import family
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", nargs="+",
                     default=["fredholm-1d-width", "volterra-1d-decay", "fredholm-2d-fine"])
-    ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--n-2d", type=int, default=300)
-    ap.add_argument("--test", type=int, default=100)
-    ap.add_argument("--test-2d", type=int, default=60)
-    ap.add_argument("--adam-steps", type=int, default=4000)
-    ap.add_argument("--adam-steps-2d", type=int, default=1500)
+    ap.add_argument("--n", type=int, help="instances (default: the family's training.n)")
+    ap.add_argument("--test", type=int,
+                    help="held-out instances (default: learn_operator's, min(200, n / 5))")
+    ap.add_argument("--steps", type=int,
+                    help="DeepONet's optimizer steps (default: the family's training.steps)")
     ap.add_argument("--fno-epochs", type=int, default=300)
     ap.add_argument("--fno-epochs-2d", type=int, default=40)
+    ap.add_argument("--fno-hidden-2d", type=int, default=32)
+    ap.add_argument("--fno-modes-2d", type=int, default=12)
     ap.add_argument("--no-fno", action="store_true")
+    ap.add_argument("--no-deeponet", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of both models")
     ap.add_argument("--dir", default="/tmp/daskie-rivals")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "operator_rivals.json"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows already in --out of (family, model) pairs this run "
+                         "does not measure")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)  # both models on the same threads
     os.makedirs(args.dir, exist_ok=True)
+    command = "benchmarks/operator_rivals.py " + " ".join(argv if argv is not None
+                                                          else sys.argv[1:])
     records = []
+    kept = _kept(args.out, args.families, args.no_deeponet, args.no_fno) if args.merge else []
     for name in args.families:
         fam = family(name)
         two = fam.dim >= 2
-        n, n_test = (args.n_2d, args.test_2d) if two else (args.n, args.test)
+        n = args.n or fam.training.n
+        n_test = args.test or min(200, n // 5)
         path = os.path.join(args.dir, f"{name}-{n}.zarr")
-        t0 = time.perf_counter()
-        with embedded_cluster(2, 1) as client:
-            generate_dataset(fam, path, n, seed=0, client=client)
-        data_s = time.perf_counter() - t0
-        rec = deeponet(fam, path, n, n_test, args.adam_steps_2d if two else args.adam_steps)
-        records.append({**rec, "data_s": data_s})
-        print(rec, flush=True)
-        write_records(args.out, records)
+        data_s = _data(fam, path, n)
+        if not args.no_deeponet:
+            rec = deeponet(fam, path, n, n_test, args.steps)
+            records.append({**rec, "data_s": data_s, "command": command})
+            print(rec, flush=True)
+            write_records(args.out, kept + records)
         if not args.no_fno:
             rec = fno(fam, path, n, n_test, args.fno_epochs_2d if two else args.fno_epochs,
-                      modes=12 if two else 16, hidden=20 if two else 32)
-            records.append(rec)
+                      modes=args.fno_modes_2d if two else 16,
+                      hidden=args.fno_hidden_2d if two else 32)
+            records.append({**rec, "command": command})
             print(rec, flush=True)
-            write_records(args.out, records)
+            write_records(args.out, kept + records)
     return 0
 
 

@@ -382,6 +382,8 @@ def _cmd_operator(args) -> int:
     from daskie.operator import learn_operator
 
     fam = _operator_family(args.family)  # a bad name or module fails before any output
+    if args.n is None:  # the family's own default (OperatorDefaults.n), else 500
+        args.n = getattr(getattr(fam, "training", None), "n", 500)
     if args.resume and not args.store:
         raise SpecError("--resume needs the --store of the run to continue")
     if args.test is not None and args.test >= args.n:
@@ -418,7 +420,7 @@ def _cmd_operator(args) -> int:
     else:
         from daskie.operator import default_optimizer
 
-        optimizer = default_optimizer(net, args.steps)
+        optimizer = default_optimizer(net, args.steps, family=fam)
     strategy = _operator_strategy(args)
     from daskie.operator import OperatorLoss
 
@@ -712,7 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fredholm-2d, fredholm-1d-width, volterra-1d-decay, "
                                    "fredholm-2d-fine) or a user's, MODULE:NAME or FILE.py:NAME "
                                    "(a Family or ParametricFamily, or a function returning one)")
-    op.add_argument("--n", type=_int_at_least(2), default=500, help="instances in the data set")
+    op.add_argument("--n", type=_int_at_least(2),
+                    help="instances in the data set (default: the family's own, else 500)")
     op.add_argument("--test", type=_int_at_least(1),
                     help="held-out instances (default: min(200, n / 5))")
     op.add_argument("--data", help="the data set's zarr directory, continued if it exists "
