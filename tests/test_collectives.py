@@ -159,7 +159,8 @@ def _one_never_sends(group, release):
 
 def test_a_peer_that_never_sends_makes_the_receiver_raise_within_the_timeout():
     release = threading.Event()
-    with local_groups(2, timeout=1.5) as groups:
+    with local_groups(2) as groups:  # joining gets the default timeout (a slow rendezvous on
+        groups[1].timeout = 1.5      # a loaded machine once took over 1.5 s); the receive 1.5 s
         try:
             waited = run_threads(groups[1:], _one_never_sends, [(release,)])[0]
         finally:
