@@ -1,6 +1,6 @@
 """Issue 29: branch-, trunk- and branch x trunk-parallel operator training, measured and modelled.
 
-    python benchmarks/operator_split.py [--repeats 3] [--steps 60] [--data-n 256]
+    python benchmarks/operator_split.py [--repeats 3] [--steps N] [--data-n 256]
                                         [--cases branch trunk branch-trunk] [--no-data]
                                         [--dir /tmp/daskie-split] [--out operator_split.json]
 
@@ -12,14 +12,19 @@ is in the record):
   instances, few points): ``OperatorDataParallel(shards=N)``;
 * ``trunk``: ``fredholm-2d-fine``, 64 instances x 4096 (64 x 64) query points (few
   instances, a fine grid): ``OperatorTrunkParallel(points=N)``;
-* ``branch-trunk``: ``fredholm-2d-fine`` on a 24 x 24 query grid, 176 instances (where the
-  branch on the instances and the trunk on the points cost about the same):
+* ``branch-trunk``: ``fredholm-2d-fine`` on a 24 x 24 query grid (``mu`` in chunks of 144
+  points), 176 instances (where the branch on the instances and the trunk on the points cost
+  about the same):
   ``OperatorBranchTrunkParallel(2, 2)`` on 4 workers (a grid needs 4 ranks; one rank per
   worker). This host has 2 cores: 4 single-thread workers share them, so S <= 2 and
   S / 4 <= 0.5 by construction here.
 
-Training: Adam (``--steps`` full-batch steps, ``window=None``), data loss with the skip
-connection, ``learn_operator``'s default net; T_1 on LocalCluster(1 x 1 thread) with the
+Training: Adam (full-batch steps, ``window=None``; per case :data:`STEPS`, enough for the
+one-worker run to take 15-20 s, so that starting the ranks is not what is
+timed; ``--steps`` sets every case's), data loss with the skip connection,
+``learn_operator``'s default net (the family's own, :func:`daskie.operator.default_net`); the
+data sets of ``fredholm-2d-fine`` have ``mu`` in chunks of 512 query points (the family's
+``point_chunk``): each trunk-parallel rank reads only its own chunks; T_1 on LocalCluster(1 x 1 thread) with the
 same strategy on 1 rank, T_N on LocalCluster(N x 1 thread), both clusters started before
 and each repeat running T_1 and T_N back to back (paired); S = median of the paired
 T_1 / T_N, S / N. Data (``phase: "data"``): generating ``--data-n`` fine-grid instances
@@ -46,10 +51,12 @@ import numpy as np
 CASES = {
     "branch": dict(family="fredholm-1d-width", n_train=1024, query=None, grid=lambda n: (n, 1)),
     "trunk": dict(family="fredholm-2d-fine", n_train=64, query=None, grid=lambda n: (1, n)),
-    "branch-trunk": dict(family="fredholm-2d-fine", n_train=176, query=24,
+    "branch-trunk": dict(family="fredholm-2d-fine", n_train=176, query=24, point_chunk=144,
                          grid=lambda n: (2, n // 2)),
 }
 WORKERS = {"branch": 2, "trunk": 2, "branch-trunk": 4}
+#: Adam steps per timed run of each case (15-20 s on one worker of this host, idle).
+STEPS = {"branch": 2000, "trunk": 1000, "branch-trunk": 2000}
 N_TEST = 8
 
 
@@ -85,7 +92,7 @@ def case(split, directory, steps, repeats, clusters):
     n = spec["n_train"] + N_TEST
     path = os.path.join(directory, f"{split}-{fam.name}-{n}.zarr")
     generate_dataset(fam, path, n, seed=0, query=spec["query"], client=clusters[2],
-                     block=32)
+                     block=32, point_chunk=spec.get("point_chunk"))
     store = OperatorDataset.open(path)
     net = default_net(fam, len(store.sensors))
     q = len(store.query)
@@ -116,7 +123,8 @@ def case(split, directory, steps, repeats, clusters):
             "workers": N, "grid": [i, p], "n_train": spec["n_train"], "points": q,
             "rows": spec["n_train"] * q, "steps": steps, "n_params": net.n_params(),
             "t1_s": t1, "tn_s": tn, "paired_speedups": ratios, "speedup": s,
-            "efficiency": s / N, "max_param_diff_1_vs_n": diff, "load_at_start": loads,
+            "efficiency": s / N, "efficiency_per_core": s / min(N, os.cpu_count() or N),
+            "max_param_diff_1_vs_n": diff, "load_at_start": loads,
             "planner_split": plan.split, "planner_grid": [plan.instances, plan.points],
             "planner_reason": plan.reason, "net": repr(net)}, plan, net
 
@@ -193,7 +201,8 @@ def model_only(split, directory, steps):
     fam = family(spec["family"])
     n = spec["n_train"] + N_TEST
     path = os.path.join(directory, f"{split}-{fam.name}-{n}.zarr")
-    generate_dataset(fam, path, n, seed=0, query=spec["query"], client="sync", block=32)
+    generate_dataset(fam, path, n, seed=0, query=spec["query"], client="sync", block=32,
+                     point_chunk=spec.get("point_chunk"))
     store = OperatorDataset.open(path)
     net = default_net(fam, len(store.sensors))
     kwargs = dict(loss=OperatorLoss(net, skip=True), train=(0, spec["n_train"]),
@@ -214,7 +223,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, help="Adam steps of every case (default: STEPS)")
     ap.add_argument("--cases", nargs="+", default=list(CASES))
     ap.add_argument("--no-data", action="store_true")
     ap.add_argument("--model-only", action="store_true",
@@ -228,7 +237,7 @@ def main(argv=None) -> int:
     records = []
     if args.model_only:
         for split in args.cases:
-            rec, net = model_only(split, args.dir, args.steps)
+            rec, net = model_only(split, args.dir, args.steps or 20)
             spec = CASES[split]
 
             def plan_of(ranks, spec=spec, rec=rec, net=net):
@@ -251,10 +260,11 @@ def main(argv=None) -> int:
         for split in args.cases:
             if WORKERS[split] == 4:
                 with embedded_cluster(4, 1) as c4:
-                    rec, plan, net = case(split, args.dir, args.steps, args.repeats,
-                                          {**clusters, 4: c4})
+                    rec, plan, net = case(split, args.dir, args.steps or STEPS[split],
+                                          args.repeats, {**clusters, 4: c4})
             else:
-                rec, plan, net = case(split, args.dir, args.steps, args.repeats, clusters)
+                rec, plan, net = case(split, args.dir, args.steps or STEPS[split],
+                                      args.repeats, clusters)
             spec = CASES[split]
             records.append(rec)
             print({k: v for k, v in rec.items() if k != "net"}, flush=True)

@@ -13,7 +13,8 @@ not depend on them). Every window prints the loss and ``~rel`` (the root of the 
 MSE over at most 64 held-out instances, divided by the RMS of their mu: an estimate of the
 relative L2 error); the last line, ``RESULT {...}``, is the held-out evaluation
 (:func:`daskie.operator.evaluation.evaluate`): median, p95 and max relative L2, train wall and
-CPU seconds, parameters, the load average.
+CPU seconds, one prediction's wall seconds (the held-out instances in one call), parameters,
+the load average.
 """
 import argparse, json, os, sys, time
 import numpy as np
@@ -63,6 +64,13 @@ op, hist = fit_operator(fam, a.path, loss=OperatorLoss(net, skip=True), client="
                         on_window=on_window)
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 ev = evaluate(op, store, test, train)
-out = {"family": a.name, **ev.attrs, "train_s": wall, "train_cpu_s": cpu, "n_params": int(op.theta.numel()),
+rows = store.read(*test)
+inputs, skip = op.inputs(rows["params"]), fam.skip_values(rows["params"], store.query)
+op(inputs[:4], skip_at_x=skip[:4])
+t0 = time.perf_counter()
+op(inputs, skip_at_x=skip)
+predict_s = (time.perf_counter() - t0) / len(inputs)
+out = {"family": a.name, **ev.attrs, "train_s": wall, "train_cpu_s": cpu, "predict_s": predict_s,
+       "n_params": int(op.theta.numel()), "steps": a.steps,
        "net": repr(net), "opt": repr(opt), "ntrain": a.ntrain, "load": os.getloadavg()[0]}
 print("RESULT", json.dumps(out), flush=True)

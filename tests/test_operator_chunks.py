@@ -173,3 +173,15 @@ def test_a_data_set_without_point_chunk_keeps_its_settings_and_token(tmp_path):
     with pytest.raises(SpecError, match="point_chunk"):
         generate_dataset(fam, path, 16, sensors=SENSORS, query=QUERY, block=BLOCK,
                          point_chunk=CHUNK, client="sync")
+
+
+def test_a_familys_point_chunk_applies_where_it_cuts_the_grid_into_whole_chunks():
+    """fredholm-2d-fine's 512 cuts its own 64 x 64 grid in 8; on a 24 x 24 grid (576 points)
+    it would leave 512 and 64: the default is then one chunk, and an explicit one is kept."""
+    from daskie.operator.api import _point_chunk
+
+    fine = family("fredholm-2d-fine")
+    assert _point_chunk(fine, None, 64) == 512
+    assert _point_chunk(fine, None, 24) is None
+    assert _point_chunk(fine, 144, 24) == 144
+    assert _point_chunk(family("fredholm-1d"), None, 33) is None

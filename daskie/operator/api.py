@@ -73,8 +73,8 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
     client : None, "sync" or distributed.Client
         Where the tasks run (None: an embedded LocalCluster of two workers).
     point_chunk : int, optional
-        Query points per zarr chunk of ``mu`` (default: the family's ``point_chunk``, else
-        all of them). Trunk-parallel ranks then take whole chunks
+        Query points per zarr chunk of ``mu`` (default: the family's ``point_chunk`` where it
+        cuts the query grid into whole chunks, else all of them). Trunk-parallel ranks then take whole chunks
         (:func:`~daskie.operator.formulation.point_shard`): each reads only its own bytes.
     ahead : int, optional
         Tasks in flight at most (default four per worker).
@@ -95,7 +95,7 @@ def generate_dataset(family, path, n: int, *, seed: int = 0, sensors: int | None
     check_client(client)
     sensors, query = _points(family, sensors, query)
     spec = _dataset_spec(family, n, seed, sensors, query, block,
-                         _point_chunk(family, point_chunk))
+                         _point_chunk(family, point_chunk, query))
     store = OperatorDataset.create(path, spec, sensor_points(family, sensors),
                                    sensor_points(family, query), family.n_params)
     with open_session() as session, session.connect(client) as executor:
@@ -115,11 +115,14 @@ def _points(family, sensors, query):
     return sensors, query
 
 
-def _point_chunk(family, point_chunk):
-    """Query points per chunk of ``mu``: the argument, else the family's (None: all)."""
+def _point_chunk(family, point_chunk, query):
+    """Query points per chunk of ``mu``: the argument, else the family's where it cuts the
+    ``query ** dim`` points into whole chunks (None: all in one)."""
     if point_chunk is None:
-        point_chunk = getattr(family, "point_chunk", None)
-    check_int("point_chunk", point_chunk, allow_none=True)
+        own = getattr(family, "point_chunk", None)
+        q = int(query) ** family.dim
+        return own if own is not None and q % own == 0 and q > own else None
+    check_int("point_chunk", point_chunk)
     return point_chunk
 
 
@@ -253,7 +256,7 @@ def learn_operator(family, n: int | None = None, *, data=None, test: int | None 
     sensors, query = _points(family, sensors, query)
     if data is None:
         token = _dataset_spec(family, n, data_seed, sensors, query, block,
-                              _point_chunk(family, None))["token"]
+                              _point_chunk(family, None, query))["token"]
         data = os.path.join(tempfile.gettempdir(), f"daskie-data-{family.name}-{token}.zarr")
     if net is None and loss is None:
         from daskie.operator.data import sensor_points

@@ -364,20 +364,21 @@ def _kernel_family(name, domain, field, kind, lam, span, volterra=False, **kw):
                             inputs=("f", kind), linear=False, **kw)
 
 
-def _training_1d():
-    """learn_operator's defaults for the 1-D kernel-varying families (measured by
-    benchmarks/operator_rivals.py: benchmarks/results/operator_accuracy.json). Their solution
-    operator is nonlinear in (f, kernel parameter): thousands of instances, a two-layer
-    branch, Adam on the hidden layers with the branch's output layer solved by least squares
-    before every step."""
+def _training_1d(steps):
+    """learn_operator's defaults for the 1-D kernel-varying families (measured:
+    benchmarks/results/operator_accuracy.json). Their solution operator is nonlinear in
+    (f, kernel parameter): thousands of instances, a two-layer branch, Adam on the hidden
+    layers with the branch's output layer solved by least squares before every step;
+    ``steps`` (the Fredholm width family needs more than the Volterra decay one)."""
     from daskie.problems.parametric import OperatorDefaults
 
     return OperatorDefaults(n=3200, branch=(64, 64), trunk=(20, 20), width=20,
-                            optimizer="lshead", steps=8000, lr=3e-3, decay=5e-4, ridge=1e-9)
+                            optimizer="lshead", steps=steps, lr=3e-3, decay=5e-4, ridge=1e-9)
 
 
 def _training_2d_fine():
-    """learn_operator's defaults for ``fredholm-2d-fine`` (as :func:`_training_1d`)."""
+    """learn_operator's defaults for ``fredholm-2d-fine`` (as :func:`_training_1d`; the
+    instances are 64 x 64 outputs each, a step costs 4096 / 33 times more per instance)."""
     from daskie.problems.parametric import OperatorDefaults
 
     return OperatorDefaults(n=600, branch=(64, 64), trunk=(32, 32), width=24,
@@ -387,7 +388,7 @@ def _training_2d_fine():
 def _fredholm_1d_width():
     return _kernel_family("fredholm-1d-width", Domain((0.0,), (1.0,)),
                           RandomField(modes=6, length=0.2), "width", 0.5, (0.1, 1.0),
-                          reference_n=32, training=_training_1d(),
+                          reference_n=32, training=_training_1d(8000),
                           description="mu = f + 0.5 Int_0^1 exp(-(x - t)^2 / w) mu(t) dt, "
                                       "f a random field, the kernel width w ~ U(0.1, 1)")
 
@@ -395,7 +396,7 @@ def _fredholm_1d_width():
 def _volterra_1d_decay():
     return _kernel_family("volterra-1d-decay", Domain((0.0,), (1.0,)),
                           RandomField(modes=6, length=0.2), "decay", 1.0, (0.5, 4.0),
-                          volterra=True, reference_n=64, training=_training_1d(),
+                          volterra=True, reference_n=64, training=_training_1d(3000),
                           description="mu = f + Int_0^x exp(-c (x - t)) mu(t) dt, f a random "
                                       "field, the decay rate c ~ U(0.5, 4)")
 
