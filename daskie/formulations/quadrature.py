@@ -246,13 +246,13 @@ class QuadratureCollocation(Formulation):
     block_mb : float or None
         Memory (MiB) of one block of network evaluations: the network and its per-point
         parameter gradients are evaluated at the rules' nodes in blocks whose arrays fit it
-        (:class:`BlockedMLP`; the plain network where one block holds every node), and the
-        shared rules' kernel matrices are assembled in row blocks of that size. The results
-        are the unblocked ones to rounding. None: one block (no bound). What a worker holds
-        besides: :func:`memory_estimate`.
+        (``BlockedMLP`` in ``daskie.formulations.quadrature``; the plain network where one
+        block holds every node), and the shared rules' kernel matrices are assembled in row
+        blocks of that size. The results are the unblocked ones to rounding. None: one block
+        (no bound). What a worker holds besides: ``memory_estimate`` in the same module.
     boundary : float
         Fraction of the collocation points moved onto the box's faces and corners
-        (:func:`collocation_points`; 0: none, the Sobol points only).
+        (``collocation_points`` in the same module; 0: none, the Sobol points only).
     """
 
     net: MLP = field(default_factory=MLP)
