@@ -320,3 +320,14 @@ def test_a_warm_start_reaches_every_runner(client, strategy):
 def test_restarts_need_a_strategy_whose_training_is_one_task():
     with pytest.raises(SpecError, match="restarts=3 .* not ceptf"):
         daskie.solve("E1", formulation=SMALL_OR, strategy=CEPTF(), restarts=3, client="sync")
+
+
+@pytest.mark.parametrize("d, n", [(1, 201), (3, 17), (8, 5), (10, 3), (12, 2)])
+def test_the_returned_solution_grid_stays_bounded_in_high_dimension(d, n):
+    # 5 points per coordinate at d = 12 would be 244 million points (21 GB of meshgrid)
+    from daskie.api import GRID_POINTS, _grid_points
+
+    axes, mesh = _grid_points(daskie.Domain((0.0,) * d, (1.0,) * d))
+    assert [len(a) for a in axes] == [n] * d and mesh.shape == (n,) * d + (d,)
+    assert n**d <= max(GRID_POINTS, 201) and np.all(mesh[(0,) * d] == 0.0)
+    assert np.all(mesh[(n - 1,) * d] == 1.0)
