@@ -145,3 +145,15 @@ def test_boundary_points_need_a_box():
     p = next(catalog.get(n) for n in catalog.names() if not catalog.get(n).domain.is_box)
     with pytest.raises(SpecError, match="is not a box"):
         QuadratureCollocation(net=MLP(hidden=(4,)), points=20, boundary=0.1).discretize(p)
+
+
+@pytest.mark.parametrize("family,kw", CASES[:2])
+def test_blocked_jacobian_is_the_derivative_of_the_residuals(family, kw):
+    # central differences along a random direction: J v = (r(th + h v) - r(th - h v)) / 2h
+    o = Objective(_form(0.05, **kw).discretize(build(family, 4)))
+    theta = o.init_params(1)
+    _, jac = o.jacobian(theta)
+    v = torch.randn(theta.shape, dtype=theta.dtype, generator=torch.Generator().manual_seed(2))
+    h = 1e-6
+    fd = (o.residuals(theta + h * v) - o.residuals(theta - h * v)) / (2 * h)
+    assert float((jac @ v - fd).abs().max()) < 1e-8 * float(fd.abs().max())
