@@ -172,10 +172,11 @@ def memory_estimate(formulation, problem, shards: int = 1) -> dict:
     """What a :class:`QuadratureCollocation` discretization of ``problem`` holds per worker on
     ``shards`` data shards, in MiB (float64): the shared rules' weight-kernel matrices
     (``n_w x m``, and one temporary of that size in each Jacobian), their
-    node Jacobians (``m x P``), the per-point rules' nodes and weights (``n_w q (d + 2)``),
-    the Jacobian and the normal equations (``n_w P + 2 P^2``), and the network's blocks
-    (``block_mb``, at most). ``n_w = ceil(n / shards)``. The formula behind the ``peak_mb``
-    of the benchmark records (issue 30)."""
+    node Jacobians (``m x P``), the per-point rules' nodes, weights, values and one
+    temporary (``n_w q (d + 3)``; the sparse-grid size ``q`` for singular and kinked rules
+    too, an estimate there), the Jacobian and the normal equations (``n_w P + 2 P^2``), and
+    the network's blocks (``block_mb``, at most). ``n_w = ceil(n / shards)``. The benchmark
+    records (issue 30) carry it beside the measured ``peak_mb``."""
     d = problem.dim
     p = formulation.net.n_params(d)
     n = 2 * p if formulation.points == "auto" else int(formulation.points)
