@@ -67,7 +67,7 @@ TEST_POINTS = 10_000
 
 
 def daskie_formulation(problem, hidden, points=None, level=None, local_level=None,
-                       block_mb=1024.0, boundary=0.0):
+                       block_mb=1024.0, boundary=0.0, shared_rule=None, qmc_nodes=4096):
     """The per-family quadrature collocation (module docstring); ``level`` / ``local_level``
     override the shared / per-point Smolyak levels; ``block_mb`` and ``boundary`` are
     :class:`~daskie.QuadratureCollocation`'s (network evaluated in blocks of that many MiB;
@@ -85,6 +85,8 @@ def daskie_formulation(problem, hidden, points=None, level=None, local_level=Non
         kw.update(separable="always", local_level=3)
     if level is not None:
         kw["level"] = level
+    if shared_rule is not None:  # e.g. "sobol": positive weights (Smolyak's are not)
+        kw.update(shared_rule=shared_rule, qmc_nodes=qmc_nodes)
     if local_level is not None:
         kw["local_level"] = local_level
     return QuadratureCollocation(**kw)
@@ -239,7 +241,8 @@ def run_daskie(problem, args, test_x, test_exact, bnd=None):
 def _form(problem, args):
     return daskie_formulation(problem, args.hidden, points=args.points, level=args.level,
                               local_level=args.local_level, block_mb=args.block_mb,
-                              boundary=args.boundary_fraction)
+                              boundary=args.boundary_fraction, shared_rule=args.shared_rule,
+                              qmc_nodes=args.qmc_nodes)
 
 
 def _max_rss_mb():
@@ -558,6 +561,9 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=None, help="collocation points (2P)")
     ap.add_argument("--level", type=int, default=None, help="shared Smolyak level")
     ap.add_argument("--local-level", type=int, default=None, help="per-point Smolyak level")
+    ap.add_argument("--shared-rule", default=None, choices=["smolyak", "sobol", "gauss"],
+                    help="daskie's shared Fredholm rule (default: Smolyak of --level)")
+    ap.add_argument("--qmc-nodes", type=int, default=4096, help="nodes of --shared-rule sobol")
     ap.add_argument("--block-mb", type=lambda v: None if v == "none" else float(v),
                     default=1024.0, help="QuadratureCollocation.block_mb ('none': one block)")
     ap.add_argument("--boundary-fraction", type=float, default=0.0,
