@@ -761,14 +761,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the network learns mu itself (default: the integral term mu - "
                          "f / alpha, with f / alpha added back)")
     op.add_argument("--width", type=_int_at_least(1),
-                    help="DeepONet features per output (default: 24 for linear 1-D families, "
-                         "16 in 2-D, 20 for nonlinear families)")
+                    help="DeepONet features per output (default: the family's own training "
+                         "defaults where it has them, else 24 for linear 1-D families, 16 in "
+                         "2-D, 20 for nonlinear families)")
     op.add_argument("--hidden", type=_int_at_least(1), nargs="+", metavar="WIDTH",
-                    help="trunk hidden layer widths (default: 16 16; 20 20 for nonlinear "
-                         "families)")
+                    help="trunk hidden layer widths (default: the family's own, else 16 16; "
+                         "20 20 for nonlinear families)")
     op.add_argument("--branch", type=_int_at_least(0), nargs="+", metavar="WIDTH",
-                    help="branch hidden layer widths; 0: a linear branch (default: linear "
-                         "for linear families, 32 otherwise)")
+                    help="branch hidden layer widths; 0: a linear branch (default: the "
+                         "family's own, else linear for linear families, 32 otherwise)")
     op.add_argument("--sensors", type=_int_at_least(2),
                     help="sensors per coordinate (default: the family's, else 32 in 1-D, 8 "
                          "in 2-D)")
