@@ -92,7 +92,7 @@ class Stopping:
         Training stops when the estimate is within ``margin * tol``, so that an estimate
         that is low by up to ``1 / margin`` still leaves the true error within ``tol``.
         None (the default): the estimator's own ``margin`` (the lowest estimate / true
-        error ratio measured for its kind: 0.75 for the refined reference, 0.4 for the
+        error ratio measured for its kind: 0.75 for the refined reference, 0.3 for the
         residual estimate; see :mod:`daskie.estimate`), 0.5 for an estimator without one.
     estimator : callable, optional
         ``estimator(mu) -> {"error_estimate": ...}`` for a numpy callable ``mu`` (an
