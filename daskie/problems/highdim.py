@@ -51,7 +51,8 @@ from daskie.errors import SpecError
 from daskie.problems.domain import Domain
 from daskie.problems.spec import VOLTERRA, IntegralTerm, Nonlinearity, Problem
 
-__all__ = ["UnitFactor", "GaussFactor", "ProductKernel", "FAMILIES", "build", "exact_solution"]
+__all__ = ["UnitFactor", "GaussFactor", "ProductKernel", "FAMILIES", "build", "build_from",
+           "exact_solution"]
 
 #: Width of the sharp family's Gaussian factor.
 SHARP_WIDTH = 0.1
@@ -215,8 +216,14 @@ FAMILIES = {"hd-fredholm": fredholm, "hd-volterra": volterra, "hd-mixed": mixed,
 
 def build(family: str, d: int) -> Problem:
     """The problem of ``family`` (a key of :data:`FAMILIES`) in dimension ``d >= 2``."""
-    if family not in FAMILIES:
-        raise SpecError(f"unknown high-dimensional family {family!r}; use one of {sorted(FAMILIES)}")
+    return build_from(FAMILIES, "high-dimensional", family, d)
+
+
+def build_from(families: dict, kind: str, family: str, d: int) -> Problem:
+    """``families[family](d)``, with a named error for an unknown family (of ``kind``) or a
+    ``d`` that is not an integer >= 2."""
+    if family not in families:
+        raise SpecError(f"unknown {kind} family {family!r}; use one of {sorted(families)}")
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
         raise SpecError(f"d must be an integer >= 2, got {d!r}")
-    return FAMILIES[family](int(d))
+    return families[family](int(d))

@@ -41,7 +41,7 @@ import numpy as np
 
 from daskie.errors import SpecError
 from daskie.problems.domain import Domain
-from daskie.problems.highdim import GaussFactor, ProductKernel, UnitFactor
+from daskie.problems.highdim import GaussFactor, ProductKernel, UnitFactor, build_from
 from daskie.problems.spec import VOLTERRA, IntegralTerm, Nonlinearity, Problem
 
 __all__ = ["AMPLITUDES", "FAMILIES", "build", "centres", "width2", "bumps", "gauss_integral"]
@@ -176,8 +176,4 @@ FAMILIES = {"hd-bumps-fredholm": fredholm, "hd-bumps-volterra": volterra,
 
 def build(family: str, d: int) -> Problem:
     """The problem of ``family`` (a key of :data:`FAMILIES`) in dimension ``d >= 2``."""
-    if family not in FAMILIES:
-        raise SpecError(f"unknown non-separable family {family!r}; use one of {sorted(FAMILIES)}")
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
-        raise SpecError(f"d must be an integer >= 2, got {d!r}")
-    return FAMILIES[family](int(d))
+    return build_from(FAMILIES, "non-separable", family, d)

@@ -24,7 +24,7 @@ import numpy as np
 from daskie.errors import SpecError
 from daskie.reference.nystrom import NewtonDidNotConverge
 
-__all__ = ["QMCNystrom", "QMCSolution", "nodal_solve", "operator_matrix"]
+__all__ = ["QMCNystrom", "QMCSolution", "interpolate", "nodal_solve", "operator_matrix"]
 
 #: Rows of the operator assembled at once (the kernel's temporaries are rows x N x d).
 _ROWS = 256
@@ -84,6 +84,24 @@ def operator_matrix(problem, i, x, nodes, weight) -> np.ndarray:
                      float(weight))
 
 
+def interpolate(problem, x, values, lams, rows, chunk: int, who: str) -> np.ndarray:
+    """The Nystrom interpolant ``(f + sum lam Int K M(mu)) / alpha`` at points ``x`` ``(k, d)``
+    from nodal ``values``: ``rows(i, xs)`` is term ``i``'s weight-kernel matrix at the points
+    ``xs``, taken ``chunk`` points at a time; ``who`` names the method in errors."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 2 or x.shape[1] != problem.dim:
+        raise SpecError(f"x must have shape (k, {problem.dim}), got {x.shape}")
+    alpha = problem.alpha_at(x)
+    if np.any(alpha == 0):
+        raise SpecError(f"the {who} interpolant needs alpha != 0 at every point")
+    out = problem.f_at(x).copy()
+    for i, (lam, term) in enumerate(zip(lams, problem.terms)):
+        mv = term.nonlinearity(values)
+        for s in range(0, len(x), chunk):
+            out[s:s + chunk] += lam * (rows(i, x[s:s + chunk]) @ mv)
+    return out / alpha
+
+
 class QMCSolution:
     """A QMC-Nystrom solution: nodal values and the Nystrom interpolant.
 
@@ -113,19 +131,9 @@ class QMCSolution:
     def __call__(self, x) -> np.ndarray:
         """``mu`` at points ``x`` ``(k, d)``: ``(f + sum lam Int K M(mu)) / alpha`` by the rule."""
         p = self.problem
-        x = np.asarray(x, dtype=float)
-        if x.ndim != 2 or x.shape[1] != p.dim:
-            raise SpecError(f"x must have shape (k, {p.dim}), got {x.shape}")
-        alpha = p.alpha_at(x)
-        if np.any(alpha == 0):
-            raise SpecError("the QMC-Nystrom interpolant needs alpha != 0 at every point")
-        out = p.f_at(x).copy()
-        for i, (lam, term) in enumerate(zip(self._lams, p.terms)):
-            mv = term.nonlinearity(self.values)
-            for s in range(0, len(x), 4 * _ROWS):
-                xs = x[s:s + 4 * _ROWS]
-                out[s:s + 4 * _ROWS] += lam * (_operator(p, i, xs, self.nodes, self._weight) @ mv)
-        return out / alpha
+        return interpolate(p, x, self.values, self._lams,
+                           lambda i, xs: _operator(p, i, xs, self.nodes, self._weight),
+                           4 * _ROWS, "QMC-Nystrom")
 
 
 @dataclass(frozen=True)

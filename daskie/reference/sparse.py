@@ -40,7 +40,7 @@ import numpy as np
 
 from daskie.errors import SpecError
 from daskie.quadrature import gauss_legendre
-from daskie.reference.qmc import _check_count, nodal_solve
+from daskie.reference.qmc import _check_count, interpolate, nodal_solve
 
 __all__ = ["SparseNystrom", "SparseSolution", "sparse_grid"]
 
@@ -175,20 +175,9 @@ class SparseSolution:
 
     def __call__(self, x) -> np.ndarray:
         """``mu`` at points ``x`` ``(k, d)``: ``(f + sum lam Int K M(mu)) / alpha``."""
-        p = self.problem
-        x = np.asarray(x, dtype=float)
-        if x.ndim != 2 or x.shape[1] != p.dim:
-            raise SpecError(f"x must have shape (k, {p.dim}), got {x.shape}")
-        alpha = p.alpha_at(x)
-        if np.any(alpha == 0):
-            raise SpecError("the sparse-grid Nystrom interpolant needs alpha != 0 at every point")
-        out = p.f_at(x).copy()
-        chunk = max(1, 2**24 // max(self.n_unknowns, 1))
-        for lam, rows, term in zip(self._lams, self._rows, p.terms):
-            mv = term.nonlinearity(self.values)
-            for s in range(0, len(x), chunk):
-                out[s:s + chunk] += lam * (rows(x[s:s + chunk], self.n_unknowns) @ mv)
-        return out / alpha
+        return interpolate(self.problem, x, self.values, self._lams,
+                           lambda i, xs: self._rows[i](xs, self.n_unknowns),
+                           max(1, 2**24 // max(self.n_unknowns, 1)), "sparse-grid Nystrom")
 
 
 @dataclass(frozen=True)
