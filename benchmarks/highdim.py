@@ -13,8 +13,11 @@ Accuracy part, one record per problem x method (keys ``problem``, ``dim``, ``for
 * ``quadrature`` (daskie): one tanh MLP, quadrature collocation with rules that do not grow
   as n^d, Levenberg-Marquardt for ``--steps`` iterations, ``client="sync"``, one thread,
   ``check=False`` (``daskie.assess`` would build a 4^6-node tensor reference at d = 6 and
-  evaluate it at every per-point node: minutes). Rules per family: Fredholm, a shared Smolyak
-  grid of level 4; Volterra and mixed, a per-point Smolyak grid of level 3 mapped onto each
+  evaluate it at every per-point node: minutes). Rules per family: hd-fredholm, a shared Smolyak
+  grid of level 4; hd-bumps-fredholm, the default shared rule (4096 Sobol nodes: positive
+  weights, where Smolyak's sum to |w| = 809 at d = 10 and the discrete problem is
+  ill-posed) and the default ansatz (``--ansatz``: the network learns the integral term,
+  ``mu = (f + net) / alpha``, for Fredholm equations above d = 3); Volterra and mixed, a per-point Smolyak grid of level 3 mapped onto each
   point's box (and onto the Gaussian factors' mass along the Fredholm coordinates); sharp,
   the per-point grid mapped onto the narrow kernel's factors (``separable="always"``).
   ``nodes`` is the node count per collocation point (per-point rules) or of the shared
@@ -67,7 +70,8 @@ TEST_POINTS = 10_000
 
 
 def daskie_formulation(problem, hidden, points=None, level=None, local_level=None,
-                       block_mb=1024.0, boundary=0.0, shared_rule=None, qmc_nodes=4096):
+                       block_mb=1024.0, boundary=0.0, shared_rule=None, qmc_nodes=4096,
+                       ansatz="auto"):
     """The per-family quadrature collocation (module docstring); ``level`` / ``local_level``
     override the shared / per-point Smolyak levels; ``block_mb`` and ``boundary`` are
     :class:`~daskie.QuadratureCollocation`'s (network evaluated in blocks of that many MiB;
@@ -76,11 +80,11 @@ def daskie_formulation(problem, hidden, points=None, level=None, local_level=Non
 
     family = problem.name.rsplit("-d", 1)[0]
     kw = {"net": MLP(hidden=tuple(hidden)), "test_points": TEST_POINTS, "block_mb": block_mb,
-          "boundary": boundary}
+          "boundary": boundary, "ansatz": ansatz}
     if points:
         kw["points"] = points
-    if family in ("hd-fredholm", "hd-bumps-fredholm"):
-        kw.update(shared_rule="smolyak", level=4)
+    if family == "hd-fredholm":  # issue 18's records; the bumps: the default Sobol rule
+        kw.update(shared_rule="smolyak", level=4)  # (Smolyak's weights: sum |w| 809 at d = 10)
     elif family == "hd-sharp":
         kw.update(separable="always", local_level=3)
     if level is not None:
@@ -216,7 +220,7 @@ def run_daskie(problem, args, test_x, test_exact, bnd=None):
            "epochs": int(ds.attrs["epochs"]), "cpu_s": cpu, "block_mb": form.block_mb,
            "block_points": disc.info["block_points"], "boundary_fraction": form.boundary,
            "memory_estimate": memory_estimate(form, problem, shards),
-           "grid": solution_grid(problem.dim)}
+           "grid": solution_grid(problem.dim), "ansatz": disc.info["ansatz"]}
     if worker_mb is not None:  # each worker process's own peak resident set (ru_maxrss)
         rec.update(strategy=f"data-parallel x{shards}", workers=args.workers,
                    peak_mb_workers=worker_mb, peak_mb=max(worker_mb), peak_mb_client=mem.peak_mb,
@@ -242,7 +246,7 @@ def _form(problem, args):
     return daskie_formulation(problem, args.hidden, points=args.points, level=args.level,
                               local_level=args.local_level, block_mb=args.block_mb,
                               boundary=args.boundary_fraction, shared_rule=args.shared_rule,
-                              qmc_nodes=args.qmc_nodes)
+                              qmc_nodes=args.qmc_nodes, ansatz=args.ansatz)
 
 
 def _max_rss_mb():
@@ -564,6 +568,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shared-rule", default=None, choices=["smolyak", "sobol", "gauss"],
                     help="daskie's shared Fredholm rule (default: Smolyak of --level)")
     ap.add_argument("--qmc-nodes", type=int, default=4096, help="nodes of --shared-rule sobol")
+    ap.add_argument("--ansatz", default="auto", choices=["auto", "mu", "second-kind"],
+                    help="QuadratureCollocation.ansatz: the network learns mu, or the integral "
+                         "terms with mu = (f + net) / alpha (auto: the library's choice)")
     ap.add_argument("--block-mb", type=lambda v: None if v == "none" else float(v),
                     default=1024.0, help="QuadratureCollocation.block_mb ('none': one block)")
     ap.add_argument("--boundary-fraction", type=float, default=0.0,

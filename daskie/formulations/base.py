@@ -91,6 +91,11 @@ class SubModel:
         ``"solution"`` or ``"auxiliary"``.
     term, order : int, optional
         For auxiliaries: the integral term i and the chain position m.
+    affine : callable, optional
+        ``affine(z) -> (scale, shift)``, tensors ``(n,)`` at points ``z``: the output is
+        ``scale * net(z) + shift`` (``SecondKind``: ``mu = (f + net) / alpha``, the network
+        learns the integral terms; in ``daskie.formulations.quadrature``). Values only: a sub-model with ``affine`` has no input
+        derivatives.
     """
 
     name: str
@@ -101,6 +106,7 @@ class SubModel:
     role: str = "solution"
     term: int | None = None
     order: int | None = None
+    affine: object = None
 
     @property
     def n_params(self) -> int:
@@ -116,12 +122,20 @@ class SubModel:
         out = self.net.apply(theta, z)
         if self.zero_axis is not None:
             out = (z[..., self.zero_axis] - self.zero_value) * out
+        if self.affine is not None:
+            scale, shift = self.affine(z)
+            out = scale * out + shift
         return out
 
     def apply_derivative(self, theta, z, axis: int):
         """Derivative of the output along input ``axis`` at points ``z`` (shape
         ``(n, in_dim)``), or None when the network has no closed-form tangent (then callers
         use ``torch.func.jvp`` of :meth:`apply`)."""
+        if self.affine is not None:
+            from daskie.errors import SpecError
+
+            raise SpecError(f"sub-model {self.name!r} has an output transform (affine): its input "
+                            f"derivatives are not available")
         tangent = getattr(self.net, "apply_tangent", None)
         pair = tangent(theta, z, axis) if tangent is not None else None
         if pair is None:

@@ -180,6 +180,9 @@ class StagedObjective:
         if ev.derivative is None:
             if sub.zero_axis is not None:
                 out = (ev.points[rows, sub.zero_axis] - sub.zero_value) * out
+            if sub.affine is not None:
+                scale, shift = sub.affine(ev.points)
+                out = scale[rows] * out + shift[rows]
             return out
         dv = t[..., 0]
         if sub.zero_axis is not None:

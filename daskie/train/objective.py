@@ -8,6 +8,8 @@ held-back test points. ``theta`` concatenates the parameters of the trainable su
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 from dataclasses import dataclass
 
@@ -72,7 +74,7 @@ def evaluate_one(sub, ev, theta):
     """Value of evaluation ``ev`` (a sub-model or one input derivative) with parameters ``theta``."""
     if ev.derivative is None:
         product = getattr(sub.net, "operator", None) if ev.product is not None else None
-        if product is not None and sub.zero_axis is None:
+        if product is not None and sub.zero_axis is None and sub.affine is None:
             out = product(theta, *ev.product)
             return out.reshape(len(ev.points), *out.shape[2:])
         return sub.apply(theta, ev.points)
@@ -89,6 +91,9 @@ def evaluate_one(sub, ev, theta):
 def point_jacobian(sub, ev, theta) -> torch.Tensor:
     """Per-point parameter gradients of ``ev``: shape ``(n_points, n_params)``."""
     k = ev.derivative
+    if k is None and sub.affine is not None:  # scale * net + shift: the net's rows, scaled
+        plain = dataclasses.replace(sub, affine=None)
+        return point_jacobian(plain, ev, theta) * sub.affine(ev.points)[0][:, None]
     if k is None:
         fast = sub.net.point_jacobian(theta, ev.points)
         if fast is not None:
@@ -236,6 +241,8 @@ class Objective:
                 w = row_weights
                 if sub.zero_axis is not None:
                     w = w * (ev.points[:, sub.zero_axis] - sub.zero_value).view(w.shape)
+                if sub.affine is not None:
+                    w = w * sub.affine(ev.points)[0].view(w.shape)
                 fused = sub.net.point_jacobian(params[ev.submodel], ev.points, row_weights=w)
                 if fused is not None:
                     return fused

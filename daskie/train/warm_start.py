@@ -16,7 +16,7 @@ import torch
 
 from daskie.errors import SpecError
 
-__all__ = ["INITS", "fit_objective", "fit_to", "initial_params", "choose_init"]
+__all__ = ["INITS", "fit_objective", "fit_to", "initial_params", "choose_init", "picard_step"]
 
 #: Accepted values of ``init``.
 INITS = ("auto", "random", "reference", "f")
@@ -39,15 +39,45 @@ def _solution_points(disc, max_rows: int) -> np.ndarray:
     return np.unique(np.concatenate([first, rest]), axis=0)
 
 
-def fit_objective(objective, target):
+def picard_step(disc):
+    """``(x, mu_1)``: the collocation points and one fixed-point step from ``f / alpha``,
+    ``mu_1 = (f + sum_i lam_i Int K_i M_i(f / alpha)) / alpha``, by the discretization's own
+    rules; None where it has no collocation evaluation ``"mu@x"`` read by ``alpha mu``.
+
+    The residual is affine in the value at the collocation points, ``r(v) = s (alpha v - f -
+    terms)`` with s the rows' scale, so two residuals at ``v = 0`` and ``v = 1`` (the nodes at
+    ``f / alpha``) give ``mu_1 = -r(0) / (r(1) - r(0))`` whatever the scaling."""
+    ev = disc.evaluations.get("mu@x")
+    if ev is None or ev.derivative is not None or set(disc.block_evaluations) != {"equation"}:
+        return None
+    problem = disc.problem
+    values = {}
+    for key, e in disc.evaluations.items():
+        pts = e.points.to(device="cpu", dtype=torch.float64).numpy()
+        mu0 = problem.f_at(pts) / problem.alpha_at(pts)
+        values[key] = torch.as_tensor(mu0, dtype=e.points.dtype, device=e.points.device)
+    with torch.no_grad():
+        values["mu@x"] = torch.zeros_like(values["mu@x"])
+        r0 = disc.residual_fn(values)["equation"]
+        values["mu@x"] = torch.ones_like(values["mu@x"])
+        r1 = disc.residual_fn(values)["equation"]
+    slope = (r1 - r0).to(device="cpu", dtype=torch.float64).numpy()
+    if not np.all(np.abs(slope) > 0):
+        return None
+    x = ev.points.to(device="cpu", dtype=torch.float64).numpy()
+    return x, -r0.to(device="cpu", dtype=torch.float64).numpy() / slope
+
+
+def fit_objective(objective, target, points=None):
     """The least-squares objective ``mean (mu(x) - target(x))^2`` over the solution network
-    at the points where ``objective``'s equation reads it (other sub-models frozen at their
-    seed-0 values, which the fit does not touch)."""
+    at ``points`` (default: the points where ``objective``'s equation reads it), other
+    sub-models frozen at their seed-0 values, which the fit does not touch."""
     from daskie.formulations.base import Discretization, Evaluation, tensor_maker
     from daskie.train.objective import Objective
 
     disc = objective.disc
-    x = _solution_points(disc, 2 * disc.submodels[disc.solution].n_params)
+    x = _solution_points(disc, 2 * disc.submodels[disc.solution].n_params) if points is None \
+        else points
     T = tensor_maker(disc.device, disc.dtype)  # the fit computes where the objective does
     t = T(np.asarray(target(x), dtype=float))
     one = torch.ones(len(x), dtype=T.dtype, device=T.device)
@@ -62,9 +92,10 @@ def fit_objective(objective, target):
 
 
 def fit_to(objective, target, theta, *, steps: int = 60, rel_tol: float = 1e-12,
-           max_wall_s: float | None = None):
+           max_wall_s: float | None = None, points=None):
     """Parameters of ``objective`` with the solution network fitted to ``target`` (a numpy
-    callable), starting from ``theta``; the other sub-models keep their values.
+    callable) at ``points`` (see :func:`fit_objective`), starting from ``theta``; the other
+    sub-models keep their values.
 
     Levenberg-Marquardt on the fit, until its mean squared misfit is below
     ``rel_tol * mean(target^2)``, it stalls, ``steps`` iterations or ``max_wall_s`` seconds.
@@ -75,7 +106,7 @@ def fit_to(objective, target, theta, *, steps: int = 60, rel_tol: float = 1e-12,
     from daskie.train.loop import TrainState, advance
     from daskie.train.optimizers import LevenbergMarquardt, Stopping
 
-    fit = fit_objective(objective, target)
+    fit = fit_objective(objective, target, points)
     layout = objective.layout
     name = objective.disc.solution
     if name not in layout.names:
@@ -151,6 +182,18 @@ def initial_params(objective, init: str = "auto", *, seed: int = 0, reference=No
         if not callable(problem.alpha) and float(problem.alpha) == 0.0:
             raise SpecError("init='f' needs alpha != 0 (f / alpha); this is a first-kind equation")
         target = lambda x: np.asarray(problem.f(x), dtype=float) / problem.alpha_at(x)  # noqa: E731
+        sub = objective.disc.submodels[objective.disc.solution]
+        step = picard_step(objective.disc) if getattr(sub, "affine", None) is not None else None
+        if step is not None:
+            # the network learns the integral terms (mu = (f + net) / alpha): f / alpha is its
+            # zero, a degenerate start; fitted instead to one fixed-point step from f / alpha
+            # at the collocation points (issue 30)
+            x, mu1 = step
+            theta = fit_to(objective, lambda _: mu1, theta, points=x)
+            misfit = float(np.mean((objective.solution(theta, x) - mu1) ** 2))
+            return theta, {"init": init, "init_reason": reason + "; one fixed-point step from "
+                           "f / alpha (the network learns the integral terms)",
+                           "init_fit_mse": misfit}
     theta = fit_to(objective, target, theta)
     pts = objective.disc.test_points
     misfit = float(np.mean((objective.solution(theta, pts) - np.asarray(target(pts))) ** 2))
