@@ -170,3 +170,15 @@ def test_a_nonlinear_solve_starts_from_the_fixed_point_step():
     ds = daskie.solve(p, formulation=_form("second-kind", local_level=2), client="sync",
                       optimizer=LevenbergMarquardt(steps=2), check=False, init="f")
     assert ds.attrs["init"] == "f" and "one fixed-point step" in ds.attrs["init_reason"]
+
+
+def test_pipeline_stages_apply_the_transform_as_one_process_does():
+    from daskie import Adam, Pipeline
+
+    p = build("hd-bumps-fredholm", 4)
+    form = _form("second-kind", shared_rule="smolyak", level=2)
+    opt = Adam(lr=1e-2, steps=4)
+    kw = dict(client="sync", check=False, init="random")
+    mono = daskie.solve(p, form, Monolithic(), opt, **kw)
+    pipe = daskie.solve(p, form, Pipeline(window=2, micro_batches=2), opt, **kw)
+    np.testing.assert_allclose(pipe.mu.values, mono.mu.values, rtol=0, atol=1e-10)
