@@ -16,8 +16,10 @@ Accuracy part, one record per problem x method (keys ``problem``, ``dim``, ``for
   evaluate it at every per-point node: minutes). Rules per family: hd-fredholm, a shared Smolyak
   grid of level 4; hd-bumps-fredholm, the default shared rule (4096 Sobol nodes: positive
   weights, where Smolyak's sum to |w| = 809 at d = 10 and the discrete problem is
-  ill-posed) and the default ansatz (``--ansatz``: the network learns the integral term,
-  ``mu = (f + net) / alpha``, for Fredholm equations above d = 3); Volterra and mixed, a per-point Smolyak grid of level 3 mapped onto each
+  ill-posed); on the hd-bumps families the network learns the integral terms
+  (``ansatz="second-kind"``, ``mu = (f + net) / alpha``: f carries the bumps; ``--ansatz``);
+  boundary points as the library's default (``--boundary-fraction``, ``"auto"``: 10 % above
+  d = 3); Volterra and mixed, a per-point Smolyak grid of level 3 mapped onto each
   point's box (and onto the Gaussian factors' mass along the Fredholm coordinates); sharp,
   the per-point grid mapped onto the narrow kernel's factors (``separable="always"``).
   ``nodes`` is the node count per collocation point (per-point rules) or of the shared
@@ -70,8 +72,8 @@ TEST_POINTS = 10_000
 
 
 def daskie_formulation(problem, hidden, points=None, level=None, local_level=None,
-                       block_mb=1024.0, boundary=0.0, shared_rule=None, qmc_nodes=4096,
-                       ansatz="auto"):
+                       block_mb=1024.0, boundary="auto", shared_rule=None, qmc_nodes=4096,
+                       ansatz=None):
     """The per-family quadrature collocation (module docstring); ``level`` / ``local_level``
     override the shared / per-point Smolyak levels; ``block_mb`` and ``boundary`` are
     :class:`~daskie.QuadratureCollocation`'s (network evaluated in blocks of that many MiB;
@@ -80,7 +82,9 @@ def daskie_formulation(problem, hidden, points=None, level=None, local_level=Non
 
     family = problem.name.rsplit("-d", 1)[0]
     kw = {"net": MLP(hidden=tuple(hidden)), "test_points": TEST_POINTS, "block_mb": block_mb,
-          "boundary": boundary, "ansatz": ansatz}
+          "boundary": boundary,
+          # the bumps' f carries their structure: the network learns the integral terms
+          "ansatz": ansatz or ("second-kind" if family.startswith("hd-bumps") else "mu")}
     if points:
         kw["points"] = points
     if family == "hd-fredholm":  # issue 18's records; the bumps: the default Sobol rule
@@ -218,7 +222,7 @@ def run_daskie(problem, args, test_x, test_exact, bnd=None):
            "nodes": int(round(nodes)), "nodes_kind": "shared" if shared else "per point",
            "hidden": list(args.hidden), "peak_mb": mem.peak_mb, "base_mb": mem.base_mb,
            "epochs": int(ds.attrs["epochs"]), "cpu_s": cpu, "block_mb": form.block_mb,
-           "block_points": disc.info["block_points"], "boundary_fraction": form.boundary,
+           "block_points": disc.info["block_points"], "boundary_fraction": disc.info["boundary"],
            "memory_estimate": memory_estimate(form, problem, shards),
            "grid": solution_grid(problem.dim), "ansatz": disc.info["ansatz"]}
     if worker_mb is not None:  # each worker process's own peak resident set (ru_maxrss)
@@ -568,13 +572,15 @@ def main(argv=None) -> int:
     ap.add_argument("--shared-rule", default=None, choices=["smolyak", "sobol", "gauss"],
                     help="daskie's shared Fredholm rule (default: Smolyak of --level)")
     ap.add_argument("--qmc-nodes", type=int, default=4096, help="nodes of --shared-rule sobol")
-    ap.add_argument("--ansatz", default="auto", choices=["auto", "mu", "second-kind"],
+    ap.add_argument("--ansatz", default=None, choices=["mu", "second-kind"],
                     help="QuadratureCollocation.ansatz: the network learns mu, or the integral "
-                         "terms with mu = (f + net) / alpha (auto: the library's choice)")
+                         "terms with mu = (f + net) / alpha (default: second-kind on the "
+                         "hd-bumps families, mu on the others)")
     ap.add_argument("--block-mb", type=lambda v: None if v == "none" else float(v),
                     default=1024.0, help="QuadratureCollocation.block_mb ('none': one block)")
-    ap.add_argument("--boundary-fraction", type=float, default=0.0,
-                    help="QuadratureCollocation.boundary: collocation points on faces/corners")
+    ap.add_argument("--boundary-fraction", type=lambda v: v if v == "auto" else float(v),
+                    default="auto", help="QuadratureCollocation.boundary: collocation points "
+                                         "on faces/corners ('auto': the library's default)")
     ap.add_argument("--workers", type=int, default=0,
                     help="daskie as DataParallel(shards=W) on a LocalCluster of W 1-thread "
                          "workers (0: Monolithic in this process)")

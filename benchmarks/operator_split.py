@@ -8,20 +8,22 @@ Three cases, each on a family where its split is the natural one (the planner,
 :func:`daskie.plan.operator_split.choose_split`, picks it for the case's shape; its reason
 is in the record):
 
-* ``branch``: ``fredholm-1d-width``, 1024 training instances x 33 query points (many
+* ``branch``: ``fredholm-1d-width``, 8192 training instances x 33 query points (many
   instances, few points): ``OperatorDataParallel(shards=N)``;
-* ``trunk``: ``fredholm-2d-fine``, 64 instances x 4096 (64 x 64) query points (few
+* ``trunk``: ``fredholm-2d-fine``, 256 instances x 4096 (64 x 64) query points (few
   instances, a fine grid): ``OperatorTrunkParallel(points=N)``;
 * ``branch-trunk``: ``fredholm-2d-fine`` on a 24 x 24 query grid (``mu`` in chunks of 144
-  points), 176 instances (where the branch on the instances and the trunk on the points cost
+  points), 704 instances (where the branch on the instances and the trunk on the points cost
   about the same):
   ``OperatorBranchTrunkParallel(2, 2)`` on 4 workers (a grid needs 4 ranks; one rank per
   worker). This host has 2 cores: 4 single-thread workers share them, so S <= 2 and
   S / 4 <= 0.5 by construction here.
 
 Training: Adam (full-batch steps, ``window=None``; per case :data:`STEPS`, enough for the
-one-worker run to take 15-20 s, so that starting the ranks is not what is
-timed; ``--steps`` sets every case's), data loss with the skip connection,
+one-worker run to take 15-30 s, so that starting the ranks is not what is
+timed; the sizes are the seed's order (10^3-10^4 instances, 10^3-10^4 points per instance):
+at 1024 x 33 rows a step took 4.7 ms on one rank, and two ranks' all-reduce and dispatch
+(1.3 ms of measured sync per step, with the jitter of two busy cores) left S = 1.03; ``--steps`` sets every case's), data loss with the skip connection,
 ``learn_operator``'s default net (the family's own, :func:`daskie.operator.default_net`); the
 data sets of ``fredholm-2d-fine`` have ``mu`` in chunks of 512 query points (the family's
 ``point_chunk``): each trunk-parallel rank reads only its own chunks; T_1 on LocalCluster(1 x 1 thread) with the
@@ -49,14 +51,14 @@ import time
 import numpy as np
 
 CASES = {
-    "branch": dict(family="fredholm-1d-width", n_train=1024, query=None, grid=lambda n: (n, 1)),
-    "trunk": dict(family="fredholm-2d-fine", n_train=64, query=None, grid=lambda n: (1, n)),
-    "branch-trunk": dict(family="fredholm-2d-fine", n_train=176, query=24, point_chunk=144,
+    "branch": dict(family="fredholm-1d-width", n_train=8192, query=None, grid=lambda n: (n, 1)),
+    "trunk": dict(family="fredholm-2d-fine", n_train=256, query=None, grid=lambda n: (1, n)),
+    "branch-trunk": dict(family="fredholm-2d-fine", n_train=704, query=24, point_chunk=144,
                          grid=lambda n: (2, n // 2)),
 }
 WORKERS = {"branch": 2, "trunk": 2, "branch-trunk": 4}
-#: Adam steps per timed run of each case (15-20 s on one worker of this host, idle).
-STEPS = {"branch": 2000, "trunk": 1000, "branch-trunk": 2000}
+#: Adam steps per timed run of each case (15-30 s on one worker of this host, idle).
+STEPS = {"branch": 500, "trunk": 400, "branch-trunk": 500}
 N_TEST = 8
 
 

@@ -26,6 +26,15 @@ if sys.version_info < (3, 13):
 
     ast.parse = _locked_parse
 
+    # The hypothesis plugin imports hypothesis at the terminal summary, through the assertion
+    # rewriter's ast.parse, while a Dask thread of the last module may still be formatting a
+    # traceback: the same race (seen once after 83 passed tests). Imported here, before any
+    # thread exists.
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        pass
+
 
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():

@@ -118,6 +118,21 @@ def test_boundary_points_hold_the_corners_and_lie_on_faces():
     assert sum(counts) >= len(rest) and min(counts) >= 3
 
 
+def test_more_corners_than_fit_are_sampled_distinct_and_seeded():
+    p = build("hd-bumps-fredholm", 8)  # 256 corners, 40 boundary points: 20 corners
+    x = collocation_points(p, 200, seed=3, boundary=0.2)
+    edge = x[160:]
+    corners = edge[:20]
+    assert np.all((corners == 0.0) | (corners == 1.0))
+    assert len({tuple(c) for c in corners}) == 20
+    assert np.array_equal(collocation_points(p, 200, seed=3, boundary=0.2), x)
+    other = collocation_points(p, 200, seed=4, boundary=0.2)[160:180]
+    assert {tuple(c) for c in other} != {tuple(c) for c in corners}
+    # the rest on faces, one coordinate each at 0 or 1, the others inside
+    rest = edge[20:]
+    assert np.all(np.sum((rest == 0.0) | (rest == 1.0), axis=1) == 1)
+
+
 def test_boundary_collocation_keeps_the_rules_exact_on_zero_volume_boxes():
     # Volterra at a point with x_j = 0: the box [0, x] has no volume, the integral is 0 and
     # the residual at the exact solution is mu - f = 0 there, to rounding (no NaN from the
@@ -157,3 +172,13 @@ def test_blocked_jacobian_is_the_derivative_of_the_residuals(family, kw):
     h = 1e-6
     fd = (o.residuals(theta + h * v) - o.residuals(theta - h * v)) / (2 * h)
     assert float((jac @ v - fd).abs().max()) < 1e-8 * float(fd.abs().max())
+
+
+def test_auto_boundary_is_a_tenth_above_the_tensor_rules_dimension_and_none_below():
+    form = QuadratureCollocation(net=MLP(hidden=(4,)), points=40, test_points=8, local_level=2)
+    assert form.boundary == "auto"
+    high = form.discretize(build("hd-bumps-mixed", 4))
+    assert high.info["boundary"] == 0.1
+    x = high.evaluations["mu@x"].points.numpy()
+    assert np.sum(np.all((x == 0.0) | (x == 1.0), axis=1)) == 2  # 4 boundary points, 2 corners
+    assert form.discretize(build("hd-bumps-mixed", 3)).info["boundary"] == 0.0

@@ -22,7 +22,7 @@ CASES = [("hd-bumps-fredholm", {"shared_rule": "smolyak", "level": 3}),
          ("hd-bumps-volterra", {"local_level": 2, "separable": "never"})]
 
 
-def _form(ansatz, block_mb=None, **kw):  # ansatz explicit: auto depends on the dimension
+def _form(ansatz, block_mb=None, **kw):
     return QuadratureCollocation(net=MLP(hidden=(8, 8)), points=60, test_points=16,
                                  block_mb=block_mb, ansatz=ansatz, **kw)
 
@@ -129,25 +129,18 @@ def test_an_equation_without_alpha_is_refused_by_name():
 
 @pytest.mark.parametrize("bad", ["nu", "", None, 2])
 def test_a_bad_ansatz_is_a_clear_error(bad):
-    with pytest.raises(SpecError, match="ansatz must be 'auto', 'mu' or 'second-kind'"):
+    with pytest.raises(SpecError, match="ansatz must be 'mu' or 'second-kind'"):
         QuadratureCollocation(ansatz=bad)
 
 
-def test_auto_learns_the_terms_of_fredholm_equations_above_the_tensor_rules_dimension():
-    form = QuadratureCollocation(net=MLP(hidden=(4,)), points=20, test_points=8, local_level=2,
-                                 level=2, shared_rule="smolyak")
-    assert form.ansatz == "auto"
-    high = form.discretize(build("hd-bumps-fredholm", 4))
-    low = form.discretize(build("hd-bumps-fredholm", 3))
-    assert high.info["ansatz"] == "second-kind" and high.submodels["mu"].affine is not None
-    assert low.info["ansatz"] == "mu" and low.submodels["mu"].affine is None
-    # a Volterra or mixed term: mu, whatever the dimension
-    assert form.discretize(build("hd-bumps-mixed", 4)).info["ansatz"] == "mu"
-    assert form.discretize(build("hd-bumps-volterra", 4)).info["ansatz"] == "mu"
-    # a first-kind equation stays with mu whatever its dimension
-    p = Problem(domain=Domain((0.0,) * 4, (1.0,) * 4), f=lambda x: x[..., 0], alpha=0.0,
-                terms=(IntegralTerm(kernel=lambda x, t: 1.0 + 0 * x[..., 0] * t[..., 0]),))
-    assert form.discretize(p).info["ansatz"] == "mu"
+def test_mu_is_the_default_and_second_kind_is_asked_for():
+    form = QuadratureCollocation(net=MLP(hidden=(4,)), points=20, test_points=8, level=2,
+                                 shared_rule="smolyak")
+    assert form.ansatz == "mu"
+    plain = form.discretize(build("hd-bumps-fredholm", 4))
+    assert plain.info["ansatz"] == "mu" and plain.submodels["mu"].affine is None
+    asked = _form("second-kind", shared_rule="smolyak", level=2).discretize(build("hd-bumps-fredholm", 4))
+    assert asked.info["ansatz"] == "second-kind" and asked.submodels["mu"].affine is not None
 
 
 @pytest.mark.parametrize("row_scale", ["none", "terms"])

@@ -75,10 +75,11 @@ def collocation_points(problem, n, seed, graded_power=1.0, boundary=0.0):
     singularity an optional grading ``x = a + (b - a) u**p`` clusters points at the left end.
 
     ``boundary`` (a fraction in [0, 1), box domains): the last ``round(boundary n)`` points are
-    moved onto the box's boundary: all ``2^d`` corners first when they take at most half of
-    them, then the Sobol points with one coordinate set to a face, cycling through the ``2d``
-    faces (in high dimension a Sobol point is almost never near a face, while the test points
-    and the user's points may be on one)."""
+    moved onto the box's boundary: half of them corners (all ``2^d`` when they fit, else a
+    seeded sample of distinct ones), then the Sobol points with one coordinate set to a face,
+    cycling through the ``2d`` faces (in high dimension a Sobol point is almost never near a
+    face or a corner, while the test points and the user's points may be there: at d = 10 a
+    network trained without corners was 20x less accurate on the boundary than inside)."""
     x = problem.domain.sample(n, seed=seed)
     if graded_power != 1.0:
         lo, hi = problem.domain.lower[0], problem.domain.upper[0]
@@ -88,11 +89,16 @@ def collocation_points(problem, n, seed, graded_power=1.0, boundary=0.0):
         d = problem.dim
         lo, hi = np.asarray(problem.domain.lower, float), np.asarray(problem.domain.upper, float)
         start = n - nb
-        corners = 0
         if d <= 20 and 2**d <= nb // 2:
             corners = 2**d
-            bits = (np.arange(corners)[:, None] >> np.arange(d)[None, :]) & 1
-            x[start:start + corners] = np.where(bits == 1, hi, lo)
+            ids = np.arange(corners)
+        else:  # a sample: distinct corners, as many as half the boundary points
+            corners = nb // 2
+            ids = np.random.default_rng(7919 + seed).choice(2**min(d, 62), size=corners,
+                                                            replace=False) if d <= 62 else \
+                np.random.default_rng(7919 + seed).integers(0, 2, size=(corners, d))
+        bits = ids if ids.ndim == 2 else (ids[:, None] >> np.arange(d)[None, :]) & 1
+        x[start:start + corners] = np.where(bits == 1, hi, lo)
         k = np.arange(nb - corners)
         rows = start + corners + k
         axis, side = k % d, (k // d) % 2
@@ -287,20 +293,23 @@ class QuadratureCollocation(Formulation):
         block holds every node), and the shared rules' kernel matrices are assembled in row
         blocks of that size. The results are the unblocked ones to rounding. None: one block
         (no bound). What a worker holds besides: ``memory_estimate`` in the same module.
-    boundary : float
+    boundary : float or "auto"
         Fraction of the collocation points moved onto the box's faces and corners
         (``collocation_points`` in the same module; 0: none, the Sobol points only).
-    ansatz : {"auto", "mu", "second-kind"}
+        ``"auto"``: 0.1 on boxes above ``gauss_max_dim``, where Sobol points almost never come
+        near a face or a corner (issue 30, measured with the default points: relative L2 at
+        d = 10, Fredholm, second-kind, 1.1e-3 -> 2.3e-4; d = 6, 0.19 -> 0.12; mixed d = 12,
+        0.057 -> 0.044), else 0.
+    ansatz : {"mu", "second-kind"}
         What the network learns: ``"mu"`` the solution; ``"second-kind"`` the integral terms,
         with ``mu = (f + net) / alpha`` (:class:`SecondKind`: the structure of ``f`` is exact
-        and the network follows the terms, which are as smooth as the kernels; needs
-        ``alpha`` nonzero at every point, a second-kind equation). ``"auto"``: second-kind
-        for Fredholm equations above ``gauss_max_dim`` where ``alpha`` is nonzero at every
-        collocation point (there the terms are as smooth in X as the kernel: at d = 8 on a
-        non-separable solution the error fell 70x), ``mu`` otherwise (a Volterra term's
-        integral over ``[a, X]`` is a product-like function of the box, which a network can
-        follow worse than a smooth solution: 70x worse on hd-volterra-d4, 5.6x better on
-        hd-bumps-volterra-d8; ``docs/highdim.md``).
+        and the network follows the terms, which are as smooth in X as the kernels; needs
+        ``alpha`` nonzero at every point, a second-kind equation). Which one a network
+        follows better depends on the problem (issue 30, ``docs/highdim.md``): where ``f``
+        carries structure along every axis (bumps, peaks), second-kind (10-D Fredholm with
+        three Gaussian bumps: relative L2 1.2e-3 against 0.10); where the solution is a
+        smooth ridge such as ``exp(sum x / d)``, ``mu`` (hd-fredholm-d6: tol 1e-5 met in 328
+        LM steps; second-kind had not met it after 11 CPU minutes).
     """
 
     net: MLP = field(default_factory=MLP)
@@ -319,8 +328,8 @@ class QuadratureCollocation(Formulation):
     local_level: int = 3
     separable: str = "auto"
     block_mb: float | None = 1024.0
-    boundary: float = 0.0
-    ansatz: str = "auto"
+    boundary: float | str = "auto"
+    ansatz: str = "mu"
 
     def __post_init__(self):
         if not isinstance(self.net, MLP):
@@ -347,11 +356,13 @@ class QuadratureCollocation(Formulation):
                 or not np.isfinite(self.block_mb) or not self.block_mb > 0):
             raise SpecError(f"block_mb must be a positive number of MiB (or None: one block), "
                             f"got {self.block_mb!r}")
-        if (not isinstance(self.boundary, (int, float)) or isinstance(self.boundary, bool)
+        if not (isinstance(self.boundary, str) and self.boundary == "auto") and (
+                not isinstance(self.boundary, (int, float)) or isinstance(self.boundary, bool)
                 or not 0.0 <= self.boundary < 1.0):
-            raise SpecError(f"boundary must be a fraction of the points in [0, 1), got {self.boundary!r}")
-        if self.ansatz not in ("auto", "mu", "second-kind"):
-            raise SpecError(f"ansatz must be 'auto', 'mu' or 'second-kind', got {self.ansatz!r}")
+            raise SpecError(f"boundary must be a fraction of the points in [0, 1) or 'auto', "
+                            f"got {self.boundary!r}")
+        if self.ansatz not in ("mu", "second-kind"):
+            raise SpecError(f"ansatz must be 'mu' or 'second-kind', got {self.ansatz!r}")
 
     def block_points(self, in_dim: int, itemsize: int = 8) -> int | None:
         """Points per block of network evaluations under ``block_mb`` (None: unbounded);
@@ -369,20 +380,21 @@ class QuadratureCollocation(Formulation):
     def label(self) -> str:
         return "quadrature"
 
+    def boundary_for(self, problem) -> float:
+        """The fraction of collocation points on the boundary for ``problem`` (``boundary``)."""
+        if isinstance(self.boundary, str):
+            return 0.1 if problem.domain.is_box and problem.dim > self.gauss_max_dim else 0.0
+        return float(self.boundary)
+
     def ansatz_for(self, problem, alpha) -> str:
-        """What the network learns on ``problem`` (``"mu"`` or ``"second-kind"``, see
-        ``ansatz``), given ``alpha`` at the collocation points; raises SpecError for
-        ``ansatz="second-kind"`` where alpha vanishes."""
+        """What the network learns on ``problem`` (``ansatz``), given ``alpha`` at the
+        collocation points; raises SpecError for ``"second-kind"`` where alpha vanishes."""
         alpha = np.abs(np.asarray(alpha, dtype=float))
-        second = bool(alpha.size) and bool(np.all(alpha > 1e-12 * max(1.0, float(alpha.max()))))
-        if self.ansatz == "second-kind" and not second:
+        if self.ansatz == "second-kind" and not (
+                alpha.size and np.all(alpha > 1e-12 * max(1.0, float(alpha.max())))):
             raise SpecError(f"ansatz='second-kind' divides by alpha, which vanishes at collocation "
                             f"points of {problem.name or 'this problem'} (a first-kind part); use "
                             f"ansatz='mu'")
-        if self.ansatz == "auto":
-            fredholm = all(t.is_fredholm for t in problem.terms)
-            return "second-kind" if second and fredholm and problem.dim > self.gauss_max_dim \
-                else "mu"
         return self.ansatz
 
     def _fredholm_rule(self, problem, term, seed):
@@ -532,11 +544,12 @@ class QuadratureCollocation(Formulation):
         d = problem.dim
         n = 2 * self.net.n_params(d) if self.points == "auto" else self.points
         grading = endpoint_grading(problem) if self.graded == "auto" else 1
-        if self.boundary > 0 and not problem.domain.is_box:
-            raise SpecError(f"boundary={self.boundary} puts points on a box's faces; the domain of "
+        boundary = self.boundary_for(problem)
+        if boundary > 0 and not problem.domain.is_box:
+            raise SpecError(f"boundary={boundary} puts points on a box's faces; the domain of "
                             f"{problem.name or 'this problem'} is not a box")
         x = collocation_points(problem, n, seed, float(grading if self.graded == "auto" else self.graded),
-                               boundary=self.boundary)
+                               boundary=boundary)
         f, lam_factor = rhs_values(problem, x, seed)  # the noise draw is over all points
         alpha = problem.alpha_at(x)
         ansatz = self.ansatz_for(problem, alpha)  # over all points: every shard the same
@@ -632,5 +645,5 @@ class QuadratureCollocation(Formulation):
                   "rules": rule_names,
                   "n_params": mu.n_params,
                   "node_evaluations": int(sum(e.size for e in evaluations.values())) - int(n),
-                  "block_points": block, "boundary": self.boundary, "ansatz": ansatz},
+                  "block_points": block, "boundary": boundary, "ansatz": ansatz},
         )
