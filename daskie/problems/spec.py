@@ -10,6 +10,8 @@ The nonlinearities ``M_i`` act on the network's output and are evaluated on torc
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Union
@@ -30,6 +32,24 @@ Limit = Union[float, str]
 # Points at which a problem's data are checked at construction (16 until issue 16 found an f
 # that was NaN on a small part of the domain pass).
 _CHECK_POINTS = 512
+
+
+def _check_points(domain, n: int, seed: int) -> np.ndarray:
+    """``domain.sample(n, seed)``, once per domain (read-only): a family's thousands of
+    instance problems share their domain, and sampling was half of building one (issue 29:
+    7.7 s of a 17 s operator fit with 8192 instances, in ``skip_values``)."""
+    try:
+        hash(domain)
+    except TypeError:  # a domain that cannot be a key is sampled every time
+        return domain.sample(n, seed=seed)
+    return _cached_sample(domain, n, seed)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_sample(domain, n: int, seed: int) -> np.ndarray:
+    x = domain.sample(n, seed=seed)
+    x.setflags(write=False)
+    return x
 
 
 def _torch():
@@ -370,10 +390,10 @@ class Problem:
     def _check_data(self):
         # Dense enough to catch data that fail on a small part of the domain; the points a
         # discretization evaluates are checked again where they are used (check_values).
-        x = self.domain.sample(_CHECK_POINTS, seed=12345)
+        x = _check_points(self.domain, _CHECK_POINTS, 12345)
         self.check_values(x)
         # Kernels on pairs (x, t) inside each term's integration box (Volterra: t <= x).
-        u = self.domain.sample(_CHECK_POINTS + 1, seed=54321)[1:]
+        u = _check_points(self.domain, _CHECK_POINTS + 1, 54321)[1:]
         lo, hi = np.asarray(self.domain.lower), np.asarray(self.domain.upper)
         u = (u - lo) / (hi - lo)
         zero_kernels = []
