@@ -156,7 +156,11 @@ class BenchmarkTable(SphinxDirective):
         lines += [f"From ``{rel}`` ({len(records)} record{'s' * (len(records) != 1)}).", ""]
         cmds = commands(records, meta)
         if cmds:
-            lines += ["Command (from the records):", "", ".. code-block:: bash", ""]
+            # records may annotate their commands in prose ("(DATA: ...)"), which bash
+            # highlighting refuses: plain text then
+            plain = all(not set("()'\"") & set(c) for c in cmds)
+            lines += ["Command (from the records):", "",
+                      f".. code-block:: {'bash' if plain else 'text'}", ""]
             lines += [f"   {c}" for c in cmds] + [""]
         elif self.options.get("command"):
             lines += ["Command (the records do not carry one; as the README gave it):", "",
