@@ -93,9 +93,9 @@ class SubModel:
         For auxiliaries: the integral term i and the chain position m.
     affine : callable, optional
         ``affine(z) -> (scale, shift)``, tensors ``(n,)`` at points ``z``: the output is
-        ``scale * net(z) + shift`` (``SecondKind``: ``mu = (f + net) / alpha``, the network
-        learns the integral terms; in ``daskie.formulations.quadrature``). Values only: a sub-model with ``affine`` has no input
-        derivatives.
+        ``scale * net(z) + shift`` (``daskie.formulations.quadrature.SecondKind``: ``mu = (f +
+        net) / alpha``, the network learns the integral terms). Values only: a sub-model with
+        ``affine`` has no input derivatives.
     """
 
     name: str

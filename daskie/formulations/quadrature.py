@@ -37,9 +37,8 @@ fixed quadrature rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import weakref
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch

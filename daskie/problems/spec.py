@@ -11,7 +11,6 @@ The nonlinearities ``M_i`` act on the network's output and are evaluated on torc
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Union

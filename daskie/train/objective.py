@@ -9,7 +9,6 @@ held-back test points. ``theta`` concatenates the parameters of the trainable su
 from __future__ import annotations
 
 import dataclasses
-
 import threading
 from dataclasses import dataclass
 
