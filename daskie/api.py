@@ -647,8 +647,10 @@ def solve(problem, formulation=None, strategy=None, optimizer=None, *, client=No
     run while it trains. Its address is logged at INFO level on the ``daskie.dashboard``
     logger when the run starts (``logging.basicConfig(level="INFO")`` prints it).
     """
-    from daskie.session import open_session
+    from daskie.session import check_callback, open_session
 
+    check_callback("progress", progress)
+    check_callback("on_window", on_window)
     run = _resolve(problem, formulation, strategy, optimizer, client, seed, target_loss, resume,
                    overwrite, store, workers, gpus, init, restarts, check, tol, max_time, device,
                    dtype)

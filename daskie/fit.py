@@ -55,9 +55,11 @@ def fit(module, loss_fn, data, strategy, *, client=None, seed: int = 0, target_l
         ``model, history = daskie.fit(...)``.
     """
     from daskie.runtime.iterations import train
-    from daskie.session import Trained, check_client, open_session
+    from daskie.session import Trained, check_callback, check_client, open_session
     from daskie.strategies import IterationStrategy, Strategy
     from daskie.train.module import ModuleObjective
+
+    check_callback("on_window", on_window)
 
     if not isinstance(strategy, Strategy):
         raise SpecError(f"strategy must be a daskie Strategy (e.g. ParaFlowS()), got {strategy!r}")

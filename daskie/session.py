@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from daskie import records as kinds
 from daskie.errors import SpecError
 
-__all__ = ["Session", "Trained", "check_client", "check_same_run", "open_session"]
+__all__ = ["Session", "Trained", "check_callback", "check_client", "check_same_run", "open_session"]
 
 log = logging.getLogger("daskie")
 
@@ -227,6 +227,13 @@ class Session:
             self.store.close(failed=failed)
 
 
+def check_callback(name: str, value) -> None:
+    """Raise SpecError naming ``name`` unless ``value`` is None or callable (a front door's
+    ``progress`` or ``on_window``; ``progress=False`` failed deep in the first window)."""
+    if value is not None and not callable(value):
+        raise SpecError(f"{name} must be a callable or None, got {value!r}")
+
+
 @contextlib.contextmanager
 def open_session(store=None, *, resume: bool = False, overwrite: bool = False,
                  identity: dict | None = None, meta: dict | None = None, summarize=None,
@@ -251,6 +258,8 @@ def open_session(store=None, *, resume: bool = False, overwrite: bool = False,
     The store is closed when the block ends: kept when it ends normally, closed as failed
     (staged for resume, or discarded) when it raises.
     """
+    for name, value in (("on_window", on_window), ("progress", progress)):
+        check_callback(name, value)
     if resume and overwrite:
         raise SpecError("resume and overwrite exclude each other")
     if resume and store is None:

@@ -225,3 +225,11 @@ def test_bad_fit_and_solve_arguments_name_them():
         daskie.solve("fredholm1d", formulation=SMALL_Q, client="sync", strategy=ParaFlowS(batch=8))
     with pytest.raises(SpecError, match="iteration strategy"):
         fit(net, loss, data, CEPTF(), client="sync")
+
+
+def test_fit_names_an_on_window_that_is_not_callable():
+    model = torch.nn.Linear(1, 1).double()
+    x = torch.linspace(0, 1, 8, dtype=torch.float64)[:, None]
+    with pytest.raises(SpecError, match="on_window must be a callable or None, got 'yes'"):
+        fit(model, torch.nn.functional.mse_loss, (x, 2 * x), Monolithic(), client="sync",
+            on_window="yes")

@@ -176,6 +176,8 @@ def test_a_gpu_task_on_a_worker_without_cuda_fails_naming_the_worker(strategy):
     ({"target_loss": -1.0}, "target_loss"),
     ({"workers": 0}, "workers"),
     ({"resume": True}, "resume"),
+    ({"progress": False}, "progress must be a callable or None, got False"),
+    ({"on_window": 3}, "on_window must be a callable or None, got 3"),
 ])
 def test_bad_arguments_name_the_problem(kwargs, field):
     with pytest.raises(SpecError, match=field):
