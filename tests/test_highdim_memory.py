@@ -175,8 +175,9 @@ def test_blocked_jacobian_is_the_derivative_of_the_residuals(family, kw):
 
 
 def test_auto_boundary_is_a_tenth_above_the_tensor_rules_dimension_and_none_below():
-    form = QuadratureCollocation(net=MLP(hidden=(4,)), points=40, test_points=8, local_level=2)
-    assert form.boundary == "auto"
+    form = QuadratureCollocation(net=MLP(hidden=(4,)), points=40, test_points=8, local_level=2,
+                                 boundary="auto")
+    assert QuadratureCollocation().boundary == 0.0  # the default: no boundary points
     high = form.discretize(build("hd-bumps-mixed", 4))
     assert high.info["boundary"] == 0.1
     x = high.evaluations["mu@x"].points.numpy()

@@ -296,9 +296,10 @@ class QuadratureCollocation(Formulation):
         Fraction of the collocation points moved onto the box's faces and corners
         (``collocation_points`` in the same module; 0: none, the Sobol points only).
         ``"auto"``: 0.1 on boxes above ``gauss_max_dim``, where Sobol points almost never come
-        near a face or a corner (issue 30, measured with the default points: relative L2 at
-        d = 10, Fredholm, second-kind, 1.1e-3 -> 2.3e-4; d = 6, 0.19 -> 0.12; mixed d = 12,
-        0.057 -> 0.044), else 0.
+        near a face or a corner, else 0 (issue 30, measured with the default points: relative
+        L2 at d = 10, Fredholm, second-kind, 1.1e-3 -> 2.3e-4; d = 6, 0.19 -> 0.12; mixed
+        d = 12, 0.057 -> 0.044; but on the smooth ``hd-fredholm-d6`` the default solve to tol
+        1e-5 took longer than 2x the LM time of no boundary points, so 0 stays the default).
     ansatz : {"mu", "second-kind"}
         What the network learns: ``"mu"`` the solution; ``"second-kind"`` the integral terms,
         with ``mu = (f + net) / alpha`` (:class:`SecondKind`: the structure of ``f`` is exact
@@ -327,7 +328,7 @@ class QuadratureCollocation(Formulation):
     local_level: int = 3
     separable: str = "auto"
     block_mb: float | None = 1024.0
-    boundary: float | str = "auto"
+    boundary: float | str = 0.0
     ansatz: str = "mu"
 
     def __post_init__(self):
