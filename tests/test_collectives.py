@@ -293,3 +293,23 @@ def test_in_process_groups_give_the_cluster_numbers(client):
     local = run_group("sync", _rank_sum, [(1.5,), (2.0,)])
     remote = run_group(client, _rank_sum, [(1.5,), (2.0,)])
     assert [v for v, _ in local] == [v for v, _ in remote] == [3.5, 3.5]
+
+
+def test_a_reused_group_stays_on_its_workers_when_the_idle_order_flips(client, monkeypatch):
+    import daskie.runtime.groups as groups_module
+
+    names = sorted(str(w["name"]) for w in client.scheduler_info()["workers"].values())
+    calls = {"n": 0}
+
+    def flipping(info):  # the first call sees one worker busy, later calls the other
+        calls["n"] += 1
+        busy = names[0] if calls["n"] <= len(names) else names[1]
+        return int(str(info.get("name")) == busy)
+
+    monkeypatch.setattr(groups_module, "_executing", flipping)
+    groups = Groups(DaskExecutor(client), "test-flip")
+    first = groups.run(_rank_identity, [(1.0,), (2.0,)], reuse="test-flip")
+    second = groups.run(_rank_identity, [(3.0,), (4.0,)], reuse="test-flip")
+    assert [g for _, g, _ in first] == [g for _, g, _ in second]  # the kept group, not a new one
+    groups.release()
+    assert all(not keys for keys in client.run(_cached_groups).values())

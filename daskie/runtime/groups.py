@@ -169,6 +169,14 @@ class Groups:
         on the workers while the client is still busy with an earlier result.
         """
         ex = self.executor
+        if reuse is not None and workers is None:
+            # a kept group's ranks stay on their workers: the idle-first order of
+            # group_workers can flip between two calls (a worker's "executing" count lags the
+            # end of its last task), which made a reuse start a second group beside the kept one
+            info = ex.workers()
+            kept = [addrs for key, addrs in self.ports if key == reuse
+                    and len(addrs) == len(rank_args) and all(a in info for a in addrs)]
+            workers = list(kept[0]) if kept else None
         addrs = group_workers(ex, len(rank_args), workers)
         host = _host(addrs[0])
         cache_key = None if reuse is None else (reuse, tuple(addrs))
