@@ -228,8 +228,10 @@ class Session:
 
 
 def check_callback(name: str, value) -> None:
-    """Raise SpecError naming ``name`` unless ``value`` is None or callable (a front door's
-    ``progress`` or ``on_window``; ``progress=False`` failed deep in the first window)."""
+    """Raise SpecError naming ``name`` unless ``value`` is None or callable.
+
+    For a front door's ``progress`` and ``on_window``, before it wraps them and before any
+    work (``progress=False`` failed with a TypeError at the end of the first window)."""
     if value is not None and not callable(value):
         raise SpecError(f"{name} must be a callable or None, got {value!r}")
 
@@ -258,8 +260,6 @@ def open_session(store=None, *, resume: bool = False, overwrite: bool = False,
     The store is closed when the block ends: kept when it ends normally, closed as failed
     (staged for resume, or discarded) when it raises.
     """
-    for name, value in (("on_window", on_window), ("progress", progress)):
-        check_callback(name, value)
     if resume and overwrite:
         raise SpecError("resume and overwrite exclude each other")
     if resume and store is None:

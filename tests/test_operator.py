@@ -352,6 +352,8 @@ def test_bad_operator_arguments_are_refused_with_the_field_named(fredholm_set):
         fit_operator(family("volterra-1d-sin"), path, small_net(17), client="sync")
     with pytest.raises(SpecError, match="resume=True needs the store"):
         fit_operator(fam, path, small_net(), client="sync", resume=True)
+    with pytest.raises(SpecError, match="on_window must be a callable or None, got 3"):
+        fit_operator(fam, path, small_net(), client="sync", on_window=3)
 
 
 # --- mini-batches -----------------------------------------------------------------------------

@@ -343,13 +343,14 @@ def fit_operator(family, data, net=None, *, strategy=None, optimizer=None, loss=
     from daskie.operator.formulation import OperatorLoss, TrainingSet, n_branch_inputs
     from daskie.operator.model import Operator
     from daskie.runtime.context import RunContext, run_token
-    from daskie.session import check_client, open_session
+    from daskie.session import check_callback, check_client, open_session
     from daskie.store.dataset import OperatorDataset
     from daskie.operator.strategy import check_operator_strategy
     from daskie.train.optimizers import Adam
 
     _check_family(family)
     check_client(client)
+    check_callback("on_window", on_window)
     if not isinstance(data, (str, os.PathLike)):
         raise SpecError("data must be the path of a data set made by generate_dataset, "
                         f"got {data!r}")

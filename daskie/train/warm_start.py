@@ -50,12 +50,16 @@ def picard_step(disc):
     ev = disc.evaluations.get("mu@x")
     if ev is None or ev.derivative is not None or set(disc.block_evaluations) != {"equation"}:
         return None
-    problem = disc.problem
+    from daskie.formulations.quadrature import SecondKind
+
+    # f / alpha at every point set: a second-kind sub-model's transform has it (its shift),
+    # computed once per set and kept for training
+    plain = SecondKind(disc.problem)
     values = {}
     for key, e in disc.evaluations.items():
-        pts = e.points.to(device="cpu", dtype=torch.float64).numpy()
-        mu0 = problem.f_at(pts) / problem.alpha_at(pts)
-        values[key] = torch.as_tensor(mu0, dtype=e.points.dtype, device=e.points.device)
+        affine = getattr(disc.submodels[e.submodel], "affine", None)
+        affine = affine if isinstance(affine, SecondKind) else plain
+        values[key] = affine(e.points)[1]
     with torch.no_grad():
         values["mu@x"] = torch.zeros_like(values["mu@x"])
         r0 = disc.residual_fn(values)["equation"]
